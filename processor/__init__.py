@@ -1,0 +1,3 @@
+"""Rosterdrop: receive, validate and apply OneRoster roster drops."""
+
+__version__ = "0.1.0"

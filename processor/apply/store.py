@@ -1,0 +1,156 @@
+"""The SQL store: every table, scoped by tenant. SQLAlchemy 2 Core; SQLite by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+
+metadata = MetaData()
+
+tenants = Table(
+    "tenants", metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("name", Text),
+)
+
+runs = Table(
+    "runs", metadata,
+    Column("run_id", String(40), primary_key=True),
+    Column("tenant", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("outcome", String(16)),
+    Column("format", String(20)),
+    Column("source", String(8), nullable=False),
+    Column("received_at", String(40), nullable=False),
+    Column("finished_at", String(40)),
+    Column("sha256", String(64), nullable=False),
+    Column("original_name", Text),
+    Column("spool_path", Text),
+    Column("report_path", Text),
+    Column("result", Text),  # the run result JSON (CONTRACT.md section 4)
+    Index("ix_runs_tenant_received", "tenant", "received_at"),
+    Index("ix_runs_tenant_sha", "tenant", "sha256"),
+)
+
+# One row per tenant while a run holds it: two processes never apply the same tenant at once.
+locks = Table(
+    "tenant_locks", metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("run_id", String(40), nullable=False),
+    Column("owner", Text, nullable=False),
+    Column("acquired_at", Float, nullable=False),
+)
+
+audit = Table(
+    "audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
+    Column("run_id", String(40), nullable=False),
+    Column("entity", String(32), nullable=False),
+    Column("sourced_id", Text, nullable=False),
+    Column("action", String(16), nullable=False),  # created | updated | deactivated | reactivated
+    Column("before", Text),
+    Column("after", Text),
+    Index("ix_audit_tenant_run", "tenant", "run_id"),
+)
+
+outbox = Table(
+    "outbox", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
+    Column("run_id", String(40)),
+    Column("kind", String(32), nullable=False),
+    Column("recipients", Text, nullable=False),  # JSON list
+    Column("subject", Text, nullable=False),
+    Column("message", LargeBinary, nullable=False),  # the whole MIME message
+    Column("status", String(16), nullable=False),  # queued | sent | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("last_error", Text),
+    Column("created_at", Float, nullable=False),
+    Column("sent_at", Float),
+    Index("ix_outbox_status", "status", "next_attempt_at"),
+)
+
+credentials = Table(
+    "sftp_credentials", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # password | key
+    Column("value", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_credentials_tenant", "tenant"),
+)
+
+pulled = Table(
+    "pulled_files", metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("size", BigInteger, primary_key=True),
+    Column("mtime", BigInteger, primary_key=True),
+    Column("run_id", String(40)),
+)
+
+# Roster tables. Every one has tenant + sourced_id as key, a status (active | inactive), the hash of the
+# compared fields (for the vectorised diff), the run that last changed it, and `data`: every field the
+# district sent (OneRoster + metadata.*) as JSON so nothing is lost.
+COMMON = ("tenant", "sourced_id", "status", "row_hash", "run_id", "data")
+
+ENTITY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "orgs": ("name", "type", "identifier", "parent"),
+    "academic_sessions": ("title", "type", "start_date", "end_date", "parent", "school_year"),
+    "courses": ("title", "course_code", "grades", "org", "school_year"),
+    "classes": ("title", "class_code", "class_type", "grades", "school", "course", "terms"),
+    "people": ("role", "or_role", "username", "email", "given_name", "family_name", "middle_name",
+               "identifier", "school", "schools", "grades", "enabled"),
+    "enrollments": ("class_id", "person", "role", "is_primary", "school", "begin_date", "end_date"),
+    "guardian_links": ("student", "guardian"),
+    "demographics": ("birth_date", "sex"),
+}
+
+
+def _entity_table(name: str, fields: tuple[str, ...]) -> Table:
+    return Table(
+        name, metadata,
+        Column("tenant", String(64), primary_key=True),
+        Column("sourced_id", Text, primary_key=True),
+        Column("status", String(8), nullable=False),
+        Column("row_hash", BigInteger, nullable=False),
+        Column("run_id", String(40), nullable=False),
+        *[Column(f, Text) for f in fields],
+        Column("data", Text),
+    )
+
+
+ENTITY_TABLES: dict[str, Table] = {name: _entity_table(name, cols) for name, cols in ENTITY_COLUMNS.items()}
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def open_store(url: str, create: bool = True) -> Engine:
+    """An engine for the store; creates missing tables (the schema is not released yet: no migrations)."""
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    if create:
+        metadata.create_all(engine)
+    return engine

@@ -1,0 +1,353 @@
+"""The `rosterdrop` command: parse arguments, call the library, print, exit. No logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from processor.config import ConfigError, resolve_home
+from processor.context import Context, UserError
+
+log = logging.getLogger("rosterdrop")
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_init(args, home: Path) -> int:
+    from processor.apply.store import open_store
+    from processor.home import init_home
+
+    created = init_home(home, args.tenant or [])
+    ctx = Context.load(home)
+    db_existed = _sqlite_file_exists(ctx)
+    engine = open_store(ctx.config.store_url())
+    engine.dispose()
+    if not db_existed:
+        created.append(ctx.config.store_url())
+    if args.json:
+        _print_json({"home": str(home), "created": created})
+    elif created:
+        print("created:\n  " + "\n  ".join(created))
+    else:
+        print(f"{home} is already set up; nothing created")
+    return 0
+
+
+def _sqlite_file_exists(ctx: Context) -> bool:
+    url = ctx.config.store_url()
+    return not url.startswith("sqlite:///") or Path(url[len("sqlite:///"):]).exists()
+
+
+def cmd_serve(args, home: Path) -> int:
+    from processor.daemon import serve
+
+    return serve(home, burst=args.burst)
+
+
+def cmd_process(args, home: Path) -> int:
+    from processor.pipeline import process_path
+
+    ctx = Context.load(home)
+    result = process_path(ctx, Path(args.path), args.tenant, dry_run=args.dry_run, source="cli")
+    _deliver_quietly(ctx)
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        from processor.report.render import run_summary_text
+
+        print(run_summary_text(result))
+    return result.exit_code()
+
+
+def _deliver_quietly(ctx: Context) -> None:
+    # The exit code reflects the run, never the email: an undeliverable email stays queued.
+    try:
+        from processor.report.mail import deliver_due
+
+        deliver_due(ctx, force=True)
+    except Exception as exc:  # noqa: BLE001 - any mail failure must not change the run's outcome
+        log.warning("email delivery failed, it stays queued: %s", exc)
+
+
+def cmd_runs_list(args, home: Path) -> int:
+    from processor.apply.runs import list_runs
+
+    ctx = Context.load(home)
+    rows = list_runs(ctx.engine, tenant=args.tenant, limit=args.limit)
+    if args.json:
+        _print_json({"runs": rows})
+    else:
+        _print_table(rows, ["run_id", "tenant", "status", "source", "received_at", "errors", "alerts", "holds"])
+    return 0
+
+
+def cmd_runs_show(args, home: Path) -> int:
+    from processor.apply.runs import get_result
+
+    ctx = Context.load(home)
+    result = get_result(ctx.engine, args.run_id)
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        from processor.report.render import run_summary_text
+
+        print(run_summary_text(result))
+    return 0
+
+
+def cmd_holds_list(args, home: Path) -> int:
+    from processor.apply.runs import list_runs
+
+    ctx = Context.load(home)
+    rows = list_runs(ctx.engine, tenant=args.tenant, status="held", limit=None)
+    if args.json:
+        _print_json({"holds": rows})
+    else:
+        _print_table(rows, ["run_id", "tenant", "received_at", "holds"])
+    return 0
+
+
+def cmd_holds_release(args, home: Path) -> int:
+    from processor.pipeline import release_hold
+
+    ctx = Context.load(home)
+    result = release_hold(ctx, args.run_id)
+    _deliver_quietly(ctx)
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        from processor.report.render import run_summary_text
+
+        print(run_summary_text(result))
+    return result.exit_code()
+
+
+def cmd_holds_discard(args, home: Path) -> int:
+    from processor.pipeline import discard_hold
+
+    ctx = Context.load(home)
+    result = discard_hold(ctx, args.run_id)
+    _deliver_quietly(ctx)
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        print(f"run {result.run_id} discarded; nothing was applied")
+    return 0
+
+
+def cmd_roster_export(args, home: Path) -> int:
+    from processor.apply.export import export_roster
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant)
+    roster = export_roster(ctx.engine, args.tenant, include_inactive=args.all)
+    if args.json:
+        _print_json(roster)
+    else:
+        for key in ("schools", "people", "classes", "enrollments"):
+            print(f"{key}: {len(roster[key])}")
+        print("(use --json for the rows)")
+    return 0
+
+
+def cmd_generate(args, home: Path) -> int:
+    from processor.generate import generate_bundles
+
+    if (args.nightly is None) != (args.changes is None):
+        raise UserError("--nightly and --changes go together: --nightly PATH --changes PCT")
+    summary = generate_bundles(Path(args.out), schools=args.schools, students=args.students, seed=args.seed,
+                               nightly=Path(args.nightly) if args.nightly else None, changes=args.changes)
+    if args.json:
+        _print_json(summary)
+    else:
+        for k, v in summary.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def cmd_outbox_list(args, home: Path) -> int:
+    from processor.report.mail import list_outbox
+
+    ctx = Context.load(home)
+    rows = list_outbox(ctx)
+    if args.json:
+        _print_json({"emails": rows})
+    else:
+        _print_table(rows, ["id", "tenant", "kind", "status", "attempts", "next_attempt_at", "last_error"])
+    return 0
+
+
+def cmd_outbox_send(args, home: Path) -> int:
+    from processor.report.mail import deliver_due
+
+    ctx = Context.load(home)
+    summary = deliver_due(ctx, force=True)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+    return 0 if not summary.get("failed") else 1
+
+
+def cmd_tenant_passwd(args, home: Path) -> int:
+    import getpass
+
+    from processor.intake.auth import set_password
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant_id)
+    if sys.stdin.isatty():
+        pw = getpass.getpass(f"SFTP password for {args.tenant_id}: ")
+        if getpass.getpass("again: ") != pw:
+            raise UserError("the two passwords differ; nothing changed")
+    else:
+        pw = sys.stdin.readline().rstrip("\r\n")
+    if len(pw) < 8:
+        raise UserError("the password must have at least 8 characters; nothing changed")
+    set_password(ctx.engine, args.tenant_id, pw)
+    print(f"SFTP password set for tenant {args.tenant_id}")
+    return 0
+
+
+def cmd_tenant_add_key(args, home: Path) -> int:
+    from processor.intake.auth import add_key
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant_id)
+    fingerprint = add_key(ctx.engine, args.tenant_id, Path(args.pubkey_file))
+    print(f"authorized key {fingerprint} for tenant {args.tenant_id}")
+    return 0
+
+
+def _print_table(rows: list[dict], cols: list[str]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    widths = {c: max(len(c), *(len(str(r.get(c, "") or "")) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r.get(c, "") if r.get(c) is not None else "").ljust(widths[c]) for c in cols))
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    def shared(suppress: bool) -> argparse.ArgumentParser:
+        # Declared once; on subcommands the defaults are suppressed so `rosterdrop --home X cmd` keeps X.
+        d = {"default": argparse.SUPPRESS} if suppress else {}
+        sp = argparse.ArgumentParser(add_help=False)
+        sp.add_argument("--home", metavar="DIR", **d,
+                        help="home folder (default: $ROSTERDROP_HOME, else ./rosterdrop-home)")
+        sp.add_argument("--json", action="store_true", **d, help="print exactly one JSON object on stdout")
+        sp.add_argument("-v", "--verbose", action="count", **({"default": 0} | d),
+                        help="more log output (-vv: debug)")
+        return sp
+
+    common = shared(suppress=True)
+    p = argparse.ArgumentParser(
+        prog="rosterdrop", parents=[shared(suppress=False)],
+        description="Receive district OneRoster CSV drops, validate, apply them to the roster store, "
+                    "and email a sync report.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name, func, help_, parent=sub):
+        sp = parent.add_parser(name, parents=[common], help=help_, description=help_)
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("init", cmd_init, "create the home folder, config, store and SSH host key (never overwrites)")
+    sp.add_argument("--tenant", action="append", metavar="ID", help="also configure this tenant (repeatable)")
+
+    sp = add("serve", cmd_serve, "run the daemon: SFTP server, inbox watcher, scheduler and workers")
+    sp.add_argument("--burst", action="store_true", help="process what is waiting in the inboxes, then exit")
+
+    sp = add("process", cmd_process, "process one bundle (a .zip or a folder of CSVs) now, as the daemon would")
+    sp.add_argument("path", metavar="PATH", help="the bundle: a .zip file or a folder of CSV files")
+    sp.add_argument("--tenant", required=True, metavar="ID", help="the tenant (district) the drop belongs to")
+    sp.add_argument("--dry-run", action="store_true", help="compute everything, apply nothing, send nothing")
+
+    runs = sub.add_parser("runs", help="list and show runs", description="list and show runs")
+    runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
+    sp = add("list", cmd_runs_list, "recent runs, newest first", runs_sub)
+    sp.add_argument("--tenant", metavar="ID", help="only this tenant's runs")
+    sp.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
+    sp = add("show", cmd_runs_show, "one run's result", runs_sub)
+    sp.add_argument("run_id", metavar="RUN_ID")
+
+    holds = sub.add_parser("holds", help="list, release or discard held runs",
+                           description="list, release or discard held runs")
+    holds_sub = holds.add_subparsers(dest="holds_command", metavar="ACTION", required=True)
+    sp = add("list", cmd_holds_list, "held runs", holds_sub)
+    sp.add_argument("--tenant", metavar="ID", help="only this tenant's holds")
+    sp = add("release", cmd_holds_release, "apply a held run now (its changes are recomputed)", holds_sub)
+    sp.add_argument("run_id", metavar="RUN_ID")
+    sp = add("discard", cmd_holds_discard, "drop a held run; nothing is applied", holds_sub)
+    sp.add_argument("run_id", metavar="RUN_ID")
+
+    roster = sub.add_parser("roster", help="export a tenant's roster", description="export a tenant's roster")
+    roster_sub = roster.add_subparsers(dest="roster_command", metavar="ACTION", required=True)
+    sp = add("export", cmd_roster_export, "the tenant's current roster (active rows)", roster_sub)
+    sp.add_argument("--tenant", required=True, metavar="ID")
+    sp.add_argument("--all", action="store_true", help="include inactive (deactivated) rows")
+
+    sp = add("generate", cmd_generate, "write a realistic synthetic OneRoster 1.1 bundle (zip)")
+    sp.add_argument("--out", required=True, metavar="PATH", help="the zip to write")
+    sp.add_argument("--schools", type=int, default=5, metavar="N")
+    sp.add_argument("--students", type=int, default=2000, metavar="N")
+    sp.add_argument("--seed", type=int, default=1, metavar="N")
+    sp.add_argument("--nightly", metavar="PATH", help="also write a second full bundle with changes")
+    sp.add_argument("--changes", type=float, metavar="PCT", help="percent of records changed in --nightly")
+
+    outbox = sub.add_parser("outbox", help="emails waiting to be sent", description="emails waiting to be sent")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
+    add("list", cmd_outbox_list, "emails waiting to be sent, with attempts and last error", outbox_sub)
+    add("send", cmd_outbox_send, "try to deliver every waiting email now", outbox_sub)
+
+    tenant = sub.add_parser("tenant", help="tenant SFTP credentials", description="tenant SFTP credentials")
+    tenant_sub = tenant.add_subparsers(dest="tenant_command", metavar="ACTION", required=True)
+    sp = add("passwd", cmd_tenant_passwd, "set the tenant's SFTP password (stdin when not a terminal)",
+             tenant_sub)
+    sp.add_argument("tenant_id", metavar="ID")
+    sp = add("add-key", cmd_tenant_add_key, "authorize an OpenSSH public key for the tenant's SFTP login",
+             tenant_sub)
+    sp.add_argument("tenant_id", metavar="ID")
+    sp.add_argument("pubkey_file", metavar="PUBKEY_FILE")
+    return p
+
+
+def setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose if args.command != "serve" else max(args.verbose, 1))
+    home = resolve_home(args.home)
+    try:
+        return args.func(args, home)
+    except (ConfigError, UserError) as exc:
+        return _fail(args, str(exc))
+    except KeyboardInterrupt:
+        return _fail(args, "interrupted")
+
+
+def _fail(args, message: str) -> int:
+    if getattr(args, "json", False):
+        _print_json({"error": message})
+    print(f"rosterdrop: error: {message}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The home folder: `rosterdrop init` and the layout every other command relies on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from processor.config import CONFIG_NAME, TENANT_ID
+
+FOLDERS = ("inbox", "spool", "archive", "outbox", "reports")
+HOST_KEY = "ssh_host_ed25519_key"
+
+CONFIG_HEADER = """\
+# Rosterdrop configuration. Every key is optional unless marked; see CONTRACT.md section 2.
+# [store], [sftp] and [smtp] keys can be overridden by ROSTERDROP_<SECTION>__<KEY> environment variables.
+
+[store]
+url = "sqlite:///rosterdrop.db"   # or "postgresql+psycopg://user@host/db"
+
+[sftp]
+enabled = true
+host = "127.0.0.1"
+port = 2222
+
+# Without [smtp], every report email is written to outbox/ as a .eml file.
+# [smtp]
+# host = "smtp.example.org"
+# port = 587
+# starttls = true
+# username = "rosterdrop"
+# password_env = "ROSTERDROP_SMTP_PASSWORD"
+# sender = "Roster Sync <sync@example.org>"
+
+# An example tenant (one district). Copy it, or run `rosterdrop init --tenant ID`.
+# [tenants.demo]
+# name = "Demo District"
+# report_to = ["it@demo.example"]
+#
+# [tenants.demo.policy]
+# single_school = false
+# students_need_enrollment = false
+# exclude_roles = []
+# max_deactivated_percent = 10
+# max_guardians_per_student = 5
+# role_map = {}                # e.g. { aide = "teacher" }
+#
+# [tenants.demo.policy.require]
+# users = ["email"]
+#
+# [[tenants.demo.policy.role_overrides]]
+# column = "metadata.MembeanSchoolAdmin"
+# value = "true"
+# role = "school_admin"
+"""
+
+
+def tenant_block(tenant_id: str) -> str:
+    return (f'\n[tenants.{tenant_id}]\nname = "{tenant_id}"\nreport_to = []\n\n'
+            f"[tenants.{tenant_id}.policy]\n")
+
+
+def init_home(home: Path, tenants: list[str]) -> list[str]:
+    """Create whatever is missing under home; never overwrite. Returns what was created."""
+    for t in tenants:
+        if not TENANT_ID.match(t):
+            raise ValueError(f"tenant id {t!r} must be 1-64 characters of a-z, 0-9, '_' or '-'")
+    created: list[str] = []
+    if not home.exists():
+        home.mkdir(parents=True)
+        created.append(str(home))
+    cfg = home / CONFIG_NAME
+    if not cfg.exists():
+        cfg.write_text(CONFIG_HEADER + "".join(tenant_block(t) for t in tenants), encoding="utf-8")
+        created.append(str(cfg))
+    else:
+        text = cfg.read_text(encoding="utf-8")
+        missing = [t for t in tenants if f"[tenants.{t}]" not in text]
+        if missing:
+            with cfg.open("a", encoding="utf-8") as f:
+                f.write("".join(tenant_block(t) for t in missing))
+            created.extend(f"{cfg} [tenants.{t}]" for t in missing)
+    for name in FOLDERS:
+        p = home / name
+        if not p.exists():
+            p.mkdir()
+            created.append(str(p))
+    for t in tenants:
+        p = home / "inbox" / t
+        if not p.exists():
+            p.mkdir(parents=True)
+            created.append(str(p))
+    key = home / HOST_KEY
+    if not key.exists():
+        write_host_key(key)
+        created.append(str(key))
+    return created
+
+
+def write_host_key(path: Path) -> None:
+    # paramiko cannot generate Ed25519 keys; cryptography (a paramiko dependency) can.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)

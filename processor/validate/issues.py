@@ -1,0 +1,161 @@
+"""The one catalogue of issue codes, and issues kept as columns (a frame), never as per-row objects.
+
+Each code has a severity, whether it is fatal (the run is rejected), a title, an explanation and the fix
+a district IT admin should make in the SIS. Reports, JSON messages and docs all render from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+ISSUE_COLUMNS = ["severity", "code", "file", "line", "sourced_id", "field", "value", "message"]
+SEVERITY_ORDER = {"hold": 0, "error": 1, "alert": 2}
+
+
+@dataclass(frozen=True)
+class Code:
+    code: str
+    severity: str  # default severity: "error" | "alert" | "hold"
+    fatal: bool
+    title: str
+    explanation: str
+    fix: str
+
+
+CATALOGUE: dict[str, Code] = {c.code: c for c in [
+    Code("bad_bundle", "error", True, "The file could not be read as a roster bundle",
+         "The upload is not a usable zip of CSV files (corrupt, encrypted, unsafe paths, too large or not text).",
+         "Export the roster again from your SIS as a plain (unencrypted) zip of OneRoster CSV files and upload it."),
+    Code("missing_file", "error", True, "A required file is missing",
+         "The bundle lacks a file that OneRoster requires or that its manifest names.",
+         "Include the file in the export, or mark it 'absent' in manifest.csv if you do not send it."),
+    Code("missing_column", "error", True, "A required column is missing",
+         "A file's header lacks a column that must be present.",
+         "Add the column to the export's header (it may be empty where the value is optional)."),
+    Code("missing_value", "error", False, "A required value is blank",
+         "This row lacks a value that OneRoster or your district's settings require, so it was not imported.",
+         "Fill in the value for this record in your SIS."),
+    Code("invalid_value", "error", False, "A value is not valid for its field",
+         "The value does not have the form OneRoster expects for this field.",
+         "Correct the value in your SIS to the expected form."),
+    Code("duplicate_id", "error", False, "The same sourcedId appears twice",
+         "Two rows of one file share a sourcedId; only the first was imported.",
+         "Give every record its own sourcedId in your SIS, or remove the duplicate record."),
+    Code("unknown_reference", "error", False, "A row refers to a record that does not exist",
+         "The row points at a sourcedId that is neither in this bundle nor already in the roster.",
+         "Include the referenced record in the export, or correct the reference in your SIS."),
+    Code("rejected_reference", "error", False, "A row refers to a record that was rejected",
+         "The row points at a record that was itself rejected, so it could not be imported either.",
+         "Fix the referenced record's own error first; this row will then import."),
+    Code("multiple_schools", "error", False, "A person belongs to more than one school",
+         "Your district's settings allow each person one school only.",
+         "Keep one school for this person in your SIS, or ask us to allow several schools."),
+    Code("student_without_enrollment", "error", False, "A student has no class",
+         "Your district's settings require every student to be enrolled in at least one active class.",
+         "Enroll the student in a class in your SIS, or leave them out of the export."),
+    Code("unknown_column", "alert", False, "An unknown column was ignored",
+         "The column is neither OneRoster nor a metadata.* extension, so its values were not imported.",
+         "Rename it to its OneRoster name, prefix it with 'metadata.' to keep it, or drop it from the export."),
+    Code("renamed_column", "alert", False, "A column header was read under its OneRoster name",
+         "The header differs from OneRoster in case or spelling, and was matched to the standard column.",
+         "Use the exact OneRoster header in your export."),
+    Code("normalized_value", "alert", False, "Values were read in their standard spelling",
+         "Values differ from OneRoster only in case or a known legacy spelling, and were normalised.",
+         "Export the values in OneRoster's exact spelling."),
+    Code("encoding", "alert", False, "The file is not UTF-8",
+         "The file was not valid UTF-8 and was read as Windows-1252; check accented names.",
+         "Export the CSV files as UTF-8."),
+    Code("malformed_row", "error", False, "A row has the wrong number of fields",
+         "The row has more fields than the header (beyond empty trailing ones), so its columns cannot be matched.",
+         "Quote values that contain commas in your export, or fix the row in your SIS."),
+    Code("references_not_checked", "alert", False, "References were not checked",
+         "The bundle has no file for the referenced entity, so these references could not be verified.",
+         "Include the referenced file in the export if you want these links verified."),
+    Code("dangling_link", "alert", False, "An optional link points at an unknown record",
+         "An optional reference (guardian, parent org, school year) names a record that does not exist; the link was dropped.",
+         "Include the referenced record in the export, or remove the reference in your SIS."),
+    Code("unsupported_file", "alert", False, "A file was ignored",
+         "The bundle carries a file that Rosterdrop does not import (for example gradebook files).",
+         "No action needed, or leave the file out of the export."),
+    Code("excluded_role", "alert", False, "People of an excluded role were not stored",
+         "Your district's settings exclude this role; these rows were skipped on purpose.",
+         "No action needed."),
+    Code("mass_deactivation", "hold", False, "Too many records would be removed",
+         "This full (bulk) drop would deactivate more records than your district's threshold allows; nothing was applied.",
+         "If the removal is intended, release the hold; otherwise fix the export and send it again."),
+    Code("too_many_guardians", "hold", False, "A student has too many guardian contacts",
+         "A student has more guardian links than your district's threshold allows; nothing was applied.",
+         "Correct the student's contacts in your SIS, or release the hold if they are right."),
+    Code("school_vanished", "hold", False, "A school disappeared from the roster",
+         "An active school with people in it is missing from this full (bulk) drop; nothing was applied.",
+         "If the school closed, release the hold; otherwise include it in the export and send it again."),
+]}
+
+
+def issue_frame(code: str, file: str | None, lines=None, sourced_ids=None, field: str | None = None,
+                values=None, message=None, severity: str | None = None) -> pd.DataFrame:
+    """Issues for many rows at once. Vector arguments align; scalars broadcast."""
+    spec = CATALOGUE[code]
+    n = _length(lines, sourced_ids, values, message)
+    df = pd.DataFrame({
+        "severity": severity or spec.severity,
+        "code": code,
+        "file": file,
+        "line": _col(lines, n, "Int64"),
+        "sourced_id": _col(sourced_ids, n, "object"),
+        "field": field,
+        "value": _col(values, n, "object"),
+        "message": _col(message, n, "object") if message is not None else spec.title,
+    }, index=range(n))
+    return df[ISSUE_COLUMNS]
+
+
+def one_issue(code: str, message: str, file: str | None = None, line: int | None = None,
+              sourced_id: str | None = None, field: str | None = None, value: str | None = None,
+              severity: str | None = None) -> pd.DataFrame:
+    return issue_frame(code, file, [line], [sourced_id], field, [value], [message], severity)
+
+
+def _length(*vecs) -> int:
+    for v in vecs:
+        if v is not None and not isinstance(v, str):
+            return len(v)
+    return 1
+
+
+def _col(v, n, dtype):
+    if v is None:
+        return pd.Series([None] * n, dtype=dtype)
+    if isinstance(v, str):
+        return pd.Series([v] * n, dtype="object")
+    return pd.Series(np.asarray(v, dtype=object) if dtype == "object" else list(v), dtype=dtype)
+
+
+def empty_issues() -> pd.DataFrame:
+    return issue_frame("bad_bundle", None, [], [], None, [], [])
+
+
+def concat_issues(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return empty_issues()
+    return pd.concat(frames, ignore_index=True)
+
+
+def is_fatal(issues: pd.DataFrame) -> bool:
+    fatal = [c.code for c in CATALOGUE.values() if c.fatal]
+    return bool(issues["code"].isin(fatal).any())
+
+
+def sort_issues(issues: pd.DataFrame) -> pd.DataFrame:
+    order = issues["severity"].map(SEVERITY_ORDER)
+    return issues.assign(_o=order).sort_values(["_o", "file", "line", "code"], na_position="first",
+                                                kind="stable").drop(columns="_o").reset_index(drop=True)
+
+
+def issues_to_records(issues: pd.DataFrame) -> list[dict]:
+    out = issues.astype(object).where(issues.notna(), None)
+    return out.to_dict("records")
