@@ -1,0 +1,386 @@
+"""CSV bytes → frames of strings. Read leniently (encodings, line endings, header spellings, ragged rows);
+every leniency leaves an alert, and anything unreadable becomes an issue here, never an exception later.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from processor.bundle.formats import (
+    ALIASES,
+    BOOL_VALUES,
+    ENTITY_ORDER,
+    LEGACY_STATUS,
+    MANIFEST,
+    REQUIRED_ENTITIES,
+    SPECS,
+    UNSUPPORTED_FILES,
+    FileSpec,
+)
+from processor.bundle.unpack import Limits, Unpacked, unpack
+from processor.validate.issues import issue_frame, one_issue
+
+LINE = "_line"  # the line the district sees in its file (header = 1)
+_FIRST_LINE = re.compile(r"[^\r\n]*")
+MODES = ("bulk", "delta", "absent")
+
+
+@dataclass
+class BundleFile:
+    entity: str
+    name: str
+    frame: pd.DataFrame  # canonical columns (all str), metadata.* columns, LINE
+    metadata_columns: list[str]
+    sent_columns: list[str]  # canonical names of the columns the file's header actually had
+
+
+@dataclass
+class Bundle:
+    format: str = "oneroster-1.1"
+    manifest: dict[str, str] = field(default_factory=dict)
+    modes: dict[str, str] = field(default_factory=dict)       # entity → bulk | delta | absent
+    files: dict[str, BundleFile] = field(default_factory=dict)  # entity → file (present files only)
+    issues: list[pd.DataFrame] = field(default_factory=list)
+    fatal: bool = False
+
+    def frame(self, entity: str) -> pd.DataFrame | None:
+        f = self.files.get(entity)
+        return f.frame if f is not None else None
+
+
+def read_bundle(path, limits: Limits = Limits()) -> Bundle:
+    raw = unpack(path, limits)
+    bundle = Bundle(issues=list(raw.issues), fatal=raw.fatal)
+    if raw.fatal:
+        return bundle
+    _read_manifest(raw, bundle)
+    for entity in ENTITY_ORDER:
+        spec = SPECS[entity]
+        data = raw.files.get(spec.filename)
+        if data is None:
+            continue
+        if bundle.modes.get(entity) == "absent":
+            bundle.issues.append(one_issue(
+                "unsupported_file", f"{spec.filename} was ignored: manifest.csv marks it absent.",
+                file=spec.filename))
+            continue
+        bf = read_file(spec, data, bundle.issues)
+        if bf is None:
+            bundle.fatal = True
+            continue
+        bundle.files[entity] = bf
+    _check_files(raw, bundle)
+    return bundle
+
+
+def _read_manifest(raw: Unpacked, bundle: Bundle) -> None:
+    data = raw.files.get(MANIFEST)
+    present = {e for e in ENTITY_ORDER if SPECS[e].filename in raw.files}
+    if data is None:
+        # No manifest: bulk for the files present (DESIGN.md).
+        bundle.modes = {e: ("bulk" if e in present else "absent") for e in ENTITY_ORDER}
+        return
+    text = _decode(data, MANIFEST, bundle.issues)
+    if text is None:
+        bundle.fatal = True
+        return
+    props: dict[str, str] = {}
+    reader = csv.reader(io.StringIO(text, newline=""))
+    for row in reader:
+        if len(row) < 2 or row[0].strip().lower() in ("propertyname", ""):
+            continue
+        props[row[0].strip()] = row[1].strip()
+    bundle.manifest = props
+    lower = {k.lower(): v for k, v in props.items()}
+    version = lower.get("oneroster.version", "1.1")
+    if version.startswith("1.2"):
+        bundle.format = "oneroster-1.2"
+    for entity in ENTITY_ORDER:
+        key = f"file.{entity}".lower()
+        value = lower.get(key, "").lower()
+        if value in MODES:
+            mode = value
+        else:
+            mode = "bulk" if entity in present else "absent"
+            if key in lower:
+                bundle.issues.append(one_issue(
+                    "normalized_value",
+                    f"manifest.csv gives {entity} the value {lower[key]!r}; read as {mode!r} since the file is "
+                    f"{'present' if entity in present else 'not in the bundle'}. Use bulk, delta or absent.",
+                    file=MANIFEST, field=f"file.{entity}", value=lower[key]))
+        bundle.modes[entity] = mode
+
+
+def _check_files(raw: Unpacked, bundle: Bundle) -> None:
+    for entity in ENTITY_ORDER:
+        spec = SPECS[entity]
+        mode = bundle.modes.get(entity, "absent")
+        named = mode in ("bulk", "delta")
+        in_bundle = spec.filename in raw.files
+        if in_bundle:
+            continue
+        if named and MANIFEST in raw.files:
+            bundle.issues.append(one_issue(
+                "missing_file", f"manifest.csv marks {spec.filename} as {mode}, but the bundle does not "
+                f"contain it. Include the file, or mark it absent in manifest.csv.", file=spec.filename))
+            bundle.fatal = True
+        elif entity in REQUIRED_ENTITIES and mode != "absent":
+            bundle.issues.append(one_issue(
+                "missing_file", f"{spec.filename} is required and is not in the bundle. Include it in the "
+                "export, or mark it absent in manifest.csv.", file=spec.filename))
+            bundle.fatal = True
+        elif entity in REQUIRED_ENTITIES and MANIFEST not in raw.files:
+            bundle.issues.append(one_issue(
+                "missing_file", f"{spec.filename} is required and is not in the bundle.", file=spec.filename))
+            bundle.fatal = True
+    lowered = {n.lower() for n in UNSUPPORTED_FILES}
+    for name in raw.files:
+        if name.lower() in lowered:
+            bundle.issues.append(one_issue(
+                "unsupported_file", f"{name} was ignored: Rosterdrop does not import this file.", file=name))
+
+
+def _decode(data: bytes, name: str, issues: list[pd.DataFrame]) -> str | None:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError:
+            issues.append(one_issue("bad_bundle", f"{name} starts like UTF-16 but cannot be decoded; "
+                                    "export it as UTF-8.", file=name))
+            return None
+        issues.append(one_issue("encoding", f"{name} is UTF-16; it was read, but export UTF-8.", file=name))
+        return text
+    if b"\x00" in data[:65536]:
+        issues.append(one_issue("bad_bundle", f"{name} is not a text file (it contains NUL bytes); export "
+                                "it as a UTF-8 CSV.", file=name))
+        return None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        try:
+            text = data.decode("cp1252")
+        except UnicodeDecodeError:
+            text = data.decode("latin-1")
+        issues.append(one_issue(
+            "encoding", f"{name} is not valid UTF-8 (first bad byte on line {line}); it was read as "
+            "Windows-1252. Check accented names, and export the files as UTF-8.", file=name, line=line))
+        return text
+
+
+def read_file(spec: FileSpec, data: bytes, issues: list[pd.DataFrame]) -> BundleFile | None:
+    """Read one CSV; None when the file cannot be used at all (issues say why)."""
+    name = spec.filename
+    text = _decode(data, name, issues)
+    if text is None:
+        return None
+    header, frame, line_issues = _parse(text, name)
+    issues.extend(line_issues)
+    if header is None:
+        issues.append(one_issue("bad_bundle", f"{name} is empty: it has no header line.", file=name))
+        return None
+    columns, meta_cols, keep = _map_header(spec, header, issues)
+    frame = frame.iloc[:, [*keep, frame.columns.get_loc(LINE)]]
+    frame.columns = [*(columns[i] for i in keep), LINE]
+    missing = [c for c in spec.required_columns if c not in frame.columns]
+    if missing:
+        for c in missing:
+            issues.append(one_issue("missing_column", f"{name} has no {c!r} column in its header line. Add "
+                                    "the column to the export.", file=name, line=1, field=c))
+        return None
+    sent = [c for c in frame.columns if c != LINE]
+    for c in spec.columns:
+        if c not in frame.columns:
+            frame[c] = ""
+    frame = _clean_values(spec, frame, issues)
+    return BundleFile(spec.entity, name, frame, meta_cols, sent)
+
+
+def _parse(text: str, name: str) -> tuple[list[str] | None, pd.DataFrame, list[pd.DataFrame]]:
+    first = _FIRST_LINE.match(text).group(0)
+    try:
+        header = next(csv.reader([first]))
+    except StopIteration:
+        return None, pd.DataFrame(), []
+    header = [h.strip() for h in header]
+    if not any(header):
+        return None, pd.DataFrame(), []
+    names = [f"c{i}" for i in range(len(header))]
+    bad_rows: list[int] = []
+
+    def on_invalid(row) -> str:
+        bad_rows.append(1)
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(text.encode("utf-8")),
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                                 strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, pa.ArrowException):
+        return header, *_parse_python(text, header, name)
+    if bad_rows:
+        return header, *_parse_python(text, header, name)
+    frame = table.to_pandas()
+    n = len(frame)
+    # Line numbers: data row i sits on line i + 2 unless values span lines; then count exactly.
+    newlines = text.count("\n") or text.count("\r")
+    if newlines > n + 1:
+        # Either blank lines or quoted newlines: let the csv module count physical lines.
+        return header, *_parse_python(text, header, name)
+    frame[LINE] = pd.RangeIndex(2, n + 2)
+    return header, frame, []
+
+
+def _parse_python(text: str, header: list[str], name: str) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """The slow, exact path: ragged rows, blank lines, values spanning lines."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    next(reader, None)
+    width = len(header)
+    rows, lines, bad_lines, bad_text, trimmed = [], [], [], [], 0
+    start = reader.line_num + 1
+    for row in reader:
+        line = start
+        start = reader.line_num + 1
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) > width:
+            if any(v.strip() for v in row[width:]):
+                bad_lines.append(line)
+                bad_text.append(",".join(row)[:200])
+                continue
+            row = row[:width]
+            trimmed += 1
+        elif len(row) < width:
+            bad_lines.append(line)
+            bad_text.append(",".join(row)[:200])
+            continue
+        rows.append(row)
+        lines.append(line)
+    frame = pd.DataFrame(rows, columns=[f"c{i}" for i in range(width)], dtype="str")
+    frame[LINE] = pd.array(lines, dtype="int64") if lines else pd.array([], dtype="int64")
+    issues = []
+    if trimmed:
+        issues.append(one_issue("normalized_value", f"{trimmed} row(s) of {name} end with extra empty "
+                                "fields; they were ignored.", file=name))
+    if bad_lines:
+        issues.append(issue_frame(
+            "malformed_row", name, bad_lines, None, None, bad_text,
+            [f"This line of {name} does not have the header's {width} fields; it was not imported. "
+             "Quote values that contain commas." for _ in bad_lines]))
+    return frame, issues
+
+
+def _map_header(spec: FileSpec, header: list[str], issues: list[pd.DataFrame]
+                ) -> tuple[list[str], list[str], list[int]]:
+    by_lower = {c.lower(): c for c in spec.columns}
+    columns: list[str] = []
+    meta: list[str] = []
+    keep: list[int] = []
+    seen: set[str] = set()
+    for i, h in enumerate(header):
+        canon, note = _canonical_column(h, by_lower, spec)
+        if canon is None or canon in seen:
+            columns.append("")
+            if h:
+                why = "it is a second column of that name" if canon in seen else \
+                    "it is neither a OneRoster column nor a metadata.* extension"
+                issues.append(one_issue(
+                    "unknown_column", f"Column {h!r} of {spec.filename} was ignored: {why}. Rename it to its "
+                    "OneRoster name, or prefix it with 'metadata.' to keep it.",
+                    file=spec.filename, line=1, field=h))
+            continue
+        if note:
+            issues.append(one_issue("renamed_column", f"Column {h!r} of {spec.filename} was read as {canon!r}. "
+                                    f"Use the exact OneRoster header {canon!r}.", file=spec.filename, line=1,
+                                    field=h))
+        seen.add(canon)
+        columns.append(canon)
+        keep.append(i)
+        if canon.startswith("metadata."):
+            meta.append(canon)
+    return columns, meta, keep
+
+
+def _canonical_column(h: str, by_lower: dict[str, str], spec: FileSpec) -> tuple[str | None, bool]:
+    if h in spec.columns:
+        return h, False
+    low = h.lower()
+    if low.startswith("metadata."):
+        return "metadata." + h[len("metadata."):], not h.startswith("metadata.")
+    if low in by_lower:
+        return by_lower[low], True
+    alias = ALIASES.get(low) or ALIASES.get(low.replace(" ", ""))
+    if alias and alias in spec.columns:
+        return alias, True
+    if low.startswith(("ext_", "ext.", "ext:")):
+        return "metadata." + h, True
+    return None, False
+
+
+def _clean_values(spec: FileSpec, frame: pd.DataFrame, issues: list[pd.DataFrame]) -> pd.DataFrame:
+    for c in frame.columns:
+        if c == LINE:
+            continue
+        col = frame[c]
+        # Strip only where needed: most exports are clean, and strip on 2M rows is not free.
+        if col.str.len().ne(col.str.strip().str.len()).any():
+            frame[c] = col.str.strip()
+    for f in spec.fields:
+        if f.kind == "enum":
+            frame[f.name] = _normalize_enum(spec, f.name, f.enum, frame[f.name], issues)
+        elif f.kind == "bool":
+            frame[f.name] = _normalize_bool(spec, f.name, frame[f.name], issues)
+        elif f.many:
+            col = frame[f.name]
+            spaced = col.str.contains(", ", regex=False)
+            if spaced.any():
+                frame[f.name] = col.str.replace(r"\s*,\s*", ",", regex=True)
+    return frame
+
+
+def _normalize_enum(spec: FileSpec, name: str, allowed: tuple[str, ...], col: pd.Series,
+                    issues: list[pd.DataFrame]) -> pd.Series:
+    lookup = {a.lower(): a for a in allowed}
+    if name == "status":
+        lookup |= LEGACY_STATUS
+    uniques = pd.unique(col)
+    mapping = {}
+    for u in uniques:  # a handful of distinct values, not rows
+        if u == "" or u in allowed:
+            continue
+        canon = lookup.get(u.lower())
+        if canon is not None:
+            mapping[u] = canon
+    if not mapping:
+        return col
+    changed = col.isin(list(mapping))
+    examples = ", ".join(f"{k!r} → {v!r}" for k, v in list(mapping.items())[:5])
+    issues.append(one_issue(
+        "normalized_value", f"{int(changed.sum())} value(s) of {name} in {spec.filename} were read in their "
+        f"OneRoster spelling ({examples}).", file=spec.filename, field=name))
+    return col.replace(mapping)
+
+
+def _normalize_bool(spec: FileSpec, name: str, col: pd.Series, issues: list[pd.DataFrame]) -> pd.Series:
+    uniques = pd.unique(col)
+    mapping = {u: BOOL_VALUES[u.lower()] for u in uniques
+               if u not in ("", "true", "false") and u.lower() in BOOL_VALUES}
+    if not mapping:
+        return col
+    changed = col.isin(list(mapping))
+    examples = ", ".join(f"{k!r} → {v!r}" for k, v in list(mapping.items())[:5])
+    issues.append(one_issue(
+        "normalized_value", f"{int(changed.sum())} value(s) of {name} in {spec.filename} were read as "
+        f"booleans ({examples}).", file=spec.filename, field=name))
+    return col.replace(mapping)

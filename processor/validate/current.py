@@ -1,0 +1,25 @@
+"""What validation needs to know about the tenant's current roster (references in deltas and absent files)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+EMPTY_INDEX = pd.Index([], dtype="str")
+
+
+@dataclass
+class CurrentRoster:
+    ids: dict[str, pd.Index] = field(default_factory=dict)  # OneRoster entity → active sourcedIds
+    org_types: pd.Series = field(default_factory=lambda: pd.Series([], dtype="str"))  # sid → type
+    enrolled_people: pd.Index = field(default_factory=lambda: EMPTY_INDEX)  # people with an active enrollment
+
+    def active(self, entity: str) -> pd.Index:
+        return self.ids.get(entity, EMPTY_INDEX)
+
+    def has(self, entity: str) -> bool:
+        return len(self.active(entity)) > 0
+
+
+NO_ROSTER = CurrentRoster()

@@ -1,0 +1,75 @@
+"""References across files: codes unknown_reference, rejected_reference, dangling_link, references_not_checked.
+
+A reference resolves to a row of the bundle that was not rejected, or, when the bundle does not carry
+the full set of that entity (delta, absent), to an active row of the current roster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from processor.bundle.formats import SPECS, Field
+from processor.bundle.read import LINE, BundleFile
+from processor.validate.issues import issue_frame, one_issue
+
+
+@dataclass
+class Targets:
+    """Per entity: ids a row may point at, ids that were rejected (→ root cause), and if checkable."""
+    valid: dict[str, pd.Index] = field(default_factory=dict)
+    rejected: dict[str, pd.Series] = field(default_factory=dict)
+    checkable: dict[str, bool] = field(default_factory=dict)
+
+
+def check_references(bf: BundleFile, f: Field, active: pd.Series, targets: Targets
+                     ) -> tuple[list[pd.DataFrame], pd.Series]:
+    df = bf.frame
+    rejected = pd.Series(False, index=df.index)
+    col = df[f.name]
+    use = active & col.ne("")
+    if not use.any():
+        return [], rejected
+    target_file = SPECS[f.ref].filename
+    if not targets.checkable.get(f.ref, False):
+        return [one_issue(
+            "references_not_checked", f"{f.name} values of {bf.name} point at {target_file}, which is not in "
+            "the bundle nor in the current roster; they were not checked.", file=bf.name, field=f.name)], rejected
+    values = col[use]
+    if f.many:
+        values = values.str.split(",").explode()
+        values = values[values.ne("")]
+    valid = targets.valid.get(f.ref, pd.Index([], dtype="str"))
+    causes = targets.rejected.get(f.ref, pd.Series([], dtype="str"))
+    ok = values.isin(valid)
+    was_rejected = ~ok & values.isin(causes.index)
+    unknown = ~ok & ~was_rejected
+    issues: list[pd.DataFrame] = []
+    if unknown.any():
+        v = values[unknown]
+        msg = (f"{f.name} names '" + v + f"', which is neither in {target_file} nor in the current roster."
+               + (" Include that record in the export or correct the reference in your SIS."
+                  if f.strong else " The link was dropped."))
+        issues.append(issue_frame("unknown_reference" if f.strong else "dangling_link", bf.name,
+                                  df.loc[v.index, LINE], df.loc[v.index, "sourcedId"], f.name, v, msg))
+    if was_rejected.any():
+        v = values[was_rejected]
+        msg = (f"{f.name} names '" + v + f"' of {target_file}, which was rejected (" + v.map(causes) + ")."
+               + (" Fix that record first; this row will then import." if f.strong else " The link was dropped."))
+        issues.append(issue_frame("rejected_reference" if f.strong else "dangling_link", bf.name,
+                                  df.loc[v.index, LINE], df.loc[v.index, "sourcedId"], f.name, v, msg))
+    if f.strong:
+        bad_rows = (unknown | was_rejected).groupby(level=0).any()
+        rejected = bad_rows.reindex(df.index, fill_value=False)
+    return issues, rejected
+
+
+def root_causes(bf: BundleFile, errors: pd.DataFrame) -> pd.Series:
+    """sourcedId → 'code on line N of file' for the first error of each rejected id."""
+    mine = errors[errors["file"].eq(bf.name) & errors["sourced_id"].notna()]
+    if mine.empty:
+        return pd.Series([], dtype="str")
+    first = mine.drop_duplicates("sourced_id")
+    return pd.Series((first["code"] + " on line " + first["line"].astype("str") + " of " + bf.name).to_numpy(),
+                     index=first["sourced_id"].astype("str").to_numpy(), dtype="str")

@@ -1,0 +1,149 @@
+"""validate(): every rule over a bundle, in reference order, so that rejections cascade in one pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from processor.bundle.formats import ENTITY_ORDER, SPECS
+from processor.bundle.read import Bundle
+from processor.config import Policy
+from processor.convert.roles import app_roles
+from processor.validate.current import NO_ROSTER, CurrentRoster
+from processor.validate.issues import concat_issues, is_fatal, one_issue, sort_issues
+from processor.validate.policy import check_single_school, check_students_need_enrollment
+from processor.validate.references import Targets, check_references, root_causes
+from processor.validate.values import check_values
+
+
+@dataclass
+class Validation:
+    issues: pd.DataFrame
+    rejected: dict[str, pd.Series] = field(default_factory=dict)  # entity → mask over the file's rows
+    roles: pd.Series | None = None  # app role of every users.csv row
+    fatal: bool = False
+
+    def rejected_count(self, entity: str) -> int:
+        mask = self.rejected.get(entity)
+        return int(mask.sum()) if mask is not None else 0
+
+
+def validate(bundle: Bundle, policy: Policy, current: CurrentRoster = NO_ROSTER) -> Validation:
+    issues: list[pd.DataFrame] = list(bundle.issues)
+    if bundle.fatal:
+        return Validation(sort_issues(concat_issues(issues)), fatal=True)
+    out = Validation(issues=pd.DataFrame())
+    targets = Targets()
+    org_types = current.org_types
+    for entity in ENTITY_ORDER:
+        bf = bundle.files.get(entity)
+        if bf is None:
+            targets.valid[entity] = current.active(entity)
+            targets.checkable[entity] = current.has(entity)
+            continue
+        spec = SPECS[entity]
+        df = bf.frame
+        active = df["status"].ne("tobedeleted")
+        if entity == "users":
+            out.roles = app_roles(df, policy)
+        extra, missing_cols = _policy_required(entity, bf, policy, out.roles)
+        if missing_cols:
+            issues.extend(missing_cols)
+            out.fatal = True
+            continue
+        file_issues, rejected = check_values(bf, spec, active, extra)
+        # Self-references (parent org, guardian links) are optional links: any id of the file will do.
+        targets.valid[entity] = pd.Index(df["sourcedId"].unique()).union(current.active(entity))
+        targets.checkable[entity] = True
+        for f in spec.fields:
+            if f.ref:
+                more, bad = check_references(bf, f, active, targets)
+                file_issues += more
+                rejected |= bad
+        if entity == "orgs":
+            ok = ~rejected
+            org_types = pd.concat([org_types, df.loc[ok].set_index("sourcedId")["type"]])
+            org_types = org_types[~org_types.index.duplicated(keep="last")]
+        if entity == "users" and policy.single_school:
+            more, bad = check_single_school(bf, active & ~rejected, org_types)
+            file_issues += more
+            rejected |= bad
+        if entity == "enrollments" and policy.students_need_enrollment and "users" in bundle.files:
+            _students_need_enrollment(bundle, out, targets, issues, current, active & ~rejected)
+        issues.extend(file_issues)
+        out.rejected[entity] = rejected
+        _update_targets(targets, bundle, entity, rejected, file_issues, current)
+    if policy.students_need_enrollment and "users" in bundle.files and "enrollments" not in bundle.files:
+        _students_need_enrollment(bundle, out, targets, issues, current, None)
+    all_issues = concat_issues(issues)
+    out.fatal = out.fatal or is_fatal(all_issues)
+    out.issues = sort_issues(all_issues)
+    return out
+
+
+def _update_targets(targets: Targets, bundle: Bundle, entity: str, rejected: pd.Series,
+                    file_issues: list[pd.DataFrame], current: CurrentRoster) -> None:
+    bf = bundle.files[entity]
+    sid = bf.frame["sourcedId"]
+    valid = pd.Index(sid[~rejected].unique())
+    if bundle.modes.get(entity) != "bulk":
+        valid = valid.union(current.active(entity).difference(pd.Index(sid[rejected].unique())))
+    targets.valid[entity] = valid
+    errors = concat_issues([f for f in file_issues if len(f)])
+    errors = errors[errors["severity"].eq("error")]
+    causes = root_causes(bf, errors)
+    targets.rejected[entity] = causes[~causes.index.isin(valid)]
+    targets.checkable[entity] = True
+
+
+def _students_need_enrollment(bundle: Bundle, out: Validation, targets: Targets, issues: list[pd.DataFrame],
+                              current: CurrentRoster, ok_enrollments: pd.Series | None) -> None:
+    users = bundle.files["users"]
+    enrolled = current.enrolled_people
+    if ok_enrollments is not None:
+        enr = bundle.files["enrollments"].frame
+        in_file = pd.Index(enr.loc[ok_enrollments, "userSourcedId"].unique())
+        if bundle.modes.get("enrollments") == "bulk":
+            enrolled = in_file
+        else:
+            # A delta: enrollments it deletes no longer count, the rest of the roster's still do.
+            gone = enr.loc[enr["status"].eq("tobedeleted"), "userSourcedId"]
+            enrolled = enrolled.difference(pd.Index(gone.unique())).union(in_file)
+    df = users.frame
+    students = out.roles.eq("student") & df["status"].ne("tobedeleted") & ~out.rejected["users"]
+    more, bad = check_students_need_enrollment(users, students, enrolled)
+    issues.extend(more)
+    out.rejected["users"] = out.rejected["users"] | bad
+
+
+def _policy_required(entity: str, bf, policy: Policy, roles: pd.Series | None
+                     ) -> tuple[dict[str, pd.Series], list[pd.DataFrame]]:
+    df = bf.frame
+    req = policy.require
+    wanted: list[tuple[str, pd.Series]] = []
+    everyone = pd.Series(True, index=df.index)
+    if entity == "users":
+        wanted += [(c, everyone) for c in req.users]
+        wanted += [(c, roles.eq("student")) for c in req.students]
+    elif entity == "classes":
+        wanted += [(c, everyone) for c in req.classes]
+    elif entity == "orgs":
+        wanted += [(c, df["type"].eq("school")) for c in req.schools]
+    extra: dict[str, pd.Series] = {}
+    missing: list[pd.DataFrame] = []
+    for col, rows in wanted:
+        name = _column(bf, col)
+        if name is None:
+            if rows.any():
+                missing.append(one_issue(
+                    "missing_column", f"{bf.name} has no {col!r} column, which your district's settings require. "
+                    "Add the column to the export.", file=bf.name, line=1, field=col))
+            continue
+        extra[name] = extra.get(name, pd.Series(False, index=df.index)) | rows
+    return extra, missing
+
+
+def _column(bf, col: str) -> str | None:
+    by_lower = {c.lower(): c for c in bf.sent_columns}
+    return by_lower.get(col.lower())

@@ -1,0 +1,124 @@
+"""Row checks that need one file only: required values, enums, dates, booleans, emails, ids, duplicates.
+
+Codes: missing_value, invalid_value, duplicate_id, missing_column (policy-required column absent).
+Every check is a boolean mask over a whole column.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from processor.bundle.formats import GRADES, Field, FileSpec
+from processor.bundle.read import LINE, BundleFile
+from processor.validate.issues import issue_frame
+
+DATE_RE = r"^\d{4}-\d{2}-\d{2}$"
+DATETIME_RE = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+EMAIL_RE = r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$"
+USERID_RE = r"^\{[^:{}]+:[^{}]*\}$"
+YEAR_RE = r"^\d{4}$"
+
+EXPECTED = {
+    "date": "a date in the form YYYY-MM-DD (e.g. 2026-08-15)",
+    "datetime": "an ISO 8601 date-time such as 2026-08-15T02:00:00Z",
+    "bool": "true or false",
+    "email": "an email address such as name@school.org",
+    "year": "a four-digit year such as 2027",
+    "grades": "CEDS grade codes such as KG, 01 ... 12, separated by commas",
+    "userids": "identifiers in the form {type:id}, separated by commas",
+}
+
+
+def check_values(bf: BundleFile, spec: FileSpec, active: pd.Series, extra_required: dict[str, pd.Series]
+                 ) -> tuple[list[pd.DataFrame], pd.Series]:
+    """Issues and the mask of rejected rows for one file.
+
+    active: rows that are not `tobedeleted` (a deletion needs only its sourcedId).
+    extra_required: policy-required column → mask of the rows it applies to.
+    """
+    df = bf.frame
+    issues: list[pd.DataFrame] = []
+    rejected = pd.Series(False, index=df.index)
+    for f in spec.fields:
+        col = df[f.name]
+        blank = col.eq("")
+        must = pd.Series(f.required, index=df.index) if f.name != "sourcedId" else pd.Series(True, index=df.index)
+        if f.name != "sourcedId":
+            must = must & active
+        if f.name in extra_required:
+            must = must | (extra_required[f.name] & active)
+        missing = must & blank
+        if missing.any():
+            issues.append(_rows(bf, "missing_value", f.name, missing,
+                                f"{f.name} is blank; it is required" +
+                                (" by your district's settings." if not f.required else " by OneRoster.") +
+                                f" Fill in {f.name} for this record in your SIS."))
+            rejected |= missing
+        bad, expected = _invalid(f, col, blank)
+        if bad is None or not bad.any():
+            continue
+        # Enums and required values reject the row; other bad optional values are accepted with an alert.
+        is_error = f.kind == "enum" or f.required or f.name in extra_required
+        severity = "error" if is_error else "alert"
+        scope = bad & active if is_error else bad
+        if not scope.any():
+            continue
+        tail = " The row was not imported." if is_error else " The value was kept as sent."
+        issues.append(_rows(bf, "invalid_value", f.name, scope,
+                            f"{f.name} must be {expected}.{tail}", severity=severity))
+        if is_error:
+            rejected |= scope
+    for name, rows in extra_required.items():
+        if name in spec.columns:
+            continue
+        missing = rows & active & df[name].eq("")  # a policy-required metadata.* column
+        if missing.any():
+            issues.append(_rows(bf, "missing_value", name, missing, f"{name} is blank; it is required by your "
+                                f"district's settings. Fill in {name} for this record in your SIS."))
+            rejected |= missing
+    sid = df["sourcedId"]
+    dup = sid.duplicated(keep="first") & sid.ne("")
+    if dup.any():
+        first_line = df.loc[~sid.duplicated(keep="first"), ["sourcedId", LINE]].set_index("sourcedId")[LINE]
+        firsts = sid[dup].map(first_line).astype("int64").astype("str")
+        issues.append(issue_frame(
+            "duplicate_id", bf.name, df.loc[dup, LINE], sid[dup], "sourcedId", sid[dup],
+            "sourcedId repeats the one on line " + firsts + f" of {bf.name}; only the first was imported. "
+            "Give every record its own sourcedId in your SIS."))
+        rejected |= dup
+    return issues, rejected
+
+
+def _invalid(f: Field, col: pd.Series, blank: pd.Series) -> tuple[pd.Series | None, str]:
+    present = ~blank
+    if f.kind == "enum":
+        return present & ~col.isin(f.enum), "one of " + ", ".join(f.enum)
+    if f.kind == "date":
+        ok = col.str.match(DATE_RE) & pd.to_datetime(col.where(present & col.str.match(DATE_RE), None),
+                                                         format="%Y-%m-%d", errors="coerce").notna()
+        return present & ~ok, EXPECTED["date"]
+    if f.kind in ("datetime", "year", "email"):
+        pattern = {"datetime": DATETIME_RE, "year": YEAR_RE, "email": EMAIL_RE}[f.kind]
+        return present & ~col.str.match(pattern), EXPECTED[f.kind]
+    if f.kind == "bool":
+        return present & ~col.isin(("true", "false")), EXPECTED["bool"]
+    if f.kind in ("grades", "userids"):
+        has = present
+        if not has.any():
+            return None, ""
+        items = col[has].str.split(",").explode()
+        items = items[items.ne("")]
+        if f.kind == "grades":
+            bad_item = ~items.isin(GRADES)
+        else:
+            bad_item = ~items.str.match(USERID_RE)
+        bad_rows = bad_item.groupby(level=0).any()
+        return bad_rows.reindex(col.index, fill_value=False), EXPECTED[f.kind]
+    return None, ""
+
+
+def _rows(bf: BundleFile, code: str, field: str, mask: pd.Series, message: str,
+          severity: str | None = None) -> pd.DataFrame:
+    df = bf.frame
+    return issue_frame(code, bf.name, df.loc[mask, LINE], df.loc[mask, "sourcedId"], field,
+                       df.loc[mask, field], message, severity=severity)
