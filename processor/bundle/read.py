@@ -55,8 +55,8 @@ class Bundle:
         return f.frame if f is not None else None
 
 
-def read_bundle(path, limits: Limits = Limits()) -> Bundle:
-    raw = unpack(path, limits)
+def read_bundle(path, limits: Limits | None = None) -> Bundle:
+    raw = unpack(path, limits or Limits())
     bundle = Bundle(issues=list(raw.issues), fatal=raw.fatal)
     if raw.fatal:
         return bundle

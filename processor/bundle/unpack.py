@@ -42,7 +42,8 @@ class Unpacked:
         self.issues.append(one_issue("unsupported_file", f"{name} was ignored: {why}.", file=name))
 
 
-def unpack(path: Path, limits: Limits = Limits()) -> Unpacked:
+def unpack(path: Path, limits: Limits | None = None) -> Unpacked:
+    limits = limits or Limits()
     if path.is_dir():
         return _unpack_folder(path, limits)
     return _unpack_zip(path, limits)
