@@ -1,0 +1,161 @@
+"""The change set: the converted roster against the tenant's current rows, joined on sourced_id by hash.
+
+OneRoster semantics per table: bulk = the full set (rows not in it are deactivated), delta = upsert with
+`tobedeleted` rows deactivated and unnamed rows untouched, absent = left alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, select
+
+from processor.apply.store import ENTITY_COLUMNS, ENTITY_TABLES
+from processor.convert.roster import Roster
+
+LABEL = {"orgs": ["name"], "people": ["given_name", "family_name"], "classes": ["title"],
+         "courses": ["title"], "academic_sessions": ["title"], "enrollments": ["person", "class_id"],
+         "guardian_links": ["student", "guardian"], "demographics": []}
+SCHOOL = {"people": "school", "classes": "school", "enrollments": "school", "orgs": "sourced_id"}
+
+
+@dataclass
+class TableChanges:
+    table: str
+    mode: str
+    created: pd.DataFrame            # new rows, as converted
+    updated: pd.DataFrame            # new rows that differ (or come back), with `action` and `fields`
+    deactivated: pd.DataFrame        # current rows that go inactive
+    unchanged: int = 0
+    current_active: int = 0
+
+    @property
+    def changed(self) -> int:
+        return len(self.created) + len(self.updated) + len(self.deactivated)
+
+
+@dataclass
+class ChangeSet:
+    tables: dict[str, TableChanges] = field(default_factory=dict)
+    before: dict[str, pd.DataFrame] = field(default_factory=dict)  # full current rows of changed ids
+
+    def total_changed(self) -> int:
+        return sum(t.changed for t in self.tables.values())
+
+
+def load_current(conn: Connection, tenant: str, table: str, columns: list[str] | None = None) -> pd.DataFrame:
+    t = ENTITY_TABLES[table]
+    cols = ["sourced_id", "status", "row_hash", *(columns or [])]
+    rows = conn.execute(select(*[t.c[c] for c in cols]).where(t.c.tenant == tenant)).all()
+    df = pd.DataFrame.from_records(rows, columns=cols)
+    for c in cols:
+        if c != "row_hash":
+            df[c] = df[c].fillna("").astype("str")
+    df["row_hash"] = df["row_hash"].astype("int64")
+    return df
+
+
+def compute_changes(conn: Connection, tenant: str, roster: Roster) -> ChangeSet:
+    cs = ChangeSet()
+    for table in ENTITY_COLUMNS:
+        mode = roster.modes.get(table, "absent")
+        if mode == "absent" or table not in roster.tables:
+            continue
+        new = roster.tables[table]
+        new = new[~new["sourced_id"].duplicated(keep="first")]
+        extra = [c for c in (SCHOOL.get(table),) if c and c != "sourced_id"]
+        cur = load_current(conn, tenant, table, extra)
+        scope = roster.link_scope if table == "guardian_links" else None
+        cs.tables[table] = diff_table(table, mode, new, cur, scope)
+        ids = _changed_ids(cs.tables[table])
+        cs.before[table] = _full_rows(conn, tenant, table, ids) if len(ids) else pd.DataFrame()
+        _describe_updates(cs.tables[table], cs.before[table])
+    return cs
+
+
+def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scope: pd.Index | None = None
+               ) -> TableChanges:
+    cur_active = cur["status"].eq("active")
+    merged = new[["sourced_id", "status", "row_hash"]].merge(
+        cur[["sourced_id", "status", "row_hash"]], on="sourced_id", how="left", suffixes=("", "_cur"),
+        indicator=True)
+    known = merged["_merge"].eq("both").to_numpy()
+    wants_active = merged["status"].eq("active").to_numpy()
+    was_active = merged["status_cur"].eq("active").to_numpy()
+    same = (merged["row_hash"].to_numpy() == merged["row_hash_cur"].fillna(0).astype("int64").to_numpy())
+    created = ~known & wants_active
+    reactivated = known & wants_active & ~was_active
+    updated = known & wants_active & was_active & ~same
+    deactivate_named = known & ~wants_active & was_active
+    unchanged = known & ((wants_active & was_active & same) | (~wants_active & ~was_active))
+    upd = new[updated | reactivated].copy()
+    upd["action"] = np.where(reactivated[updated | reactivated], "reactivated", "updated")
+    gone_ids = pd.Index(new["sourced_id"][deactivate_named])
+    if mode == "bulk":
+        # Rows of the roster that the full set no longer names go inactive (soft, never deleted).
+        missing = cur_active & ~cur["sourced_id"].isin(new["sourced_id"])
+        if scope is not None:
+            missing &= _in_scope(table, cur, scope)
+        gone_ids = gone_ids.union(pd.Index(cur.loc[missing, "sourced_id"]))
+    elif scope is not None:
+        # A delta restates the guardian links of the people it names.
+        missing = cur_active & ~cur["sourced_id"].isin(new["sourced_id"]) & _in_scope(table, cur, scope)
+        gone_ids = gone_ids.union(pd.Index(cur.loc[missing, "sourced_id"]))
+    deactivated = cur[cur["sourced_id"].isin(gone_ids) & cur_active].copy()
+    return TableChanges(table, mode, created=new[created], updated=upd, deactivated=deactivated,
+                        unchanged=int(unchanged.sum()), current_active=int(cur_active.sum()))
+
+
+def _in_scope(table: str, cur: pd.DataFrame, scope: pd.Index) -> pd.Series:
+    parts = cur["sourced_id"].str.split("|", n=1, expand=True)
+    if parts.shape[1] < 2:
+        return pd.Series(False, index=cur.index)
+    return parts[0].isin(scope) | parts[1].isin(scope)
+
+
+def _changed_ids(tc: TableChanges) -> list[str]:
+    return list(tc.updated["sourced_id"]) + list(tc.deactivated["sourced_id"])
+
+
+def _full_rows(conn: Connection, tenant: str, table: str, ids: list[str]) -> pd.DataFrame:
+    t = ENTITY_TABLES[table]
+    cols = [c.name for c in t.columns if c.name != "tenant"]
+    frames = []
+    for i in range(0, len(ids), 5000):  # bounded IN lists for both engines
+        chunk = ids[i:i + 5000]
+        rows = conn.execute(select(*[t.c[c] for c in cols]).where(t.c.tenant == tenant,
+                                                                  t.c.sourced_id.in_(chunk))).all()
+        frames.append(pd.DataFrame.from_records(rows, columns=cols))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+
+
+def _describe_updates(tc: TableChanges, before: pd.DataFrame) -> None:
+    """Which fields changed, for the report and changes.csv (only the few updated rows)."""
+    if tc.updated.empty:
+        tc.updated["fields"] = pd.Series([], dtype="str")
+        return
+    old = before.set_index("sourced_id")
+    new = tc.updated.set_index("sourced_id")
+    cols = [c for c in ENTITY_COLUMNS[tc.table] if c in new.columns and c in old.columns]
+    old = old.reindex(new.index)
+    diffs = pd.DataFrame({c: new[c].fillna("").astype("str").ne(old[c].fillna("").astype("str")) for c in cols},
+                         index=new.index)
+    data_changed = new["data"].fillna("").ne(old["data"].fillna(""))
+    names = np.array(cols, dtype=object)
+    fields = [",".join(names[row]) for row in diffs.to_numpy()] if cols else [""] * len(new)
+    fields = pd.Series(fields, index=new.index)
+    fields = fields.mask(fields.eq("") & data_changed, "data")
+    tc.updated["fields"] = fields.to_numpy()
+
+
+def labels(table: str, frame: pd.DataFrame) -> pd.Series:
+    cols = [c for c in LABEL.get(table, []) if c in frame.columns]
+    if not cols or frame.empty:
+        return pd.Series([""] * len(frame), index=frame.index, dtype="str")
+    out = frame[cols[0]].fillna("").astype("str")
+    sep = " → " if table in ("enrollments", "guardian_links") else " "
+    for c in cols[1:]:
+        out = out + sep + frame[c].fillna("").astype("str")
+    return out

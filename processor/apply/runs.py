@@ -1,0 +1,150 @@
+"""Runs in the store: record, find duplicates, lock a tenant, finish, list and show."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from processor.apply.store import locks, runs, tenants
+from processor.context import UserError
+from processor.runs import RunResult, RunStatus
+
+# Statuses whose bytes count as processed: the same bytes again are a duplicate.
+DONE = ("applied", "held", "rejected", "discarded", "superseded")
+
+
+def record_run(engine: Engine, result: RunResult, original_name: str, spool_path: str, tenant_name: str) -> None:
+    with engine.begin() as conn:
+        if conn.execute(select(tenants.c.tenant).where(tenants.c.tenant == result.tenant)).first() is None:
+            conn.execute(insert(tenants).values(tenant=result.tenant, name=tenant_name))
+        conn.execute(insert(runs).values(
+            run_id=result.run_id, tenant=result.tenant, status=result.status.value, format=result.format,
+            source=result.source, received_at=result.received_at, sha256=result.sha256,
+            original_name=original_name, spool_path=spool_path, result=json.dumps(result.to_json())))
+
+
+def find_by_sha(engine: Engine, tenant: str, sha256: str, statuses: tuple[str, ...]) -> str | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(runs.c.run_id).where(
+            runs.c.tenant == tenant, runs.c.sha256 == sha256, runs.c.status.in_(statuses))
+            .order_by(runs.c.received_at)).first()
+    return row[0] if row else None
+
+
+def save_result(conn: Connection, result: RunResult, report_path: str | None = None) -> None:
+    values = {"status": result.status.value, "outcome": result.outcome, "format": result.format,
+              "finished_at": result.finished_at, "result": json.dumps(result.to_json())}
+    if report_path:
+        values["report_path"] = report_path
+    conn.execute(update(runs).where(runs.c.run_id == result.run_id).values(**values))
+
+
+def set_status(engine: Engine, run_id: str, status: RunStatus) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(runs).where(runs.c.run_id == run_id).values(status=status.value))
+
+
+def run_row(engine: Engine, run_id: str) -> dict:
+    with engine.connect() as conn:
+        row = conn.execute(select(runs).where(runs.c.run_id == run_id)).mappings().first()
+    if row is None:
+        raise UserError(f"no run {run_id!r}; see `rosterdrop runs list`")
+    return dict(row)
+
+
+def get_result(engine: Engine, run_id: str) -> RunResult:
+    return RunResult.model_validate(json.loads(run_row(engine, run_id)["result"]))
+
+
+def list_runs(engine: Engine, tenant: str | None = None, status: str | None = None,
+              limit: int | None = 50) -> list[dict]:
+    q = select(runs.c.run_id, runs.c.tenant, runs.c.status, runs.c.outcome, runs.c.source, runs.c.received_at,
+               runs.c.finished_at, runs.c.report_path, runs.c.result).order_by(runs.c.received_at.desc(),
+                                                                                 runs.c.run_id.desc())
+    if tenant:
+        q = q.where(runs.c.tenant == tenant)
+    if status:
+        q = q.where(runs.c.status == status)
+    if limit:
+        q = q.limit(limit)
+    with engine.connect() as conn:
+        rows = conn.execute(q).mappings().all()
+    out = []
+    for r in rows:
+        result = json.loads(r["result"] or "{}")
+        sev = [i["severity"] for i in result.get("issues", [])]
+        item = {k: r[k] for k in ("run_id", "tenant", "status", "source", "received_at", "finished_at")}
+        item |= {"errors": sev.count("error"), "alerts": sev.count("alert"), "holds": sev.count("hold"),
+                 "counts": result.get("counts", {}), "report": r["report_path"]}
+        if r["outcome"]:
+            item["outcome"] = r["outcome"]
+        out.append(item)
+    return out
+
+
+def newer_applied(conn: Connection, tenant: str, received_at: str, run_id: str) -> str | None:
+    row = conn.execute(select(runs.c.run_id).where(
+        runs.c.tenant == tenant, runs.c.status == "applied", runs.c.run_id != run_id,
+        runs.c.received_at > received_at)).first()
+    return row[0] if row else None
+
+
+def supersede_older_holds(conn: Connection, tenant: str, received_at: str) -> list[str]:
+    ids = [r[0] for r in conn.execute(select(runs.c.run_id).where(
+        runs.c.tenant == tenant, runs.c.status == "held", runs.c.received_at < received_at)).all()]
+    if ids:
+        conn.execute(update(runs).where(runs.c.run_id.in_(ids)).values(status="superseded"))
+    return ids
+
+
+# ---------------------------------------------------------------- per-tenant lock
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _stale(owner: str) -> bool:
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host's lock: only its own host can tell (scale-out uses the job queue's locks)
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@contextmanager
+def tenant_lock(engine: Engine, tenant: str, run_id: str, timeout: float = 600.0):
+    """One run at a time per tenant, across processes: a row in tenant_locks while the run works."""
+    deadline = time.monotonic() + timeout
+    owner = _owner()
+    while True:
+        try:
+            with engine.begin() as conn:
+                conn.execute(insert(locks).values(tenant=tenant, run_id=run_id, owner=owner, acquired_at=time.time()))
+            break
+        except IntegrityError:
+            with engine.begin() as conn:
+                row = conn.execute(select(locks.c.owner).where(locks.c.tenant == tenant)).first()
+                if row is not None and _stale(row[0]):
+                    # The process that held it died (kill -9): its transaction rolled back, the lock is stale.
+                    conn.execute(delete(locks).where(locks.c.tenant == tenant, locks.c.owner == row[0]))
+                    continue
+            if time.monotonic() > deadline:
+                raise UserError(f"tenant {tenant} is busy with another run; try again later") from None
+            time.sleep(0.2)
+    try:
+        yield
+    finally:
+        with engine.begin() as conn:
+            conn.execute(delete(locks).where(locks.c.tenant == tenant, locks.c.run_id == run_id))

@@ -1,0 +1,113 @@
+"""Write a change set inside the caller's transaction: rows and the audit log, with each engine's fast path.
+
+SQLite: executemany of tuples. PostgreSQL: COPY for inserts, `= ANY(array)` for deletes and status changes.
+Updates are delete + insert of the whole row (the new row is complete; the old one is in the audit log).
+"""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+from sqlalchemy import Connection
+
+from processor.apply.diff import ChangeSet
+from processor.apply.store import ENTITY_COLUMNS, ENTITY_TABLES, audit
+
+AUDIT_COLUMNS = ["tenant", "run_id", "entity", "sourced_id", "action", "before", "after"]
+
+
+def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet) -> None:
+    for table, tc in changes.tables.items():
+        cols = ["tenant", "sourced_id", "status", "row_hash", "run_id", *ENTITY_COLUMNS[table], "data"]
+        upserts = pd.concat([tc.created, tc.updated.drop(columns=["action", "fields"], errors="ignore")],
+                            ignore_index=True)
+        if not tc.updated.empty:
+            _delete(conn, table, tenant, list(tc.updated["sourced_id"]))
+        if not upserts.empty:
+            rows = upserts.assign(tenant=tenant, run_id=run_id)[cols]
+            _insert(conn, table, cols, rows)
+        if not tc.deactivated.empty:
+            _deactivate(conn, table, tenant, run_id, list(tc.deactivated["sourced_id"]))
+        _audit(conn, tenant, run_id, table, tc, changes.before.get(table))
+
+
+def _audit(conn: Connection, tenant: str, run_id: str, table: str, tc, before: pd.DataFrame | None) -> None:
+    parts = []
+    if not tc.created.empty:
+        parts.append(pd.DataFrame({"sourced_id": tc.created["sourced_id"].to_numpy(), "action": "created",
+                                   "before": None, "after": tc.created["data"].to_numpy()}))
+    old = _row_json(before) if before is not None and not before.empty else pd.Series([], dtype="str")
+    if not tc.updated.empty:
+        ids = tc.updated["sourced_id"]
+        parts.append(pd.DataFrame({"sourced_id": ids.to_numpy(), "action": tc.updated["action"].to_numpy(),
+                                   "before": ids.map(old).to_numpy(), "after": tc.updated["data"].to_numpy()}))
+    if not tc.deactivated.empty:
+        ids = tc.deactivated["sourced_id"]
+        parts.append(pd.DataFrame({"sourced_id": ids.to_numpy(), "action": "deactivated",
+                                   "before": ids.map(old).to_numpy(), "after": '{"status":"inactive"}'}))
+    if not parts:
+        return
+    rows = pd.concat(parts, ignore_index=True).assign(tenant=tenant, run_id=run_id, entity=table)
+    _insert(conn, audit.name, AUDIT_COLUMNS, rows[AUDIT_COLUMNS])
+
+
+def _row_json(frame: pd.DataFrame) -> pd.Series:
+    """The whole stored row as JSON, keyed by sourced_id: what a revert puts back."""
+    text = frame.to_json(orient="records", lines=True, force_ascii=False).split("\n")
+    return pd.Series(text[:len(frame)], index=frame["sourced_id"].to_numpy())
+
+
+def _insert(conn: Connection, table: str, cols: list[str], rows: pd.DataFrame) -> None:
+    if conn.dialect.name == "postgresql":
+        buf = io.StringIO()
+        rows.to_csv(buf, index=False, header=False)
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur, cur.copy(
+                f"COPY {table} ({', '.join(cols)}) FROM STDIN (FORMAT csv, FORCE_NOT_NULL ({_text_cols(table, cols)}))"
+        ) as copy:
+            copy.write(buf.getvalue())
+        return
+    placeholders = ", ".join("?" for _ in cols)
+    data = rows.astype(object).where(rows.notna(), None)
+    conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({placeholders})",
+                         list(data.itertuples(index=False, name=None)))
+
+
+def _text_cols(table: str, cols: list[str]) -> str:
+    # Empty strings stay empty strings (CSV format would read them as NULL); NULL-able audit columns excepted.
+    keep_null = {"before", "after", "row_hash"}
+    return ", ".join(c for c in cols if c not in keep_null)
+
+
+def _delete(conn: Connection, table: str, tenant: str, ids: list[str]) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"DELETE FROM {table} WHERE tenant = %s AND sourced_id = ANY(%s)", (tenant, ids))
+        return
+    conn.exec_driver_sql(f"DELETE FROM {table} WHERE tenant = ? AND sourced_id = ?", [(tenant, i) for i in ids])
+
+
+def _deactivate(conn: Connection, table: str, tenant: str, run_id: str, ids: list[str]) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"UPDATE {table} SET status = 'inactive', run_id = %s "
+                             "WHERE tenant = %s AND sourced_id = ANY(%s)", (run_id, tenant, ids))
+        return
+    conn.exec_driver_sql(f"UPDATE {table} SET status = 'inactive', run_id = ? WHERE tenant = ? AND sourced_id = ?",
+                         [(run_id, tenant, i) for i in ids])
+
+
+def revert_run(conn: Connection, tenant: str, run_id: str) -> int:
+    """Undo one applied run from its audit log (newest change first). Returns the number of changes undone."""
+    import json
+
+    rows = conn.exec_driver_sql(
+        "SELECT entity, sourced_id, action, before FROM audit WHERE tenant = {p} AND run_id = {p} ORDER BY id DESC"
+        .format(p="%s" if conn.dialect.name == "postgresql" else "?"), (tenant, run_id)).all()
+    for entity, sid, action, before in rows:
+        t = ENTITY_TABLES[entity]
+        conn.execute(t.delete().where(t.c.tenant == tenant, t.c.sourced_id == sid))
+        if action != "created":
+            values = json.loads(before)
+            values["tenant"] = tenant
+            conn.execute(t.insert().values(**values))
+    return len(rows)

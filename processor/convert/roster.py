@@ -1,0 +1,193 @@
+"""A validated OneRoster bundle → the app's roster: one frame per store table, whole columns at a time.
+
+Every frame has sourced_id, status (active | inactive), the table's typed columns, `data` (every field the
+district sent, metadata.* included, as JSON; never passwords) and row_hash (what the diff compares).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from processor.apply.store import ENTITY_COLUMNS
+from processor.bundle.read import LINE, Bundle
+from processor.config import Policy
+from processor.validate.current import CurrentRoster
+from processor.validate.issues import one_issue
+from processor.validate.run import Validation
+
+# OneRoster entity → store table, and back.
+TABLE_OF = {"orgs": "orgs", "academicSessions": "academic_sessions", "courses": "courses", "classes": "classes",
+            "users": "people", "enrollments": "enrollments", "demographics": "demographics"}
+ENTITY_OF = {v: k for k, v in TABLE_OF.items()} | {"guardian_links": "users"}
+
+RENAMES: dict[str, dict[str, str]] = {
+    "orgs": {"name": "name", "type": "type", "identifier": "identifier", "parentSourcedId": "parent"},
+    "academic_sessions": {"title": "title", "type": "type", "startDate": "start_date", "endDate": "end_date",
+                          "parentSourcedId": "parent", "schoolYear": "school_year"},
+    "courses": {"title": "title", "courseCode": "course_code", "grades": "grades", "orgSourcedId": "org",
+                "schoolYearSourcedId": "school_year"},
+    "classes": {"title": "title", "classCode": "class_code", "classType": "class_type", "grades": "grades",
+                "schoolSourcedId": "school", "courseSourcedId": "course", "termSourcedIds": "terms"},
+    "people": {"role": "or_role", "username": "username", "email": "email", "givenName": "given_name",
+               "familyName": "family_name", "middleName": "middle_name", "identifier": "identifier",
+               "grades": "grades", "enabledUser": "enabled"},
+    "enrollments": {"classSourcedId": "class_id", "userSourcedId": "person", "role": "role",
+                    "primary": "is_primary", "schoolSourcedId": "school", "beginDate": "begin_date",
+                    "endDate": "end_date"},
+    "demographics": {"birthDate": "birth_date", "sex": "sex"},
+}
+NOT_KEPT = {"password"}  # never stored
+NOT_COMPARED = {"dateLastModified", "status", LINE}  # a re-export that only bumps dates changes nothing
+
+
+@dataclass
+class Roster:
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # store table → frame
+    modes: dict[str, str] = field(default_factory=dict)            # store table → bulk | delta | absent
+    # For guardian links in a delta: the students whose links the drop restates.
+    link_scope: pd.Index | None = None
+    skipped: int = 0
+    issues: list[pd.DataFrame] = field(default_factory=list)
+
+
+def convert(bundle: Bundle, validation: Validation, policy: Policy, current: CurrentRoster) -> Roster:
+    roster = Roster()
+    kept: dict[str, pd.DataFrame] = {}
+    for entity, bf in bundle.files.items():
+        mask = validation.rejected.get(entity)
+        df = bf.frame if mask is None else bf.frame[~mask.to_numpy()]
+        kept[entity] = df
+    roles = None
+    if "users" in kept:
+        roles = validation.roles[~validation.rejected["users"]] if validation.roles is not None else None
+        users = kept["users"]
+        excluded = roles.isin(policy.exclude_roles)
+        if excluded.any():
+            roster.skipped = int(excluded.sum())
+            roster.issues.append(one_issue(
+                "excluded_role", f"{roster.skipped} people with an excluded role "
+                f"({', '.join(sorted(set(roles[excluded])))}) were not stored, as your district's settings ask.",
+                file="users.csv"))
+            users, roles = users[~excluded], roles[~excluded]
+            gone = kept["users"].loc[excluded[excluded].index, "sourcedId"]
+            if "enrollments" in kept:
+                kept["enrollments"] = kept["enrollments"][~kept["enrollments"]["userSourcedId"].isin(gone)]
+            if "demographics" in kept:
+                kept["demographics"] = kept["demographics"][~kept["demographics"]["sourcedId"].isin(gone)]
+        kept["users"] = users
+    org_types = _org_types(kept.get("orgs"), current)
+    for entity, df in kept.items():
+        table = TABLE_OF[entity]
+        meta = bundle.files[entity].metadata_columns
+        extra = {}
+        if table == "people":
+            extra = _people_columns(df, roles, org_types)
+        roster.tables[table] = _frame(table, df, meta, extra)
+        roster.modes[table] = bundle.modes.get(entity, "bulk")
+    for entity in TABLE_OF:
+        roster.modes.setdefault(TABLE_OF[entity], "absent" if bundle.modes.get(entity) != "delta" else "delta")
+    if "users" in kept:
+        people = roster.tables["people"]
+        links, scope = _guardian_links(kept["users"]["agentSourcedIds"].to_numpy(), people, current,
+                                       roster.modes["people"])
+        roster.tables["guardian_links"] = links
+        roster.modes["guardian_links"] = roster.modes["people"]
+        roster.link_scope = scope
+    else:
+        roster.modes["guardian_links"] = "absent"
+    if "demographics" in roster.tables:
+        # Demographics of people this drop does not store (rejected, excluded, unknown) are not kept.
+        known = roster.tables["people"]["sourced_id"] if "people" in roster.tables else pd.Series([], dtype="str")
+        d = roster.tables["demographics"]
+        roster.tables["demographics"] = d[d["sourced_id"].isin(known) | d["sourced_id"].isin(current.active("users"))]
+    return roster
+
+
+def _org_types(orgs: pd.DataFrame | None, current: CurrentRoster) -> pd.Series:
+    types = current.org_types
+    if orgs is not None:
+        types = pd.concat([types, orgs.set_index("sourcedId")["type"]])
+        types = types[~types.index.duplicated(keep="last")]
+    return types
+
+
+def _people_columns(users: pd.DataFrame, roles: pd.Series, org_types: pd.Series) -> dict[str, pd.Series]:
+    orgs = users["orgSourcedIds"].str.split(",").explode()
+    schools = orgs[orgs.map(org_types).eq("school")]
+    joined = schools.groupby(level=0).agg(",".join).reindex(users.index, fill_value="")
+    primary = schools.groupby(level=0).first().reindex(users.index, fill_value="")
+    return {"role": roles.astype("str"), "schools": joined.astype("str"), "school": primary.astype("str")}
+
+
+def _frame(table: str, df: pd.DataFrame, meta: list[str], extra: dict[str, pd.Series]) -> pd.DataFrame:
+    out = pd.DataFrame(index=df.index)
+    out["sourced_id"] = df["sourcedId"]
+    out["status"] = np.where(df["status"].eq("tobedeleted"), "inactive", "active")
+    for src, dst in RENAMES.get(table, {}).items():
+        out[dst] = df[src]
+    for k, v in extra.items():
+        out[k] = v
+    for c in ENTITY_COLUMNS[table]:
+        if c not in out:
+            out[c] = ""
+    sent = [c for c in df.columns if c not in NOT_KEPT and c != LINE]
+    out["data"] = _json_rows(df[sent])
+    compared = [c for c in sent if c not in NOT_COMPARED]
+    typed = [c for c in ENTITY_COLUMNS[table] if c in extra]
+    out["row_hash"] = row_hash(pd.concat([df[compared], out[typed]], axis=1))
+    return out.reset_index(drop=True)
+
+
+def row_hash(frame: pd.DataFrame) -> np.ndarray:
+    """A signed 64-bit hash per row (SQL BIGINT), stable across runs for the same values."""
+    h = pd.util.hash_pandas_object(frame, index=False, categorize=False)
+    return h.to_numpy().view(np.int64)
+
+
+def _json_rows(df: pd.DataFrame) -> pd.Series:
+    if df.empty:
+        return pd.Series([], dtype="str", index=df.index)
+    # One C-level pass instead of a json.dumps per row.
+    text = df.to_json(orient="records", lines=True, force_ascii=False)
+    rows = text.split("\n")
+    if rows and rows[-1] == "":
+        rows.pop()
+    return pd.Series(rows, index=df.index, dtype="str")
+
+
+def _guardian_links(agent_ids: np.ndarray, people: pd.DataFrame, current: CurrentRoster, mode: str
+                    ) -> tuple[pd.DataFrame, pd.Index | None]:
+    """(student, guardian) pairs from agentSourcedIds on either side, between people that exist."""
+    agents = pd.Series(agent_ids, index=people.index, dtype="str").str.split(",").explode()
+    agents = agents[agents.ne("")]
+    owner = people.loc[agents.index, ["sourced_id", "role"]]
+    pairs = pd.DataFrame({"a": owner["sourced_id"].to_numpy(), "role": owner["role"].to_numpy(),
+                          "b": agents.to_numpy()})
+    from_students = pairs[pairs["role"].eq("student")].rename(columns={"a": "student", "b": "guardian"})
+    from_guardians = pairs[pairs["role"].eq("guardian")].rename(columns={"a": "guardian", "b": "student"})
+    links = pd.concat([from_students[["student", "guardian"]], from_guardians[["student", "guardian"]]],
+                      ignore_index=True).drop_duplicates()
+    roles = people.set_index("sourced_id")["role"]
+    roles = roles[~roles.index.duplicated()]
+    known = pd.Index(people["sourced_id"]).union(current.active("users"))
+    ok = links["student"].isin(known) & links["guardian"].isin(known)
+    # A link between two people the drop carries must join a student and a guardian.
+    s_role = links["student"].map(roles)
+    g_role = links["guardian"].map(roles)
+    ok &= (s_role.isna() | s_role.eq("student")) & (g_role.isna() | g_role.eq("guardian"))
+    inactive = people.loc[people["status"].eq("inactive"), "sourced_id"]
+    links = links[ok & ~links["student"].isin(inactive) & ~links["guardian"].isin(inactive)]
+    out = pd.DataFrame({
+        "sourced_id": links["student"] + "|" + links["guardian"],
+        "status": "active",
+        "student": links["student"],
+        "guardian": links["guardian"],
+    })
+    out["data"] = ""
+    out["row_hash"] = row_hash(out[["student", "guardian"]])
+    # In a delta, the links of every student or guardian the drop names are restated by it.
+    scope = pd.Index(people["sourced_id"]) if mode == "delta" else None
+    return out.reset_index(drop=True), scope

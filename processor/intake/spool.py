@@ -1,0 +1,75 @@
+"""The spool: every drop, whatever its door, lands in spool/<tenant>/<run-id>/ and is recorded before
+anything else happens, so a crash at any later point can resume it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from processor.context import Context, UserError
+
+
+@dataclass(frozen=True)
+class Drop:
+    run_id: str
+    tenant: str
+    path: Path          # the spooled bundle (a .zip file or a folder of CSVs)
+    sha256: str
+    received_at: str
+    source: str
+    original_name: str
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    if path.is_dir():
+        # A folder's identity is its files' names and bytes, in a stable order.
+        for f in sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")):
+            h.update(f.name.encode() + b"\0")
+            _hash_file(h, f)
+    else:
+        _hash_file(h, path)
+    return h.hexdigest()
+
+
+def _hash_file(h, path: Path) -> None:
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+
+
+def spool_dir(ctx: Context, tenant: str, run_id: str) -> Path:
+    return ctx.path("spool", tenant, run_id)
+
+
+def take(ctx: Context, source_path: Path, tenant: str, run_id: str, move: bool) -> Path:
+    """Move (daemon doors) or copy (CLI) the bundle into the run's spool folder, atomically."""
+    if not source_path.exists():
+        raise UserError(f"{source_path} does not exist")
+    if not (source_path.is_dir() or source_path.is_file()):
+        raise UserError(f"{source_path} is neither a file nor a folder")
+    dest_dir = spool_dir(ctx, tenant, run_id)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / (source_path.name or "bundle")
+    if move:
+        os.replace(source_path, dest)  # same filesystem: inbox and spool both live in the home
+        return dest
+    tmp = dest_dir / f".{dest.name}.tmp"
+    if source_path.is_dir():
+        shutil.copytree(source_path, tmp, symlinks=True)
+    else:
+        shutil.copyfile(source_path, tmp)
+    os.replace(tmp, dest)
+    return dest
+
+
+def archive(ctx: Context, drop_dir: Path, tenant: str, run_id: str) -> Path:
+    """Keep the raw drop (retention is the daemon's job); a held run stays in the spool instead."""
+    dest = ctx.path("archive", tenant, run_id)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if drop_dir.exists():
+        os.replace(drop_dir, dest)
+    return dest

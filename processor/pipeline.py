@@ -1,0 +1,301 @@
+"""process_drop(): the stages in order. Each returns a value; a fatal issue or a hold ends the run early."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import Connection, select
+
+from processor.apply import runs as run_store
+from processor.apply.diff import ChangeSet, compute_changes, labels
+from processor.apply.holds import check_holds, counts_by_entity
+from processor.apply.store import ENTITY_TABLES
+from processor.apply.writer import apply_changes
+from processor.bundle.read import read_bundle
+from processor.context import Context, UserError
+from processor.convert.roster import TABLE_OF, Roster, convert
+from processor.intake.spool import Drop, archive, sha256_of, take
+from processor.runs import Counts, IssueOut, RunResult, RunStatus, new_run_id, now_iso
+from processor.validate.current import CurrentRoster
+from processor.validate.issues import concat_issues, issues_to_records, sort_issues
+from processor.validate.run import validate
+
+log = logging.getLogger("rosterdrop.pipeline")
+
+
+def process_path(ctx: Context, path: Path, tenant: str, dry_run: bool = False, source: str = "cli",
+                 move: bool = False) -> RunResult:
+    """Receive a bundle (copy for the CLI, move for the daemon's doors) and process it."""
+    received = receive(ctx, path, tenant, source, move)
+    if isinstance(received, RunResult):
+        return received
+    return process_drop(ctx, received, dry_run=dry_run)
+
+
+def receive(ctx: Context, path: Path, tenant: str, source: str, move: bool) -> Drop | RunResult:
+    tcfg = ctx.config.tenant(tenant)
+    if not path.exists():
+        raise UserError(f"{path} does not exist")
+    sha = sha256_of(path)
+    engine = ctx.engine
+    earlier = run_store.find_by_sha(engine, tenant, sha, run_store.DONE)
+    if earlier:
+        return _duplicate(ctx, path, tenant, source, sha, earlier, move)
+    unfinished = run_store.find_by_sha(engine, tenant, sha, ("received", "processing"))
+    if unfinished:
+        # The same bytes were received before and never finished (a crash): resume that run.
+        row = run_store.run_row(engine, unfinished)
+        spooled = Path(row["spool_path"])
+        if spooled.exists():
+            if move:
+                archive_copy = ctx.path("archive", tenant, unfinished + "-resent")
+                archive_copy.parent.mkdir(parents=True, exist_ok=True)
+                path.replace(archive_copy)
+            return Drop(unfinished, tenant, spooled, sha, row["received_at"], row["source"], row["original_name"])
+    run_id = new_run_id()
+    spooled = take(ctx, path, tenant, run_id, move)
+    result = RunResult(run_id=run_id, tenant=tenant, status=RunStatus.RECEIVED, source=source,
+                       received_at=now_iso(), sha256=sha)
+    run_store.record_run(engine, result, path.name, str(spooled), tcfg.name)
+    log.info("run %s tenant %s: received from %s (%s)", run_id, tenant, source, sha[:12])
+    return Drop(run_id, tenant, spooled, sha, result.received_at, source, path.name)
+
+
+def _duplicate(ctx: Context, path: Path, tenant: str, source: str, sha: str, earlier: str, move: bool) -> RunResult:
+    run_id = new_run_id()
+    result = RunResult(run_id=run_id, tenant=tenant, status=RunStatus.DUPLICATE, source=source,
+                       received_at=now_iso(), finished_at=now_iso(), sha256=sha, issues=[IssueOut(
+                           severity="alert", code="duplicate_drop",
+                           message=f"These exact bytes were already processed in run {earlier}; nothing was done.")])
+    spooled = ""
+    if move:  # never silently drop a file a district sent: keep it with the archive
+        spooled = str(take(ctx, path, tenant, run_id, move=True).parent)
+        archive(ctx, Path(spooled), tenant, run_id)
+    run_store.record_run(ctx.engine, result, path.name, spooled, ctx.config.tenant(tenant).name)
+    log.info("run %s tenant %s: duplicate of run %s", run_id, tenant, earlier)
+    return result
+
+
+def process_drop(ctx: Context, drop: Drop, dry_run: bool = False, force: bool = False) -> RunResult:
+    """Validate, convert, diff, hold-check and apply one spooled drop. force: skip holds (a release)."""
+    tenant = drop.tenant
+    policy = ctx.config.tenant(tenant).policy
+    engine = ctx.engine
+    result = RunResult(run_id=drop.run_id, tenant=tenant, status=RunStatus.PROCESSING, source=drop.source,
+                       received_at=drop.received_at, sha256=drop.sha256)
+    with run_store.tenant_lock(engine, tenant, drop.run_id):
+        if not dry_run:
+            run_store.set_status(engine, drop.run_id, RunStatus.PROCESSING)
+        bundle = read_bundle(drop.path)
+        result.format = bundle.format
+        with engine.connect() as conn:
+            current = load_current_roster(conn, tenant, bundle.modes)
+        validation = validate(bundle, policy, current)
+        if validation.fatal:
+            return _finish(ctx, drop, result, validation.issues, None, None, RunStatus.REJECTED, dry_run)
+        roster = convert(bundle, validation, policy, current)
+        issues = sort_issues(concat_issues([validation.issues, *roster.issues]))
+        rejected = {e: validation.rejected_count(e) for e in validation.rejected}
+        with engine.begin() as conn:
+            changes = compute_changes(conn, tenant, roster)
+            result.counts = {e: Counts(**c) for e, c in counts_by_entity(changes, rejected, roster.skipped).items()}
+            holds = check_holds(conn, tenant, changes, roster, policy) if not force else concat_issues([])
+            issues = sort_issues(concat_issues([holds, issues]))
+            if len(holds):
+                return _finish(ctx, drop, result, issues, changes, roster, RunStatus.HELD, dry_run, conn)
+            if dry_run:
+                return _finish(ctx, drop, result, issues, changes, roster, RunStatus.APPLIED, dry_run, conn)
+            apply_changes(conn, tenant, drop.run_id, changes)
+            superseded = run_store.supersede_older_holds(conn, tenant, drop.received_at)
+            if superseded:
+                log.info("run %s tenant %s: supersedes held runs %s", drop.run_id, tenant, ", ".join(superseded))
+            return _finish(ctx, drop, result, issues, changes, roster, RunStatus.APPLIED, dry_run, conn)
+
+
+def _finish(ctx: Context, drop: Drop, result: RunResult, issues: pd.DataFrame, changes: ChangeSet | None,
+            roster: Roster | None, status: RunStatus, dry_run: bool, conn: Connection | None = None) -> RunResult:
+    if dry_run:
+        result.status, result.outcome = RunStatus.DRY_RUN, status.value
+    else:
+        result.status = status
+    result.finished_at = now_iso()
+    result.issues = [IssueOut.model_construct(**r) for r in issues_to_records(issues)]
+    report_dir = ctx.path("reports", drop.run_id)
+    data = _report_data(ctx, result, issues, changes, roster, conn)
+    try:
+        from processor.report.render import write_report
+
+        result.report = str(write_report(report_dir, data))
+    except Exception:  # noqa: BLE001 - a report failure must not lose the run; it is logged with its cause
+        log.exception("run %s tenant %s: the report could not be written", drop.run_id, drop.tenant)
+    if conn is None:
+        with ctx.engine.begin() as own:
+            _save(ctx, own, result, data, report_dir, dry_run)
+    else:
+        _save(ctx, conn, result, data, report_dir, dry_run)
+    if status != RunStatus.HELD or dry_run:
+        archive(ctx, drop.path.parent, drop.tenant, drop.run_id)
+    counts = " ".join(f"{e}:+{c.created}~{c.updated}-{c.deactivated}" for e, c in result.counts.items())
+    log.info("run %s tenant %s: %s (%s) %d issues", drop.run_id, drop.tenant, result.status.value,
+             counts, len(result.issues))
+    return result
+
+
+def _save(ctx: Context, conn: Connection, result: RunResult, data, report_dir: Path, dry_run: bool) -> None:
+    run_store.save_result(conn, result, result.report)
+    if dry_run:
+        return  # a dry run sends nothing
+    try:
+        from processor.report.mail import queue_run_email
+    except ImportError:
+        return
+    queue_run_email(conn, ctx, data, report_dir)
+
+
+def _report_data(ctx: Context, result: RunResult, issues: pd.DataFrame, changes: ChangeSet | None,
+                 roster: Roster | None, conn: Connection | None):
+    from processor.report.render import ReportData
+
+    held = result.status == RunStatus.HELD or result.outcome == "held"
+    return ReportData(
+        result=result, tenant_name=ctx.config.tenant(result.tenant).name, issues=issues,
+        school_counts=_school_counts(changes, roster, conn, result.tenant) if changes else _empty_school_counts(),
+        changes=_change_rows(changes) if changes else _empty_changes(),
+        release_command=f"rosterdrop holds release {result.run_id}" if held and not result.outcome else None,
+        discard_command=f"rosterdrop holds discard {result.run_id}" if held and not result.outcome else None,
+    )
+
+
+def _empty_changes() -> pd.DataFrame:
+    return pd.DataFrame(columns=["entity", "sourced_id", "action", "label", "fields"])
+
+
+def _empty_school_counts() -> pd.DataFrame:
+    return pd.DataFrame(columns=["school", "school_name", "entity", "created", "updated", "deactivated",
+                                 "unchanged"])
+
+
+def _change_rows(changes: ChangeSet) -> pd.DataFrame:
+    """Rows that change (not the created ones: a first load would list the whole district)."""
+    parts = []
+    for table, tc in changes.tables.items():
+        if not tc.updated.empty:
+            parts.append(pd.DataFrame({"entity": table, "sourced_id": tc.updated["sourced_id"].to_numpy(),
+                                       "action": tc.updated["action"].to_numpy(),
+                                       "label": labels(table, tc.updated).to_numpy(),
+                                       "fields": tc.updated["fields"].to_numpy()}))
+        if not tc.deactivated.empty:
+            before = changes.before[table]
+            gone = before[before["sourced_id"].isin(tc.deactivated["sourced_id"])]
+            parts.append(pd.DataFrame({"entity": table, "sourced_id": gone["sourced_id"].to_numpy(),
+                                       "action": "deactivated", "label": labels(table, gone).to_numpy(),
+                                       "fields": "status"}))
+    return pd.concat(parts, ignore_index=True) if parts else _empty_changes()
+
+
+def _school_counts(changes: ChangeSet, roster: Roster | None, conn: Connection | None, tenant: str) -> pd.DataFrame:
+    parts = []
+    for table in ("people", "classes", "enrollments"):
+        tc = changes.tables.get(table)
+        if tc is None:
+            continue
+        for action, frame in (("created", tc.created), ("updated", tc.updated), ("deactivated", tc.deactivated)):
+            if len(frame) and "school" in frame:
+                parts.append(pd.DataFrame({"school": frame["school"].to_numpy(), "entity": table, "action": action}))
+    if not parts:
+        return _empty_school_counts()
+    df = pd.concat(parts, ignore_index=True)
+    table = df.pivot_table(index=["school", "entity"], columns="action", aggfunc="size", fill_value=0).reset_index()
+    for c in ("created", "updated", "deactivated"):
+        if c not in table:
+            table[c] = 0
+    table["unchanged"] = 0
+    names = _school_names(roster, conn, tenant)
+    table["school_name"] = table["school"].map(names).fillna("(no school)")
+    return table[["school", "school_name", "entity", "created", "updated", "deactivated", "unchanged"]]
+
+
+def _school_names(roster: Roster | None, conn: Connection | None, tenant: str) -> pd.Series:
+    t = ENTITY_TABLES["orgs"]
+    names = pd.Series(dtype="str")
+    if conn is not None:
+        rows = conn.execute(select(t.c.sourced_id, t.c.name).where(t.c.tenant == tenant)).all()
+        names = pd.Series(dict(rows), dtype="str")
+    if roster is not None and "orgs" in roster.tables:
+        o = roster.tables["orgs"]
+        names = pd.concat([names, pd.Series(o["name"].to_numpy(), index=o["sourced_id"].to_numpy())])
+        names = names[~names.index.duplicated(keep="last")]
+    return names
+
+
+def load_current_roster(conn: Connection, tenant: str, modes: dict[str, str]) -> CurrentRoster:
+    """The ids validation may resolve against: only for entities the drop does not carry in full."""
+    current = CurrentRoster()
+    orgs = ENTITY_TABLES["orgs"]
+    rows = conn.execute(select(orgs.c.sourced_id, orgs.c.type).where(
+        orgs.c.tenant == tenant, orgs.c.status == "active")).all()
+    current.org_types = pd.Series({sid: typ or "" for sid, typ in rows}, dtype="str")
+    for entity in ("orgs", "academicSessions", "courses", "classes", "users"):
+        if modes.get(entity) == "bulk":
+            continue
+        t = ENTITY_TABLES[TABLE_OF[entity]]
+        ids = conn.execute(select(t.c.sourced_id).where(t.c.tenant == tenant, t.c.status == "active")).scalars().all()
+        current.ids[entity] = pd.Index(ids, dtype="str")
+    if modes.get("enrollments") != "bulk":
+        e = ENTITY_TABLES["enrollments"]
+        people = conn.execute(select(e.c.person).distinct().where(e.c.tenant == tenant, e.c.status == "active")
+                              ).scalars().all()
+        current.enrolled_people = pd.Index(people, dtype="str")
+    return current
+
+
+# ---------------------------------------------------------------- holds
+
+
+def release_hold(ctx: Context, run_id: str) -> RunResult:
+    row = run_store.run_row(ctx.engine, run_id)
+    ctx.config.tenant(row["tenant"])
+    if row["status"] == RunStatus.SUPERSEDED:
+        return run_store.get_result(ctx.engine, run_id)
+    if row["status"] != RunStatus.HELD:
+        raise UserError(f"run {run_id} is not held (its status is {row['status']}); only held runs can be released")
+    with ctx.engine.begin() as conn:
+        newer = run_store.newer_applied(conn, row["tenant"], row["received_at"], run_id)
+        if newer:
+            result = run_store.get_result(ctx.engine, run_id)
+            result.status = RunStatus.SUPERSEDED
+            result.finished_at = now_iso()
+            result.issues = [*result.issues, IssueOut(
+                severity="alert", code="superseded",
+                message=f"A newer drop (run {newer}) was applied after this one was held; releasing this older drop "
+                        "would undo it. Nothing was applied.")]
+            run_store.save_result(conn, result)
+            return result
+    drop = Drop(run_id, row["tenant"], Path(row["spool_path"]), row["sha256"], row["received_at"], row["source"],
+                row["original_name"] or "")
+    if not drop.path.exists():
+        raise UserError(f"the spooled bundle of run {run_id} is missing ({drop.path}); it cannot be released")
+    log.info("run %s tenant %s: hold released", run_id, row["tenant"])
+    return process_drop(ctx, drop, force=True)
+
+
+def discard_hold(ctx: Context, run_id: str) -> RunResult:
+    row = run_store.run_row(ctx.engine, run_id)
+    if row["status"] != RunStatus.HELD:
+        raise UserError(f"run {run_id} is not held (its status is {row['status']}); only held runs can be discarded")
+    result = run_store.get_result(ctx.engine, run_id)
+    result.status = RunStatus.DISCARDED
+    result.finished_at = now_iso()
+    with ctx.engine.begin() as conn:
+        run_store.save_result(conn, result)
+        try:
+            from processor.report.mail import queue_notice
+
+            queue_notice(conn, ctx, result.tenant, "hold_discarded", {"run_id": run_id})
+        except ImportError:
+            pass
+    archive(ctx, Path(row["spool_path"]).parent, row["tenant"], run_id)
+    log.info("run %s tenant %s: hold discarded", run_id, row["tenant"])
+    return result
