@@ -51,6 +51,9 @@ def validate(bundle: Bundle, policy: Policy, current: CurrentRoster = NO_ROSTER)
         if missing_cols:
             issues.extend(missing_cols)
             out.fatal = True
+            # The run is rejected anyway; let later files resolve against it rather than add noise.
+            targets.valid[entity] = pd.Index(df["sourcedId"].unique())
+            targets.checkable[entity] = True
             continue
         file_issues, rejected = check_values(bf, spec, active, extra)
         # Self-references (parent org, guardian links) are optional links: any id of the file will do.

@@ -1,0 +1,111 @@
+"""Shared fixtures: a home on SQLite (always) and on PostgreSQL (when ROSTERDROP_TEST_PG_URL is set)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from processor.apply.store import metadata, open_store
+from processor.context import Context
+from processor.home import init_home
+from processor.pipeline import process_path
+from processor.runs import RunResult
+from tests.bundles import make_bundle
+
+PG_URL = os.environ.get("ROSTERDROP_TEST_PG_URL")
+ENGINES = ["sqlite"] + (["postgresql"] if PG_URL else [])
+
+
+def _toml_value(v) -> str:
+    return json.dumps(v) if not isinstance(v, dict) else "{ " + ", ".join(
+        f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+
+
+def write_config(home: Path, tenants: dict[str, dict], store_url: str | None = None) -> None:
+    lines = []
+    if store_url:
+        lines += ["[store]", f"url = {json.dumps(store_url)}", ""]
+    lines += ["[sftp]", "enabled = false", ""]
+    for tid, policy in tenants.items():
+        lines += [f"[tenants.{tid}]", f'name = "{tid.title()} Unified"', f'report_to = ["it@{tid}.example"]', ""]
+        overrides = policy.get("role_overrides", [])
+        require = policy.get("require", {})
+        rest = {k: v for k, v in policy.items() if k not in ("role_overrides", "require")}
+        lines.append(f"[tenants.{tid}.policy]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in rest.items()]
+        if require:
+            lines.append(f"[tenants.{tid}.policy.require]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in require.items()]
+        for ov in overrides:
+            lines.append(f"[[tenants.{tid}.policy.role_overrides]]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in ov.items()]
+        lines.append("")
+    (home / "rosterdrop.toml").write_text("\n".join(lines), encoding="utf-8")
+
+
+@dataclass
+class Env:
+    """A home with tenants, and helpers to run drops through the real pipeline."""
+    home: Path
+    tmp: Path
+    store_url: str | None
+    _n: int = 0
+
+    def configure(self, **tenants: dict) -> None:
+        write_config(self.home, tenants or {"lincoln": {}}, self.store_url)
+        self.__dict__.pop("ctx", None)
+
+    @property
+    def ctx(self) -> Context:
+        if "ctx" not in self.__dict__:
+            self.__dict__["ctx"] = Context.load(self.home)
+        return self.__dict__["ctx"]
+
+    def bundle(self, files: dict, as_zip: bool = True) -> Path:
+        self._n += 1
+        return make_bundle(self.tmp / "drops", files, as_zip=as_zip, name=f"drop{self._n}")
+
+    def process(self, files: dict | Path, tenant: str = "lincoln", dry_run: bool = False) -> RunResult:
+        path = files if isinstance(files, Path) else self.bundle(files)
+        return process_path(self.ctx, path, tenant, dry_run=dry_run)
+
+    def export(self, tenant: str = "lincoln", include_inactive: bool = False) -> dict:
+        from processor.apply.export import export_roster
+
+        return export_roster(self.ctx.engine, tenant, include_inactive)
+
+
+def issue_rows(result: RunResult, severity: str | None = None) -> list[tuple]:
+    return sorted((i.code, i.file, i.line, i.field) for i in result.issues
+                  if severity is None or i.severity == severity)
+
+
+@pytest.fixture(params=ENGINES)
+def env(request, tmp_path) -> Env:
+    home = tmp_path / "home"
+    init_home(home, ["lincoln", "roosevelt"])
+    url = None
+    if request.param == "postgresql":
+        url = PG_URL
+        engine = open_store(url, create=False)
+        metadata.drop_all(engine)
+        metadata.create_all(engine)
+        engine.dispose()
+    e = Env(home=home, tmp=tmp_path, store_url=url)
+    e.configure(lincoln={}, roosevelt={})
+    yield e
+    if "ctx" in e.__dict__ and "engine" in e.ctx.__dict__:
+        e.ctx.engine.dispose()
+
+
+@pytest.fixture
+def sqlite_env(tmp_path) -> Env:
+    home = tmp_path / "home"
+    init_home(home, ["lincoln", "roosevelt"])
+    e = Env(home=home, tmp=tmp_path, store_url=None)
+    e.configure(lincoln={}, roosevelt={})
+    return e
