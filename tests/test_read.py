@@ -1,0 +1,132 @@
+"""Real-world export quirks: read leniently, leave an alert, never reject a usable bundle for them."""
+
+from __future__ import annotations
+
+from tests.bundles import CLASSES, CLEAN, ENROLLMENTS, USERS, with_changes
+from tests.conftest import issue_rows
+
+
+def _bytes(text: str, newline: str = "\n", bom: bool = False, final_newline: bool = True, enc: str = "utf-8") -> bytes:
+    body = newline.join(text.rstrip("\n").split("\n")) + (newline if final_newline else "")
+    return (b"\xef\xbb\xbf" if bom else b"") + body.encode(enc)
+
+
+def _people(env) -> dict[str, dict]:
+    return {p["sourced_id"]: p for p in env.export()["people"]}
+
+
+def test_bom_crlf_cr_only_and_no_final_newline_read_the_same(sqlite_env):
+    files = with_changes(CLEAN)
+    files["users.csv"] = _bytes(USERS, "\r\n", bom=True)
+    files["enrollments.csv"] = _bytes(ENROLLMENTS, "\r", final_newline=False)
+    files["classes.csv"] = _bytes(CLASSES, "\r\n", final_newline=False)
+    result = sqlite_env.process(files)
+    assert result.status == "applied"
+    assert result.issues == []
+    assert result.counts["users"].created == 6 and result.counts["enrollments"].created == 4
+
+
+def test_cp1252_file_is_read_with_an_alert(sqlite_env):
+    files = with_changes(CLEAN)
+    files["users.csv"] = _bytes(USERS, enc="cp1252")
+    result = sqlite_env.process(files)
+    assert result.status == "applied"
+    assert issue_rows(result) == [("encoding", "users.csv", 4, None)]
+    assert _people(sqlite_env)["u3"]["given_name"] == "José"
+
+
+def test_case_variants_and_legacy_values_are_normalised_with_one_alert_per_file_and_field(sqlite_env):
+    users = USERS.replace(",true,", ",TRUE,").replace("u1,active", "u1,Active")
+    classes = CLASSES.replace("scheduled", "Scheduled").replace("homeroom", "HomeRoom")
+    result = sqlite_env.process(with_changes(CLEAN, users_csv=users, classes_csv=classes))
+    assert result.status == "applied"
+    assert issue_rows(result) == [
+        ("normalized_value", "classes.csv", None, "classType"),
+        ("normalized_value", "users.csv", None, "enabledUser"),
+        ("normalized_value", "users.csv", None, "status"),
+    ]
+
+
+def test_inactive_status_is_read_as_tobedeleted(sqlite_env):
+    sqlite_env.process(CLEAN)
+    users = USERS.replace("u1,active", "u1,inactive")
+    manifest = "propertyName,value\nfile.users,delta\nfile.orgs,absent\nfile.classes,absent\nfile.enrollments,absent\n"
+    result = sqlite_env.process({"manifest.csv": manifest, "users.csv": users})
+    assert result.status == "applied"
+    assert result.counts["users"].deactivated == 1
+    assert ("normalized_value", "users.csv", None, "status") in issue_rows(result)
+
+
+def test_header_spellings_are_matched_with_an_alert(sqlite_env):
+    users = USERS.replace("sourcedId,status,dateLastModified", "SourcedID,status,dataLastModified").replace(
+        "orgSourcedIds", "OrgSourcedIDs")
+    result = sqlite_env.process(with_changes(CLEAN, users_csv=users))
+    assert result.status == "applied"
+    assert issue_rows(result) == [
+        ("renamed_column", "users.csv", 1, "OrgSourcedIDs"),
+        ("renamed_column", "users.csv", 1, "SourcedID"),
+        ("renamed_column", "users.csv", 1, "dataLastModified"),
+    ]
+
+
+def test_ragged_trailing_empty_fields_are_tolerated(sqlite_env):
+    lines = ENROLLMENTS.splitlines()
+    enr = "\n".join([lines[0], *[line + "," for line in lines[1:]]]) + "\n"
+    result = sqlite_env.process(with_changes(CLEAN, enrollments_csv=enr))
+    assert result.status == "applied"
+    assert result.counts["enrollments"].created == 4
+    assert issue_rows(result) == [("normalized_value", "enrollments.csv", None, None)]
+
+
+def test_a_row_with_extra_values_is_a_malformed_row_with_its_line(sqlite_env):
+    enr = ENROLLMENTS + "e9,active,,k1,s1,u2,student,false,,,surprise\n"
+    result = sqlite_env.process(with_changes(CLEAN, enrollments_csv=enr))
+    assert result.status == "applied"
+    assert issue_rows(result) == [("malformed_row", "enrollments.csv", 6, None)]
+
+
+def test_leading_zeros_quoted_lists_with_spaces_and_metadata_first(sqlite_env):
+    users = USERS.replace("sourcedId,status", "metadata.stateId,sourcedId,status", 1)
+    users = "\n".join([users.splitlines()[0], *["0042," + line for line in users.splitlines()[1:]]]) + "\n"
+    classes = CLASSES.replace('"09,10"', '"09, 10"')
+    result = sqlite_env.process(with_changes(CLEAN, users_csv=users, classes_csv=classes))
+    assert result.status == "applied" and result.issues == []
+    assert _people(sqlite_env)["u2"]["sourced_id"] == "u2"
+    classes_out = {c["sourced_id"]: c for c in sqlite_env.export()["classes"]}
+    assert classes_out["k2"]["grades"] == ["09", "10"]
+    from sqlalchemy import text
+
+    with sqlite_env.ctx.engine.connect() as conn:
+        ident, data = conn.execute(text("SELECT identifier, data FROM people WHERE sourced_id='u2'")).one()
+    assert ident == "000123"
+    assert '"metadata.stateId":"0042"' in data
+
+
+def test_ext_columns_without_prefix_are_kept_as_metadata(sqlite_env):
+    users = USERS.replace("metadata.MembeanSchoolAdmin", "ext_lunch_code")
+    result = sqlite_env.process(with_changes(CLEAN, users_csv=users))
+    assert issue_rows(result) == [("renamed_column", "users.csv", 1, "ext_lunch_code")]
+
+
+def test_header_only_files_and_blank_manifest_values(sqlite_env):
+    demographics = ("sourcedId,status,dateLastModified,birthDate,sex,americanIndianOrAlaskaNative,asian,"
+                    "blackOrAfricanAmerican,nativeHawaiianOrOtherPacificIslander,white,demographicRaceTwoOrMoreRaces,"
+                    "hispanicOrLatinoEthnicity,countryOfBirthCode,stateOfBirthAbbreviation,cityOfBirth,"
+                    "publicSchoolResidenceStatus\n")
+    manifest = "propertyName,value\nmanifest.version,1.0\noneroster.version,1.1\nfile.users,\nfile.demographics,bulk\n"
+    result = sqlite_env.process(with_changes(CLEAN, demographics_csv=demographics, manifest_csv=manifest))
+    assert result.status == "applied"
+    assert issue_rows(result) == [("normalized_value", "manifest.csv", None, "file.users")]
+
+
+def test_values_are_trimmed(sqlite_env):
+    users = USERS.replace("Tara,Martin", "  Tara ,Martin  ")
+    result = sqlite_env.process(with_changes(CLEAN, users_csv=users))
+    assert result.issues == []
+    assert _people(sqlite_env)["u1"]["given_name"] == "Tara"
+
+
+def test_a_folder_of_csvs_is_a_bundle_too(sqlite_env):
+    path = sqlite_env.bundle(CLEAN, as_zip=False)
+    result = sqlite_env.process(path)
+    assert result.status == "applied" and result.counts["users"].created == 6
