@@ -59,7 +59,11 @@ def run_row(engine: Engine, run_id: str) -> dict:
 
 
 def get_result(engine: Engine, run_id: str) -> RunResult:
-    return RunResult.model_validate(json.loads(run_row(engine, run_id)["result"]))
+    row = run_row(engine, run_id)
+    result = RunResult.model_validate(json.loads(row["result"]))
+    # A status change made without rewriting the JSON (a hold superseded by a newer drop) wins.
+    result.status = RunStatus(row["status"])
+    return result
 
 
 def list_runs(engine: Engine, tenant: str | None = None, status: str | None = None,

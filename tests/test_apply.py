@@ -1,0 +1,286 @@
+"""Convert, diff, holds and apply, on SQLite and (when configured) PostgreSQL: drops in, roster out."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from sqlalchemy import func, select, text
+
+from processor.apply.store import audit, runs
+from processor.pipeline import discard_hold, release_hold
+from tests.bundles import CLEAN, ENROLLMENTS, USERS, with_changes
+from tests.conftest import issue_rows
+
+DELTA_MANIFEST = ("propertyName,value\nmanifest.version,1.0\noneroster.version,1.1\nfile.orgs,absent\n"
+                  "file.classes,absent\nfile.users,delta\nfile.enrollments,delta\nfile.courses,absent\n"
+                  "file.academicSessions,absent\n")
+USERS_HEADER = USERS.splitlines()[0] + "\n"
+ENR_HEADER = ENROLLMENTS.splitlines()[0] + "\n"
+
+
+def people(env, include_inactive=False) -> dict[str, dict]:
+    return {p["sourced_id"]: p for p in env.export(include_inactive=include_inactive)["people"]}
+
+
+def drop_lines(csv: str, *prefixes: str) -> str:
+    return "\n".join(line for line in csv.splitlines() if not line.startswith(prefixes)) + "\n"
+
+
+def test_first_load_converts_roles_schools_and_guardians(env):
+    env.configure(lincoln={"role_overrides": [
+        {"column": "metadata.MembeanSchoolAdmin", "value": "true", "role": "school_admin"}]})
+    result = env.process(CLEAN)
+    assert result.status == "applied"
+    p = people(env)
+    assert {k: v["role"] for k, v in p.items()} == {
+        "u1": "teacher", "u2": "student", "u3": "student", "u4": "school_admin",  # metadata override: TRUE
+        "g1": "guardian", "a1": "district_admin"}  # a 1.2 role value in a 1.1 file
+    assert p["u2"]["school"] == "s1" and p["u2"]["schools"] == ["s1"]
+    assert p["a1"]["school"] is None and p["a1"]["schools"] == []
+    roster = env.export()
+    assert {(g["student"], g["guardian"]) for g in roster["guardians"]} == {("u2", "g1"), ("u3", "g1")}
+    assert {s["sourced_id"] for s in roster["schools"]} == {"d1", "s1", "s2"}
+    assert {c["sourced_id"]: c["grades"] for c in roster["classes"]} == {"k1": ["03"], "k2": ["09", "10"]}
+
+
+def test_role_map_overrides_defaults_and_highest_privilege_wins(env):
+    env.configure(lincoln={"role_map": {"teacher": "staff"}, "role_overrides": [
+        {"column": "metadata.MembeanSchoolAdmin", "value": "true", "role": "school_admin"},
+        {"column": "metadata.MembeanSchoolAdmin", "value": "true", "role": "student"}]})
+    env.process(CLEAN)
+    p = people(env)
+    assert p["u1"]["role"] == "staff" and p["u4"]["role"] == "school_admin"
+
+
+def test_exclude_roles_stores_no_such_people_and_counts_them_skipped(env):
+    env.configure(lincoln={"exclude_roles": ["student", "guardian"]})
+    result = env.process(CLEAN)
+    assert result.counts["users"].skipped == 3
+    assert result.counts["users"].created == 3
+    assert set(people(env)) == {"u1", "u4", "a1"}
+    assert {e["person"] for e in env.export()["enrollments"]} == {"u1", "u4"}
+    assert env.export()["guardians"] == []
+    assert issue_rows(result) == [("excluded_role", "users.csv", None, None)]
+
+
+def test_same_drop_again_is_a_duplicate_and_an_equal_export_changes_nothing(env):
+    path = env.bundle(CLEAN)
+    assert env.process(path).status == "applied"
+    dup = env.process(path)
+    assert dup.status == "duplicate" and dup.exit_code() == 4
+    # Same rows, new export date: nothing to change.
+    again = env.process(with_changes(CLEAN, users_csv=USERS.replace(",active,,", ",active,2026-11-23T02:00:00Z,")))
+    assert again.status == "applied"
+    assert again.counts["users"].unchanged == 6 and again.counts["users"].updated == 0
+
+
+def test_bulk_deactivates_missing_rows_softly_and_reactivates_them(env):
+    env.configure(lincoln={"max_deactivated_percent": 100})
+    env.process(CLEAN)
+    second = env.process(with_changes(CLEAN, users_csv=drop_lines(USERS, "u3"),
+                                      enrollments_csv=drop_lines(ENROLLMENTS, "e3")))
+    assert second.counts["users"].deactivated == 1 and second.counts["enrollments"].deactivated == 1
+    assert "u3" not in people(env)
+    assert people(env, include_inactive=True)["u3"]["status"] == "inactive"
+    # The guardian link of the gone student goes inactive too.
+    assert {(g["student"], g["guardian"]) for g in env.export()["guardians"]} == {("u2", "g1")}
+    third = env.process(with_changes(CLEAN, users_csv=USERS + "\n"))
+    assert third.counts["users"].updated == 1  # u3 reactivated
+    assert people(env)["u3"]["status"] == "active"
+
+
+def test_updates_name_the_changed_fields_in_the_audit_log(env):
+    env.process(CLEAN)
+    result = env.process(with_changes(CLEAN, users_csv=USERS.replace("jdoe@lincoln.example", "jane@lincoln.example")))
+    assert result.counts["users"].updated == 1
+    assert people(env)["u2"]["email"] == "jane@lincoln.example"
+    with env.ctx.engine.connect() as conn:
+        row = conn.execute(select(audit.c.action, audit.c.before, audit.c.after).where(
+            audit.c.run_id == result.run_id, audit.c.entity == "people")).one()
+    assert row.action == "updated"
+    assert json.loads(row.before)["email"] == "jdoe@lincoln.example"
+    assert json.loads(row.after)["email"] == "jane@lincoln.example"
+
+
+def test_delta_upserts_deactivates_tobedeleted_and_leaves_the_rest(env):
+    env.process(CLEAN)
+    users = USERS_HEADER + (
+        "u5,active,,true,s1,student,new5,,Nia,Five,,000125,n5@lincoln.example,,,,03,,\n"
+        "u2,active,,true,s1,student,jdoe,,Jane,Doe,,000123,jane.doe@lincoln.example,,,g1,03,,\n"
+        "u3,tobedeleted,,,,,,,,,,,,,,,,,\n")
+    enr = ENR_HEADER + "e5,active,,k1,s1,u5,student,false,,\n"
+    result = env.process({"manifest.csv": DELTA_MANIFEST, "users.csv": users, "enrollments.csv": enr})
+    assert result.status == "applied", result.issues
+    c = result.counts["users"]
+    assert (c.created, c.updated, c.deactivated) == (1, 1, 1)
+    assert result.counts["enrollments"].created == 1 and result.counts["enrollments"].deactivated == 0
+    p = people(env)
+    assert set(p) == {"u1", "u2", "u4", "u5", "g1", "a1"}
+    assert result.counts["orgs"].unchanged == 0  # orgs absent: not even compared
+
+
+def test_delta_references_resolve_against_the_current_roster(env):
+    env.process(CLEAN)
+    enr = ENR_HEADER + "e6,active,,k2,s2,u2,student,false,,\ne7,active,,k404,s2,u2,student,false,,\n"
+    manifest = DELTA_MANIFEST.replace("file.users,delta", "file.users,absent")
+    result = env.process({"manifest.csv": manifest, "enrollments.csv": enr})
+    assert issue_rows(result) == [("unknown_reference", "enrollments.csv", 3, "classSourcedId")]
+    assert result.counts["enrollments"].created == 1
+
+
+def test_mass_deactivation_holds_then_release_applies_it(env):
+    env.process(CLEAN)
+    held = env.process(with_changes(CLEAN, users_csv=drop_lines(USERS, "u2", "u3"),
+                                    enrollments_csv=drop_lines(ENROLLMENTS, "e2", "e3")))
+    assert held.status == "held" and held.exit_code() == 3
+    assert {i.code for i in held.issues if i.severity == "hold"} == {"mass_deactivation"}
+    assert "u2" in people(env)  # nothing applied
+    hold = next(i for i in held.issues if i.file == "users.csv")
+    assert "2 of 6" in hold.message and "33%" in hold.message
+    released = release_hold(env.ctx, held.run_id)
+    assert released.status == "applied" and released.exit_code() == 0
+    assert "u2" not in people(env)
+    assert released.counts["users"].deactivated == 2
+
+
+def test_discard_applies_nothing(env):
+    env.process(CLEAN)
+    held = env.process(with_changes(CLEAN, enrollments_csv=drop_lines(ENROLLMENTS, "e2", "e3")))
+    assert held.status == "held"
+    assert discard_hold(env.ctx, held.run_id).status == "discarded"
+    assert len(env.export()["enrollments"]) == 4
+    with env.ctx.engine.connect() as conn:
+        assert conn.execute(select(runs.c.status).where(runs.c.run_id == held.run_id)).scalar() == "discarded"
+
+
+def test_a_newer_applied_drop_supersedes_a_held_one(env):
+    env.process(CLEAN)
+    held = env.process(with_changes(CLEAN, enrollments_csv=drop_lines(ENROLLMENTS, "e2", "e3")))
+    newer = env.process(with_changes(CLEAN, users_csv=USERS.replace("Tara", "Tamara")))
+    assert newer.status == "applied"
+    result = release_hold(env.ctx, held.run_id)
+    assert result.status == "superseded" and result.exit_code() == 2
+    assert len(env.export()["enrollments"]) == 4
+
+
+def test_too_many_guardians_holds(env):
+    env.configure(lincoln={"max_guardians_per_student": 1})
+    users = USERS + "g2,active,,true,s1,guardian,pdoe,,Pat,Doe,,,pdoe@mail.example,,,u2,,,\n"
+    result = env.process(with_changes(CLEAN, users_csv=users))
+    assert result.status == "held"
+    holds = [i for i in result.issues if i.severity == "hold"]
+    assert [(i.code, i.sourced_id, i.value) for i in holds] == [("too_many_guardians", "u2", "2")]
+    assert env.export()["people"] == []
+
+
+def test_a_school_that_vanishes_with_people_in_it_holds(env):
+    env.configure(lincoln={"max_deactivated_percent": 100})
+    env.process(CLEAN)
+    orgs = drop_lines(CLEAN["orgs.csv"], "s2")
+    users = USERS.replace("u3,active,,true,s2", "u3,active,,true,s1").replace("u4,active,,true,s2", "u4,active,,true,s1")
+    classes = CLEAN["classes.csv"].replace(",s2,", ",s1,")
+    enr = ENROLLMENTS.replace(",s2,", ",s1,")
+    courses = CLEAN["courses.csv"].replace(",s2,", ",s1,")
+    result = env.process(with_changes(CLEAN, orgs_csv=orgs, users_csv=users, classes_csv=classes,
+                                      enrollments_csv=enr, courses_csv=courses))
+    # The people moved schools in this same drop, but the roster still has them at s2 until it applies.
+    assert [i.code for i in result.issues if i.severity == "hold"] == ["school_vanished"]
+
+
+def test_dry_run_computes_the_outcome_and_writes_nothing_to_the_roster(env):
+    first = env.process(CLEAN, dry_run=True)
+    assert first.status == "dry_run" and first.outcome == "applied" and first.exit_code() == 0
+    assert env.export()["people"] == []
+    env.process(CLEAN)
+    held = env.process(with_changes(CLEAN, enrollments_csv=drop_lines(ENROLLMENTS, "e2", "e3")), dry_run=True)
+    assert held.status == "dry_run" and held.outcome == "held"
+    assert len(env.export()["enrollments"]) == 4
+    with env.ctx.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(runs).where(runs.c.status == "held")).scalar() == 0
+
+
+def test_rejected_drop_changes_nothing(env):
+    env.process(CLEAN)
+    result = env.process(with_changes(CLEAN, users_csv=None))
+    assert result.status == "rejected"
+    assert len(people(env)) == 6
+
+
+def test_tenants_are_isolated(env):
+    env.process(CLEAN, tenant="lincoln")
+    other = env.process(with_changes(CLEAN, users_csv=drop_lines(USERS, "u1", "u2", "u3", "u4")), tenant="roosevelt")
+    assert other.status == "applied"  # a first load for roosevelt: nothing of lincoln's counts
+    assert other.counts["users"].created == 2
+    assert len(people(env)) == 6
+    assert set(p["sourced_id"] for p in env.export("roosevelt")["people"]) == {"g1", "a1"}
+    # Same bytes for another tenant are not a duplicate.
+    path = env.bundle(CLEAN)
+    assert env.process(path, tenant="roosevelt").status == "applied"
+
+
+def test_crash_mid_apply_leaves_the_roster_unchanged_and_the_drop_can_be_processed_again(env):
+    env.process(CLEAN)
+    path = env.bundle(with_changes(CLEAN, users_csv=USERS.replace("Tara", "Tamara")))
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        import processor.apply.writer as w
+        real = w._audit
+        def slow(*a, **k):
+            real(*a, **k)
+            print("in-apply", flush=True)
+            time.sleep(60)
+        w._audit = slow
+        from processor.context import Context
+        from processor.pipeline import process_path
+        from pathlib import Path
+        process_path(Context.load(Path({str(env.home)!r})), Path({str(path)!r}), "lincoln")
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.stdout.readline().strip() == "in-apply"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    env.ctx.engine.dispose()
+    assert people(env)["u1"]["given_name"] == "Tara"  # the transaction never committed
+    with env.ctx.engine.connect() as conn:
+        status = conn.execute(text("SELECT status FROM runs ORDER BY received_at DESC, run_id DESC")).scalars().first()
+    assert status == "processing"
+    again = env.process(path)  # the same bytes resume the unfinished run (and take over its stale lock)
+    assert again.status == "applied"
+    assert people(env)["u1"]["given_name"] == "Tamara"
+
+
+def test_two_processes_for_one_tenant_never_interleave(env):
+    from processor.apply.runs import tenant_lock
+    from processor.context import UserError
+
+    with tenant_lock(env.ctx.engine, "lincoln", "run-a"):
+        started = time.monotonic()
+        try:
+            with tenant_lock(env.ctx.engine, "lincoln", "run-b", timeout=0.5):
+                raise AssertionError("the second lock must not be granted")
+        except UserError as exc:
+            assert "busy" in str(exc)
+        assert time.monotonic() - started >= 0.5
+        with tenant_lock(env.ctx.engine, "roosevelt", "run-c", timeout=0.5):
+            pass  # another tenant is not blocked
+
+
+def test_audit_log_reverts_a_run(env):
+    from processor.apply.writer import revert_run
+
+    env.configure(lincoln={"max_deactivated_percent": 100})
+    env.process(CLEAN)
+    before = env.export(include_inactive=True)
+    second = env.process(with_changes(CLEAN, users_csv=drop_lines(USERS, "u3").replace("Tara", "Tamara"),
+                                      enrollments_csv=drop_lines(ENROLLMENTS, "e3")))
+    assert second.status == "applied"
+    with env.ctx.engine.begin() as conn:
+        revert_run(conn, "lincoln", second.run_id)
+    assert env.export(include_inactive=True) == before
