@@ -34,7 +34,6 @@ ENTITY_LABELS = {
     "demographics": "Demographics",
 }
 COUNT_FIELDS = ("created", "updated", "deactivated", "unchanged", "rejected")
-SEVERITY_LABELS = {"hold": "Holds", "error": "Errors", "alert": "Alerts"}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
 # "41% of students ..." or "... 512 of 1,249 active people (41%) ...": who the removal hits.
