@@ -25,6 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from processor.context import UserError
+
 # ---------------------------------------------------------------- the calendar of the synthetic district
 
 BASE_STAMP = "2026-11-01T02:00:00Z"      # when the first export ran
@@ -384,6 +386,7 @@ SPEC_TERM = np.array([s.term for s in SPECS], np.int8)
 SPEC_DEPT = np.array([s.department for s in SPECS], np.int64)
 SPEC_CAPACITY = np.array([s.capacity for s in SPECS], np.int64)
 SPEC_LEVEL = np.array([s.level for s in SPECS], np.int8)
+SPEC_FIRST_GRADE = np.array([s.grades[0] for s in SPECS], np.int64)
 SLOT_PERIODS = [slot.period for _, slot in SLOT_LIST]
 
 
@@ -913,10 +916,13 @@ def _active_guardians(d: District) -> np.ndarray:
 
 
 def _ids(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
-    """Fixed-width ids like stu-0001234, assembled as bytes (pyarrow's cast-and-pad is ~4x slower)."""
+    """Ids like stu-0001234: zero-padded to at least `width` digits, so the same number renders the same
+    in every file and chunk. Assembled as bytes: pyarrow's cast-and-pad is ~4x slower."""
     numbers = np.asarray(numbers, np.int64)
-    if len(numbers):
-        width = max(width, len(str(int(numbers.max()))))
+    if len(numbers) and numbers.max() >= 10**width:
+        # beyond the usual width (a very large district): numbers simply take more digits
+        padded = pc.utf8_lpad(pc.cast(pa.array(numbers), pa.string()), width, "0")
+        return _join(prefix, padded)
     head = np.frombuffer(prefix.encode(), np.uint8)
     w = len(head) + width
     out = np.empty((len(numbers), w), np.uint8)
@@ -924,7 +930,7 @@ def _ids(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
     rest = numbers.copy()
     for k in range(w - 1, len(head) - 1, -1):
         rest, digit = np.divmod(rest, 10)
-        out[:, k] = digit + 48
+        out[:, k] = digit + 48  # ASCII "0"
     offsets = np.arange(0, len(numbers) * w + 1, w, dtype=np.int32)
     return pa.StringArray.from_buffers(len(numbers), pa.py_buffer(offsets), pa.py_buffer(out))
 
@@ -1046,13 +1052,15 @@ def _classes(d: District, staff_surnames: pa.Array) -> pa.Table:
     # homeroom: "Grade 3 Homeroom (Nguyen)"; special: "Music - Grade 3 (Nguyen)", after its homeroom's
     # teacher; secondary: "Algebra I - P2 (Okafor)"
     homeroom = np.maximum(c.homeroom, 0)
-    special_title = _join(title, " - ", pc.take(pa.array(GRADE_LABELS), SPECS_FIRST_GRADE[c.spec[homeroom]]),
+    special_title = _join(title, " - ", pc.take(pa.array(GRADE_LABELS), SPEC_FIRST_GRADE[c.spec[homeroom]]),
                           " (", pc.take(teacher, homeroom), ")")
     scheduled_title = _join(title, " - P", pc.cast(period, pa.string()), " (", teacher, ")")
     homeroom_title = _join(title, " (", teacher, ")")
     full_title = pc.if_else(pa.array(kind == HOMEROOM), homeroom_title,
                             pc.if_else(pa.array(kind == SPECIAL), special_title, scheduled_title))
-    teacher_room = _join("Room ", pc.cast(pa.array(100 + c.teacher - _first_teacher_at(d)[c.school]), pa.string()))
+    # a teacher keeps one room; rooms are numbered from 100 within each school
+    room_number = 100 + c.teacher - _first_teacher_at(d)[c.school]
+    teacher_room = _join("Room ", pc.cast(pa.array(room_number), pa.string()))
     fixed_room = pc.take(pa.array([s.location for s in SPECS]), spec)
     location = pc.if_else(pa.array(np.array([not s.location for s in SPECS])[spec]), teacher_room, fixed_room)
     term_ids = [YEAR_ID, S1_ID, S2_ID, _multi([S1_ID, S2_ID])]
@@ -1063,9 +1071,6 @@ def _classes(d: District, staff_surnames: pa.Array) -> pa.Table:
               pc.utf8_lpad(pc.cast(pa.array(c.section), pa.string()), 2, "0")),
         _coded(["homeroom", "scheduled"], kind != HOMEROOM), location, _school_ids(c.school),
         _coded(term_ids, SPEC_TERM[spec]), _spec_column("subject", spec), _spec_column("sced", spec), period])
-
-
-SPECS_FIRST_GRADE = np.array([s.grades[0] for s in SPECS], np.int64)
 
 
 def _first_teacher_at(d: District) -> np.ndarray:
@@ -1101,7 +1106,7 @@ def _state_ids(d: District, students: np.ndarray) -> pa.Array:
     return _ids("", (387_420_489 * np.asarray(students, np.int64) + d.state_id_salt) % 10**9, 10)
 
 
-def _student_users(d: District) -> tuple[pa.Table, np.ndarray]:
+def _student_users(d: District) -> pa.Table:
     st = d.students
     every = np.arange(len(st))
     login_family = _family_names(st.login_surname, st.login_surname2, _FAMILY_LOGIN, "")
@@ -1123,7 +1128,7 @@ def _student_users(d: District) -> tuple[pa.Table, np.ndarray]:
         middle=_optional(GIVEN_NAMES, sub.middle), identifier=_state_ids(d, rows), email=pc.take(email, rows),
         sms=_const("", n), phone=_const("", n), agents=pc.take(guardians_of, sub.family),
         grades=_coded(GRADES, sub.grade), school_admin=_const("", n)))
-    return table, rows
+    return table
 
 
 def _guardian_users(d: District) -> pa.Table:
@@ -1242,18 +1247,22 @@ def _write_bundle(d: District, path: Path) -> dict[str, int]:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
     rows: dict[str, int] = {}
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
-        _write_csv(zf, "manifest", [_manifest()])
-        rows["orgs"] = _write_csv(zf, "orgs", [_orgs(d)])
-        rows["academicSessions"] = _write_csv(zf, "academicSessions", [_sessions()])
-        rows["courses"] = _write_csv(zf, "courses", [_courses(d)], lists=True)
-        staff = _staff_users(d)
-        rows["classes"] = _write_csv(zf, "classes", [_classes(d, staff.column("familyName").combine_chunks())],
-                                     lists=True)
-        rows["users"] = _write_csv(zf, "users", _users(d, staff), lists=True)
-        del staff
-        rows["enrollments"] = _write_csv(zf, "enrollments", _enrollment_chunks(d))
-        rows["demographics"] = _write_csv(zf, "demographics", [_demographics(d)])
+    try:
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
+            _write_csv(zf, "manifest", [_manifest()])
+            rows["orgs"] = _write_csv(zf, "orgs", [_orgs(d)])
+            rows["academicSessions"] = _write_csv(zf, "academicSessions", [_sessions()])
+            rows["courses"] = _write_csv(zf, "courses", [_courses(d)], lists=True)
+            staff = _staff_users(d)
+            surnames = staff.column("familyName").combine_chunks()
+            rows["classes"] = _write_csv(zf, "classes", [_classes(d, surnames)], lists=True)
+            rows["users"] = _write_csv(zf, "users", _users(d, staff), lists=True)
+            del staff
+            rows["enrollments"] = _write_csv(zf, "enrollments", _enrollment_chunks(d))
+            rows["demographics"] = _write_csv(zf, "demographics", [_demographics(d)])
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, path)
     return rows
 
@@ -1261,7 +1270,7 @@ def _write_bundle(d: District, path: Path) -> dict[str, int]:
 def _users(d: District, staff: pa.Table) -> Iterator[pa.Table]:
     # one population's columns at a time keeps peak memory to the largest of them
     yield staff
-    yield _student_users(d)[0]
+    yield _student_users(d)
     yield _guardian_users(d)
 
 
@@ -1269,8 +1278,6 @@ def generate_bundles(out: Path, schools: int = 5, students: int = 2000, seed: in
                      nightly: Path | None = None, changes: float | None = None) -> dict:
     """Write a synthetic OneRoster 1.1 bulk bundle of one district to `out`; with `nightly`, also the same
     district a day later with `changes` percent of its students touched. Returns what was written."""
-    from processor.context import UserError
-
     if schools < 1 or students < 1:
         raise UserError("--schools and --students must be at least 1")
     if seed < 0:
@@ -1279,6 +1286,8 @@ def generate_bundles(out: Path, schools: int = 5, students: int = 2000, seed: in
         raise UserError("--nightly and --changes go together: --nightly PATH --changes PCT")
     if changes is not None and not 0 <= changes <= 100:
         raise UserError(f"--changes is a percentage of students, 0 to 100 (got {changes})")
+    if nightly is not None and Path(nightly).resolve() == Path(out).resolve():
+        raise UserError("--nightly must name another file than --out")
     started = time.perf_counter()
     district = _build_district(seed, schools, students)
     summary: dict = {"out": str(out), "district": district.name, "seed": seed, "schools": schools,

@@ -418,13 +418,29 @@ def test_new_students_arrive_with_guardians_classes_and_demographics(small):
 
 @pytest.mark.parametrize("kwargs", [
     {"schools": 0}, {"students": 0}, {"seed": -1},
-    {"nightly": Path("n.zip"), "changes": None}, {"nightly": Path("n.zip"), "changes": 150},
+    {"nightly": "n.zip", "changes": None}, {"nightly": "n.zip", "changes": 150}, {"nightly": "x.zip", "changes": 1},
 ])
 def test_bad_arguments_are_refused_with_a_message(tmp_path, kwargs):
     args = {"schools": 2, "students": 10, "seed": 1, "nightly": None, "changes": None} | kwargs
+    if args["nightly"]:
+        args["nightly"] = tmp_path / args["nightly"]
     with pytest.raises(UserError):
         generate_bundles(tmp_path / "x.zip", **args)
-    assert not (tmp_path / "x.zip").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ids_still_resolve_when_a_district_outgrows_their_usual_width(tmp_path, monkeypatch):
+    import processor.generate as generate
+
+    monkeypatch.setitem(generate.ID_WIDTH, "stu", 2)
+    monkeypatch.setitem(generate.ID_WIDTH, "enr", 3)
+    generate_bundles(tmp_path / "b.zip", **SMALL, seed=1, nightly=None, changes=None)
+    b = read_bundle(tmp_path / "b.zip")
+    students = b["users"].loc[b["users"]["role"] == "student", "sourcedId"]
+    assert students.str.len().nunique() == 2 and students.is_unique
+    assert set(b["enrollments"]["userSourcedId"]) <= set(b["users"]["sourcedId"])
+    assert set(links(b["users"])["agent"]) <= set(b["users"]["sourcedId"])
+    assert set(b["demographics"]["sourcedId"]) == set(students)
 
 
 def test_a_tiny_district_is_still_whole(tmp_path):
