@@ -648,11 +648,11 @@ class SftpServer:
         if is_ignored(rel):
             return
         self._remember(path)
-        if is_loose_csv(path.name):
-            self.collector.add(tenant, path)
-            return
-        log.info("tenant %s: upload of %s complete", tenant, rel)
         try:
+            if is_loose_csv(path.name):
+                self.collector.add(tenant, path)
+                return
+            log.info("tenant %s: upload of %s complete", tenant, rel)
             self.on_upload(tenant, path)
         except Exception:
             log.exception("tenant %s: handing over %s failed; it stays in the inbox", tenant, rel)
