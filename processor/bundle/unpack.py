@@ -44,9 +44,10 @@ class Unpacked:
 
 def unpack(path: Path, limits: Limits | None = None) -> Unpacked:
     limits = limits or Limits()
-    if path.is_dir():
-        return _unpack_folder(path, limits)
-    return _unpack_zip(path, limits)
+    out = _unpack_folder(path, limits) if path.is_dir() else _unpack_zip(path, limits)
+    for frame in out.issues:
+        frame["file"] = frame["file"].fillna(path.name)  # a bundle-level problem names the upload itself
+    return out
 
 
 def _canonical(name: str) -> str | None:
