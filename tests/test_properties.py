@@ -45,13 +45,13 @@ def rosters(draw, pool: int = 12):
     for cid, school, title in classes:
         rows["classes.csv"].append([f"k{cid}", "active", "", title, "05", f"c{school}", "", "scheduled", "", school,
                                     "y", "", "", ""])
-    for pid, role, school, given, family in people:
+    for pid, role, school, first, family in people:
         agents = ""
         if role == "student" and parents:
             agents = ",".join(f"p{p[0]}" for p in parents[: draw(st.integers(0, min(2, len(parents))))])
-        rows["users.csv"].append([f"p{pid}", "active", "", "true", school, role, f"user{pid}", "", given, family, "",
+        rows["users.csv"].append([f"p{pid}", "active", "", "true", school, role, f"user{pid}", "", first, family, "",
                                   f"00{pid}", f"user{pid}@example.org", "", "", agents, "", "", ""])
-    for pid, role, school, *_ in students + [p for p in people if p[1] == "teacher"]:
+    for pid, role, _school, *_ in students + [p for p in people if p[1] == "teacher"]:
         for cid, cschool, _ in classes:
             if draw(st.booleans()):
                 rows["enrollments.csv"].append([f"e{pid}-{cid}", "active", "", f"k{cid}", cschool, f"p{pid}",
