@@ -344,7 +344,8 @@ def _catalogue() -> tuple[list[CourseSpec], dict[int, list[Slot]], tuple[int, ..
         ("Band", "BAND", "Music", 5, "Band Room"), ("Choir", "CHOR", "Music", 5, "Choir Room"),
         ("Art", "ART", "Visual Arts", 5, "Art Room"),
         ("Computer Science Discoveries", "CSD", "Computer Science", 10, ""),
-        ("Spanish Exploratory", "SPEX", "World Languages", 6, ""), ("Theater Arts", "THEA", "Theater", 5, "")))
+        ("Spanish Exploratory", "SPEX", "World Languages", 6, ""),
+        ("Theater Arts", "THEA", "Theater", 5, "")))
     slots[MIDDLE] = [
         core(MIDDLE, "English Language Arts", 1, "1", ("English 6", "English 7", "English 8")),
         core(MIDDLE, "Mathematics", 2, "2", ("Math 6", "Math 7", "Pre-Algebra")),
@@ -360,7 +361,8 @@ def _catalogue() -> tuple[list[CourseSpec], dict[int, list[Slot]], tuple[int, ..
         ("Art I", "ART1", "Visual Arts", 5, "Art Room"), ("Band", "BAND", "Music", 5, "Band Room"),
         ("Choir", "CHOR", "Music", 5, "Choir Room"),
         ("Computer Science Principles", "CSP", "Computer Science", 10, ""),
-        ("Journalism", "JOUR", "English Language Arts", 11, ""), ("Psychology", "PSYC", "Social Studies", 4, ""),
+        ("Journalism", "JOUR", "English Language Arts", 11, ""),
+        ("Psychology", "PSYC", "Social Studies", 4, ""),
         ("Drama", "DRAM", "Theater", 5, ""), ("Culinary Arts", "CULA", "Career and Technical Education", 16,
                                                "Kitchen Lab")))
     slots[HIGH] = [
@@ -591,7 +593,8 @@ def _new_students(rng: np.random.Generator, school: np.ndarray, grade: np.ndarra
     cities = len(STATES[state][2])
     birth_city = np.where(us & home_state, rng.integers(0, cities, size=n), -1)
     residence = rng.choice(len(RESIDENCE), size=n, p=[p for _, p in RESIDENCE])
-    return Students(school=school.astype(np.int32), grade=grade.astype(np.int8), family=family.astype(np.int32),
+    return Students(school=school.astype(np.int32), grade=grade.astype(np.int8),
+                    family=family.astype(np.int32),
                     female=female, given=given, middle=middle, surname=surname, surname2=surname2,
                     login_given=given.copy(), login_surname=surname.copy(), login_surname2=surname2.copy(),
                     email_fixed=np.zeros(n, bool), active=np.ones(n, bool), changed=np.zeros(n, bool),
@@ -726,7 +729,8 @@ def _build_district(seed: int, n_schools: int, n_students: int) -> District:
     district_office = _new_staff(rng, np.ones(3), np.full(3, -1), 0.5)
     staff = teachers.extend(admins).extend(aides).extend(district_office)
     return District(name=f"{town} {suffix}", domain=f"{_login_form(town)}.example.org", state=state,
-                    lea_id=lea_id, school_level=school_level, school_name=school_name, school_nces=school_nces,
+                    lea_id=lea_id, school_level=school_level, school_name=school_name,
+                    school_nces=school_nces,
                     course_school=course_school, course_spec=course_spec, classes=classes, students=students,
                     family_school=family_school, guardians=guardians, staff=staff, enrollments=enrollments,
                     state_id_salt=int(rng.integers(1, 10**8)))
@@ -763,8 +767,8 @@ def _sections(rng: np.random.Generator, school_level: np.ndarray, st: Students, 
     sp_homeroom = np.repeat(homerooms, n_sp)
     sp_alt_homeroom = alternative[sp_homeroom]
     sp_index = np.tile(np.arange(n_sp), len(homerooms))
-    sp_alternative = np.where(sp_alt_homeroom >= 0,
-                              n_sectioned + homeroom_rank[np.maximum(sp_alt_homeroom, 0)] * n_sp + sp_index, -1)
+    alt_rank = homeroom_rank[np.maximum(sp_alt_homeroom, 0)]
+    sp_alternative = np.where(sp_alt_homeroom >= 0, n_sectioned + alt_rank * n_sp + sp_index, -1)
     cls_school = np.r_[off_school[cls_offering], off_school[cls_offering][sp_homeroom]].astype(np.int32)
     cls_spec = np.r_[off_spec[cls_offering], np.asarray(SPECIALS)[sp_index]].astype(np.int32)
     cls_slot = np.r_[off_slot[cls_offering], np.full(len(sp_homeroom), -1)].astype(np.int16)
@@ -806,7 +810,8 @@ def _sections(rng: np.random.Generator, school_level: np.ndarray, st: Students, 
     cls_course = course_of[cls_school, cls_spec].astype(np.int32)
     classes = Classes(school=cls_school, spec=cls_spec, course=cls_course, slot=cls_slot,
                       section=(_rank_within(cls_course) + 1).astype(np.int32), homeroom=cls_homeroom,
-                      alternative=cls_alternative, teacher=cls_teacher.astype(np.int32), coteacher=cls_coteacher)
+                      alternative=cls_alternative, teacher=cls_teacher.astype(np.int32),
+                      coteacher=cls_coteacher)
     return classes, enrollments, teacher_school
 
 
@@ -937,7 +942,8 @@ def _ids(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
 
 def _coded(values, codes: np.ndarray) -> pa.DictionaryArray:
     """A column that takes few distinct values: a dictionary array costs one small int per row."""
-    return pa.DictionaryArray.from_arrays(pa.array(np.asarray(codes, np.int32)), pa.array(values, pa.string()))
+    indices = pa.array(np.asarray(codes, np.int32))
+    return pa.DictionaryArray.from_arrays(indices, pa.array(values, pa.string()))
 
 
 def _optional(values, codes: np.ndarray) -> pa.DictionaryArray:
