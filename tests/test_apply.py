@@ -80,6 +80,16 @@ def test_same_drop_again_is_a_duplicate_and_an_equal_export_changes_nothing(env)
     assert again.counts["users"].unchanged == 6 and again.counts["users"].updated == 0
 
 
+def test_unchanged_rows_stay_unchanged_when_the_drop_also_creates_rows(env):
+    # Regression: a left merge turned 64-bit hashes into float64 when any row was new, so equal rows
+    # compared as different and the whole roster showed as updated.
+    env.process(CLEAN)
+    users = USERS + "u8,active,,true,s1,student,new8,,Nia,Eight,,000128,n8@lincoln.example,,,,03,,\n"
+    result = env.process(with_changes(CLEAN, users_csv=users))
+    c = result.counts["users"]
+    assert (c.created, c.updated, c.unchanged) == (1, 0, 6)
+
+
 def test_bulk_deactivates_missing_rows_softly_and_reactivates_them(env):
     env.configure(lincoln={"max_deactivated_percent": 100})
     env.process(CLEAN)

@@ -78,13 +78,14 @@ def compute_changes(conn: Connection, tenant: str, roster: Roster) -> ChangeSet:
 def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scope: pd.Index | None = None
                ) -> TableChanges:
     cur_active = cur["status"].eq("active")
-    merged = new[["sourced_id", "status", "row_hash"]].merge(
-        cur[["sourced_id", "status", "row_hash"]], on="sourced_id", how="left", suffixes=("", "_cur"),
-        indicator=True)
-    known = merged["_merge"].eq("both").to_numpy()
-    wants_active = merged["status"].eq("active").to_numpy()
-    was_active = merged["status_cur"].eq("active").to_numpy()
-    same = (merged["row_hash"].to_numpy() == merged["row_hash_cur"].fillna(0).astype("int64").to_numpy())
+    # Positional join on sourced_id: hashes stay int64 (a merge would turn them to float64 and lose bits).
+    pos = pd.Index(cur["sourced_id"]).get_indexer(new["sourced_id"])
+    known = pos >= 0
+    at = np.where(known, pos, 0)
+    wants_active = new["status"].eq("active").to_numpy()
+    was_active = known & cur_active.to_numpy()[at] if len(cur) else np.zeros(len(new), dtype=bool)
+    cur_hash = cur["row_hash"].to_numpy(dtype=np.int64)[at] if len(cur) else np.zeros(len(new), dtype=np.int64)
+    same = known & (new["row_hash"].to_numpy(dtype=np.int64) == cur_hash)
     created = ~known & wants_active
     reactivated = known & wants_active & ~was_active
     updated = known & wants_active & was_active & ~same
