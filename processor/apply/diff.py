@@ -14,6 +14,7 @@ from sqlalchemy import Connection, select
 
 from processor.apply.store import ENTITY_COLUMNS, ENTITY_TABLES
 from processor.convert.roster import Roster
+from processor.vector import isin, positions
 
 LABEL = {"orgs": ["name"], "people": ["given_name", "family_name"], "classes": ["title"],
          "courses": ["title"], "academic_sessions": ["title"], "enrollments": ["person", "class_id"],
@@ -79,7 +80,7 @@ def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scop
                ) -> TableChanges:
     cur_active = cur["status"].eq("active")
     # Positional join on sourced_id: hashes stay int64 (a merge would turn them to float64 and lose bits).
-    pos = pd.Index(cur["sourced_id"]).get_indexer(new["sourced_id"])
+    pos = positions(new["sourced_id"], cur["sourced_id"])
     known = pos >= 0
     at = np.where(known, pos, 0)
     wants_active = new["status"].eq("active").to_numpy()
@@ -96,15 +97,15 @@ def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scop
     gone_ids = pd.Index(new["sourced_id"][deactivate_named])
     if mode == "bulk":
         # Rows of the roster that the full set no longer names go inactive (soft, never deleted).
-        missing = cur_active & ~cur["sourced_id"].isin(new["sourced_id"])
+        missing = cur_active & ~isin(cur["sourced_id"], new["sourced_id"])
         if scope is not None:
             missing &= _in_scope(table, cur, scope)
         gone_ids = gone_ids.union(pd.Index(cur.loc[missing, "sourced_id"]))
     elif scope is not None:
         # A delta restates the guardian links of the people it names.
-        missing = cur_active & ~cur["sourced_id"].isin(new["sourced_id"]) & _in_scope(table, cur, scope)
+        missing = cur_active & ~isin(cur["sourced_id"], new["sourced_id"]) & _in_scope(table, cur, scope)
         gone_ids = gone_ids.union(pd.Index(cur.loc[missing, "sourced_id"]))
-    deactivated = cur[cur["sourced_id"].isin(gone_ids) & cur_active].copy()
+    deactivated = cur[isin(cur["sourced_id"], gone_ids) & cur_active].copy()
     return TableChanges(table, mode, created=new[created], updated=upd, deactivated=deactivated,
                         unchanged=int(unchanged.sum()), current_active=int(cur_active.sum()))
 
@@ -113,7 +114,7 @@ def _in_scope(table: str, cur: pd.DataFrame, scope: pd.Index) -> pd.Series:
     parts = cur["sourced_id"].str.split("|", n=1, expand=True)
     if parts.shape[1] < 2:
         return pd.Series(False, index=cur.index)
-    return parts[0].isin(scope) | parts[1].isin(scope)
+    return isin(parts[0], scope) | isin(parts[1], scope)
 
 
 def _changed_ids(tc: TableChanges) -> list[str]:

@@ -14,6 +14,7 @@ from processor.config import Policy
 from processor.convert.roster import ENTITY_OF, Roster
 from processor.runs import COUNTED
 from processor.validate.issues import concat_issues, issue_frame, one_issue
+from processor.vector import isin
 
 NOUN = {"people": "people", "orgs": "orgs", "classes": "classes", "enrollments": "enrollments",
         "guardian_links": "guardian links", "courses": "courses", "academic_sessions": "academic sessions",
@@ -80,7 +81,7 @@ def _too_many_guardians(conn: Connection, tenant: str, changes: ChangeSet, polic
         conn.execute(select(t.c.sourced_id, t.c.student).where(t.c.tenant == tenant, t.c.status == "active")).all(),
         columns=["sourced_id", "student"])
     removed = set(tc.deactivated["sourced_id"])
-    kept = current[~current["sourced_id"].isin(removed)]
+    kept = current[~isin(current["sourced_id"], list(removed))]
     added = pd.concat([tc.created[["sourced_id", "student"]], tc.updated[["sourced_id", "student"]]])
     after = pd.concat([kept, added]).drop_duplicates("sourced_id")
     counts = after.groupby("student").size()

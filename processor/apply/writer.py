@@ -13,6 +13,7 @@ from sqlalchemy import Connection
 
 from processor.apply.diff import ChangeSet
 from processor.apply.store import ENTITY_COLUMNS, ENTITY_TABLES, audit
+from processor.vector import json_rows
 
 AUDIT_COLUMNS = ["tenant", "run_id", "entity", "sourced_id", "action", "before", "after"]
 
@@ -33,15 +34,20 @@ def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet
 
 
 def _audit(conn: Connection, tenant: str, run_id: str, table: str, tc, before: pd.DataFrame | None) -> None:
+    """One audit row per changed row. `before` is the whole stored row (what a revert puts back); `after`
+    is the whole new row for updates. A created row's after-state is the row itself, stamped with this
+    run's id, and the next change to it audits it as its `before`: not copying it halves a first load."""
     parts = []
     if not tc.created.empty:
         parts.append(pd.DataFrame({"sourced_id": tc.created["sourced_id"].to_numpy(), "action": "created",
-                                   "before": None, "after": tc.created["data"].to_numpy()}))
+                                   "before": None, "after": None}))
     old = _row_json(before) if before is not None and not before.empty else pd.Series([], dtype="str")
     if not tc.updated.empty:
         ids = tc.updated["sourced_id"]
+        cols = ["sourced_id", "status", *ENTITY_COLUMNS[table], "data"]
         parts.append(pd.DataFrame({"sourced_id": ids.to_numpy(), "action": tc.updated["action"].to_numpy(),
-                                   "before": ids.map(old).to_numpy(), "after": tc.updated["data"].to_numpy()}))
+                                   "before": ids.map(old).to_numpy(),
+                                   "after": json_rows(tc.updated[cols]).to_numpy()}))
     if not tc.deactivated.empty:
         ids = tc.deactivated["sourced_id"]
         parts.append(pd.DataFrame({"sourced_id": ids.to_numpy(), "action": "deactivated",
@@ -69,9 +75,19 @@ def _insert(conn: Connection, table: str, cols: list[str], rows: pd.DataFrame) -
             copy.write(buf.getvalue())
         return
     placeholders = ", ".join("?" for _ in cols)
-    data = rows.astype(object).where(rows.notna(), None)
+    columns = [_db_values(rows[c]) for c in cols]
     conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({placeholders})",
-                         list(data.itertuples(index=False, name=None)))
+                         list(zip(*columns, strict=True)))
+
+
+def _db_values(col: pd.Series) -> list:
+    """A column as Python values for the DB-API: int64 stays int, missing becomes None."""
+    if col.dtype.kind in "iu":
+        return col.tolist()
+    values = col.to_numpy(dtype=object, copy=True)
+    if col.hasnans:
+        values[pd.isna(values)] = None
+    return values.tolist()
 
 
 def _text_cols(table: str, cols: list[str]) -> str:

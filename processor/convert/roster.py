@@ -17,6 +17,7 @@ from processor.config import Policy
 from processor.validate.current import CurrentRoster
 from processor.validate.issues import one_issue
 from processor.validate.run import Validation
+from processor.vector import isin, json_rows, lookup
 
 # OneRoster entity → store table, and back.
 TABLE_OF = {"orgs": "orgs", "academicSessions": "academic_sessions", "courses": "courses", "classes": "classes",
@@ -74,9 +75,9 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
             users, roles = users[~excluded], roles[~excluded]
             gone = kept["users"].loc[excluded[excluded].index, "sourcedId"]
             if "enrollments" in kept:
-                kept["enrollments"] = kept["enrollments"][~kept["enrollments"]["userSourcedId"].isin(gone)]
+                kept["enrollments"] = kept["enrollments"][~isin(kept["enrollments"]["userSourcedId"], gone)]
             if "demographics" in kept:
-                kept["demographics"] = kept["demographics"][~kept["demographics"]["sourcedId"].isin(gone)]
+                kept["demographics"] = kept["demographics"][~isin(kept["demographics"]["sourcedId"], gone)]
         kept["users"] = users
     org_types = _org_types(kept.get("orgs"), current)
     for entity, df in kept.items():
@@ -102,7 +103,7 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
         # Demographics of people this drop does not store (rejected, excluded, unknown) are not kept.
         known = roster.tables["people"]["sourced_id"] if "people" in roster.tables else pd.Series([], dtype="str")
         d = roster.tables["demographics"]
-        roster.tables["demographics"] = d[d["sourced_id"].isin(known) | d["sourced_id"].isin(current.active("users"))]
+        roster.tables["demographics"] = d[isin(d["sourced_id"], known) | isin(d["sourced_id"], current.active("users"))]
     return roster
 
 
@@ -116,9 +117,14 @@ def _org_types(orgs: pd.DataFrame | None, current: CurrentRoster) -> pd.Series:
 
 def _people_columns(users: pd.DataFrame, roles: pd.Series, org_types: pd.Series) -> dict[str, pd.Series]:
     orgs = users["orgSourcedIds"].str.split(",").explode()
-    schools = orgs[orgs.map(org_types).eq("school")]
-    joined = schools.groupby(level=0).agg(",".join).reindex(users.index, fill_value="")
-    primary = schools.groupby(level=0).first().reindex(users.index, fill_value="")
+    schools = orgs[isin(orgs, org_types.index[org_types.eq("school")]).to_numpy()]
+    # Most people have one school: join strings only for the few with several (groupby-join is slow).
+    several = schools.index.duplicated(keep=False)
+    joined = schools[~several]
+    if several.any():
+        joined = pd.concat([joined, schools[several].groupby(level=0).agg(",".join)])
+    joined = joined.reindex(users.index, fill_value="")
+    primary = schools[~schools.index.duplicated(keep="first")].reindex(users.index, fill_value="")
     return {"role": roles.astype("str"), "schools": joined.astype("str"), "school": primary.astype("str")}
 
 
@@ -134,7 +140,9 @@ def _frame(table: str, df: pd.DataFrame, meta: list[str], extra: dict[str, pd.Se
         if c not in out:
             out[c] = ""
     sent = [c for c in df.columns if c not in NOT_KEPT and c != LINE]
-    out["data"] = _json_rows(df[sent])
+    # `data` keeps what the typed columns do not: nothing the district sent is lost, nothing stored twice.
+    typed_src = set(RENAMES.get(table, {})) | {"sourcedId", "status"}
+    out["data"] = json_rows(df[[c for c in sent if c not in typed_src]])
     compared = [c for c in sent if c not in NOT_COMPARED]
     typed = [c for c in ENTITY_COLUMNS[table] if c in extra]
     out["row_hash"] = row_hash(pd.concat([df[compared], out[typed]], axis=1))
@@ -145,17 +153,6 @@ def row_hash(frame: pd.DataFrame) -> np.ndarray:
     """A signed 64-bit hash per row (SQL BIGINT), stable across runs for the same values."""
     h = pd.util.hash_pandas_object(frame, index=False, categorize=False)
     return h.to_numpy().view(np.int64)
-
-
-def _json_rows(df: pd.DataFrame) -> pd.Series:
-    if df.empty:
-        return pd.Series([], dtype="str", index=df.index)
-    # One C-level pass instead of a json.dumps per row.
-    text = df.to_json(orient="records", lines=True, force_ascii=False)
-    rows = text.split("\n")
-    if rows and rows[-1] == "":
-        rows.pop()
-    return pd.Series(rows, index=df.index, dtype="str")
 
 
 def _guardian_links(agent_ids: np.ndarray, people: pd.DataFrame, current: CurrentRoster, mode: str
@@ -173,13 +170,13 @@ def _guardian_links(agent_ids: np.ndarray, people: pd.DataFrame, current: Curren
     roles = people.set_index("sourced_id")["role"]
     roles = roles[~roles.index.duplicated()]
     known = pd.Index(people["sourced_id"]).union(current.active("users"))
-    ok = links["student"].isin(known) & links["guardian"].isin(known)
+    ok = isin(links["student"], known) & isin(links["guardian"], known)
     # A link between two people the drop carries must join a student and a guardian.
-    s_role = links["student"].map(roles)
-    g_role = links["guardian"].map(roles)
-    ok &= (s_role.isna() | s_role.eq("student")) & (g_role.isna() | g_role.eq("guardian"))
+    s_role = lookup(links["student"], roles.index, roles.to_numpy(), default="?")
+    g_role = lookup(links["guardian"], roles.index, roles.to_numpy(), default="?")
+    ok &= s_role.isin(["?", "student"]) & g_role.isin(["?", "guardian"])
     inactive = people.loc[people["status"].eq("inactive"), "sourced_id"]
-    links = links[ok & ~links["student"].isin(inactive) & ~links["guardian"].isin(inactive)]
+    links = links[ok & ~isin(links["student"], inactive) & ~isin(links["guardian"], inactive)]
     out = pd.DataFrame({
         "sourced_id": links["student"] + "|" + links["guardian"],
         "status": "active",

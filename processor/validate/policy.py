@@ -6,12 +6,13 @@ import pandas as pd
 
 from processor.bundle.read import LINE, BundleFile
 from processor.validate.issues import issue_frame
+from processor.vector import isin
 
 
 def check_single_school(users: BundleFile, ok: pd.Series, org_types: pd.Series) -> tuple[list[pd.DataFrame], pd.Series]:
     df = users.frame
     orgs = df.loc[ok, "orgSourcedIds"].str.split(",").explode()
-    schools = orgs[orgs.map(org_types).eq("school")]
+    schools = orgs[isin(orgs, org_types.index[org_types.eq("school")]).to_numpy()]
     counts = schools.groupby(level=0).nunique()
     many = counts[counts > 1].index
     rejected = pd.Series(df.index.isin(many), index=df.index)
@@ -29,7 +30,7 @@ def check_single_school(users: BundleFile, ok: pd.Series, org_types: pd.Series) 
 def check_students_need_enrollment(users: BundleFile, students: pd.Series, enrolled: pd.Index
                                    ) -> tuple[list[pd.DataFrame], pd.Series]:
     df = users.frame
-    lacking = students & ~df["sourcedId"].isin(enrolled)
+    lacking = students & ~isin(df["sourcedId"], enrolled)
     if not lacking.any():
         return [], lacking
     return [issue_frame(

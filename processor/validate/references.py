@@ -13,6 +13,7 @@ import pandas as pd
 from processor.bundle.formats import SPECS, Field
 from processor.bundle.read import LINE, BundleFile
 from processor.validate.issues import issue_frame, one_issue
+from processor.vector import isin
 
 
 @dataclass
@@ -42,8 +43,8 @@ def check_references(bf: BundleFile, f: Field, active: pd.Series, targets: Targe
         values = values[values.ne("")]
     valid = targets.valid.get(f.ref, pd.Index([], dtype="str"))
     causes = targets.rejected.get(f.ref, pd.Series([], dtype="str"))
-    ok = values.isin(valid)
-    was_rejected = ~ok & values.isin(causes.index)
+    ok = isin(values, valid)
+    was_rejected = ~ok & isin(values, causes.index)
     unknown = ~ok & ~was_rejected
     issues: list[pd.DataFrame] = []
     if unknown.any():

@@ -11,6 +11,7 @@ import pandas as pd
 from processor.bundle.formats import GRADES, Field, FileSpec
 from processor.bundle.read import LINE, BundleFile
 from processor.validate.issues import issue_frame
+from processor.vector import isin
 
 DATE_RE = r"^\d{4}-\d{2}-\d{2}$"
 DATETIME_RE = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
@@ -92,7 +93,7 @@ def check_values(bf: BundleFile, spec: FileSpec, active: pd.Series, extra_requir
 def _invalid(f: Field, col: pd.Series, blank: pd.Series) -> tuple[pd.Series | None, str]:
     present = ~blank
     if f.kind == "enum":
-        return present & ~col.isin(f.enum), "one of " + ", ".join(f.enum)
+        return present & ~isin(col, list(f.enum)), "one of " + ", ".join(f.enum)
     if f.kind == "date":
         ok = col.str.match(DATE_RE) & pd.to_datetime(col.where(present & col.str.match(DATE_RE), None),
                                                          format="%Y-%m-%d", errors="coerce").notna()
@@ -101,7 +102,7 @@ def _invalid(f: Field, col: pd.Series, blank: pd.Series) -> tuple[pd.Series | No
         pattern = {"datetime": DATETIME_RE, "year": YEAR_RE, "email": EMAIL_RE}[f.kind]
         return present & ~col.str.match(pattern), EXPECTED[f.kind]
     if f.kind == "bool":
-        return present & ~col.isin(("true", "false")), EXPECTED["bool"]
+        return present & ~isin(col, ["true", "false"]), EXPECTED["bool"]
     if f.kind in ("grades", "userids"):
         has = present
         if not has.any():
@@ -109,7 +110,7 @@ def _invalid(f: Field, col: pd.Series, blank: pd.Series) -> tuple[pd.Series | No
         items = col[has].str.split(",").explode()
         items = items[items.ne("")]
         if f.kind == "grades":
-            bad_item = ~items.isin(GRADES)
+            bad_item = ~isin(items, list(GRADES))
         else:
             bad_item = ~items.str.match(USERID_RE)
         bad_rows = bad_item.groupby(level=0).any()
