@@ -7,6 +7,7 @@ Updates are delete + insert of the whole row (the new row is complete; the old o
 from __future__ import annotations
 
 import io
+import json
 
 import pandas as pd
 from sqlalchemy import Connection
@@ -34,13 +35,17 @@ def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet
 
 
 def _audit(conn: Connection, tenant: str, run_id: str, table: str, tc, before: pd.DataFrame | None) -> None:
-    """One audit row per changed row. `before` is the whole stored row (what a revert puts back); `after`
-    is the whole new row for updates. A created row's after-state is the row itself, stamped with this
-    run's id, and the next change to it audits it as its `before`: not copying it halves a first load."""
+    """Audit records of a run's changes. Updated, reactivated and deactivated rows get one record each with
+    `before` = the whole stored row (what a revert puts back) and `after` = the whole new row. Created rows
+    get one record per table and run whose `after` is the JSON list of their ids (sourced_id "*<count>"):
+    the created row itself, stamped with this run's id, is its after-state, and the next change to it audits
+    it as `before`. One record instead of millions keeps a first load's audit cost near zero."""
     parts = []
     if not tc.created.empty:
-        parts.append(pd.DataFrame({"sourced_id": tc.created["sourced_id"].to_numpy(), "action": "created",
-                                   "before": None, "after": None}))
+        # One record lists every id the run created (a first load creates millions): revert deletes them.
+        ids = json.dumps(tc.created["sourced_id"].tolist(), ensure_ascii=False)
+        parts.append(pd.DataFrame({"sourced_id": [f"*{len(tc.created)}"], "action": "created",
+                                   "before": [None], "after": [ids]}))
     old = _row_json(before) if before is not None and not before.empty else pd.Series([], dtype="str")
     if not tc.updated.empty:
         ids = tc.updated["sourced_id"]
@@ -113,14 +118,17 @@ def _deactivate(conn: Connection, table: str, tenant: str, run_id: str, ids: lis
 
 
 def revert_run(conn: Connection, tenant: str, run_id: str) -> int:
-    """Undo one applied run from its audit log (newest change first). Returns the number of changes undone."""
-    import json
-
+    """Undo one applied run from its audit log (newest change first). Returns the number of records undone."""
     rows = conn.exec_driver_sql(
-        "SELECT entity, sourced_id, action, before FROM audit WHERE tenant = {p} AND run_id = {p} ORDER BY id DESC"
+        "SELECT entity, sourced_id, action, before, after FROM audit WHERE tenant = {p} AND run_id = {p} ORDER BY id DESC"
         .format(p="%s" if conn.dialect.name == "postgresql" else "?"), (tenant, run_id)).all()
-    for entity, sid, action, before in rows:
+    for entity, sid, action, before, after in rows:
         t = ENTITY_TABLES[entity]
+        if action == "created":
+            created = json.loads(after)
+            for i in range(0, len(created), 5000):
+                conn.execute(t.delete().where(t.c.tenant == tenant, t.c.sourced_id.in_(created[i:i + 5000])))
+            continue
         conn.execute(t.delete().where(t.c.tenant == tenant, t.c.sourced_id == sid))
         if action != "created":
             values = json.loads(before)
