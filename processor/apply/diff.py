@@ -46,16 +46,34 @@ class ChangeSet:
         return sum(t.changed for t in self.tables.values())
 
 
+def fetch_frame(conn: Connection, stmt, columns: list[str], int_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A SELECT as a frame of str columns (int64 for int_columns), through the raw DB-API cursor:
+    building Row objects and inferring types row by row costs more than the query on 1M+ rows."""
+    compiled = stmt.compile(dialect=conn.dialect)
+    if conn.dialect.paramstyle == "qmark":
+        params = tuple(compiled.params[k] for k in compiled.positiontup)
+    else:
+        params = compiled.params
+    cur = conn.connection.dbapi_connection.cursor()
+    try:
+        cur.execute(str(compiled), params)
+        rows = cur.fetchall()
+    finally:
+        cur.close()
+    cols = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+    data = {}
+    for name, values in zip(columns, cols, strict=True):
+        if name in int_columns:
+            data[name] = np.fromiter(values, dtype=np.int64, count=len(values))
+        else:
+            data[name] = pd.Series(pd.array(values, dtype="str")).fillna("")
+    return pd.DataFrame(data)
+
+
 def load_current(conn: Connection, tenant: str, table: str, columns: list[str] | None = None) -> pd.DataFrame:
     t = ENTITY_TABLES[table]
     cols = ["sourced_id", "status", "row_hash", *(columns or [])]
-    rows = conn.execute(select(*[t.c[c] for c in cols]).where(t.c.tenant == tenant)).all()
-    df = pd.DataFrame.from_records(rows, columns=cols)
-    for c in cols:
-        if c != "row_hash":
-            df[c] = df[c].fillna("").astype("str")
-    df["row_hash"] = df["row_hash"].astype("int64")
-    return df
+    return fetch_frame(conn, select(*[t.c[c] for c in cols]).where(t.c.tenant == tenant), cols, ("row_hash",))
 
 
 def compute_changes(conn: Connection, tenant: str, roster: Roster) -> ChangeSet:

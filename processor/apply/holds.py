@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 from sqlalchemy import Connection, func, select
 
-from processor.apply.diff import ChangeSet
+from processor.apply.diff import ChangeSet, fetch_frame
 from processor.apply.store import ENTITY_TABLES
 from processor.config import Policy
 from processor.convert.roster import ENTITY_OF, Roster
@@ -77,9 +77,8 @@ def _too_many_guardians(conn: Connection, tenant: str, changes: ChangeSet, polic
         return []
     # The links each student would have once the change set is applied.
     t = ENTITY_TABLES["guardian_links"]
-    current = pd.DataFrame.from_records(
-        conn.execute(select(t.c.sourced_id, t.c.student).where(t.c.tenant == tenant, t.c.status == "active")).all(),
-        columns=["sourced_id", "student"])
+    current = fetch_frame(conn, select(t.c.sourced_id, t.c.student).where(
+        t.c.tenant == tenant, t.c.status == "active"), ["sourced_id", "student"])
     removed = set(tc.deactivated["sourced_id"])
     kept = current[~isin(current["sourced_id"], list(removed))]
     added = pd.concat([tc.created[["sourced_id", "student"]], tc.updated[["sourced_id", "student"]]])
