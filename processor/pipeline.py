@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -88,30 +90,46 @@ def process_drop(ctx: Context, drop: Drop, dry_run: bool = False, force: bool = 
     with run_store.tenant_lock(engine, tenant, drop.run_id):
         if not dry_run:
             run_store.set_status(engine, drop.run_id, RunStatus.PROCESSING)
-        bundle = read_bundle(drop.path)
+        with _stage(result, "read"):
+            bundle = read_bundle(drop.path)
         result.format = bundle.format
-        with engine.connect() as conn:
-            current = load_current_roster(conn, tenant, bundle.modes)
-        validation = validate(bundle, policy, current)
+        with _stage(result, "validate"):
+            with engine.connect() as conn:
+                current = load_current_roster(conn, tenant, bundle.modes)
+            validation = validate(bundle, policy, current)
         if validation.fatal:
             return _finish(ctx, drop, result, validation.issues, None, None, RunStatus.REJECTED, dry_run)
-        roster = convert(bundle, validation, policy, current)
-        issues = sort_issues(concat_issues([validation.issues, *roster.issues]))
+        with _stage(result, "convert"):
+            roster = convert(bundle, validation, policy, current)
+            issues = sort_issues(concat_issues([validation.issues, *roster.issues]))
         rejected = {e: validation.rejected_count(e) for e in validation.rejected}
         with engine.begin() as conn:
-            changes = compute_changes(conn, tenant, roster)
+            with _stage(result, "diff"):
+                changes = compute_changes(conn, tenant, roster)
             result.counts = {e: Counts(**c) for e, c in counts_by_entity(changes, rejected, roster.skipped).items()}
-            holds = check_holds(conn, tenant, changes, roster, policy) if not force else concat_issues([])
+            with _stage(result, "holds"):
+                holds = check_holds(conn, tenant, changes, roster, policy) if not force else concat_issues([])
             issues = sort_issues(concat_issues([holds, issues]))
             if len(holds):
                 return _finish(ctx, drop, result, issues, changes, roster, RunStatus.HELD, dry_run, conn)
             if dry_run:
                 return _finish(ctx, drop, result, issues, changes, roster, RunStatus.APPLIED, dry_run, conn)
-            apply_changes(conn, tenant, drop.run_id, changes)
+            with _stage(result, "apply"):
+                apply_changes(conn, tenant, drop.run_id, changes)
             superseded = run_store.supersede_older_holds(conn, tenant, drop.received_at)
             if superseded:
                 log.info("run %s tenant %s: supersedes held runs %s", drop.run_id, tenant, ", ".join(superseded))
             return _finish(ctx, drop, result, issues, changes, roster, RunStatus.APPLIED, dry_run, conn)
+
+
+@contextmanager
+def _stage(result: RunResult, name: str):
+    """Time one stage into result.timings (seconds), for logs and bench/."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        result.timings[name] = round(result.timings.get(name, 0.0) + time.perf_counter() - start, 4)
 
 
 def _finish(ctx: Context, drop: Drop, result: RunResult, issues: pd.DataFrame, changes: ChangeSet | None,
@@ -123,18 +141,19 @@ def _finish(ctx: Context, drop: Drop, result: RunResult, issues: pd.DataFrame, c
     result.finished_at = now_iso()
     result.issues = [IssueOut.model_construct(**r) for r in issues_to_records(issues)]
     report_dir = ctx.path("reports", drop.run_id)
-    data = _report_data(ctx, result, issues, changes, roster, conn)
-    try:
-        from processor.report.render import write_report
+    with _stage(result, "report"):
+        data = _report_data(ctx, result, issues, changes, roster, conn)
+        try:
+            from processor.report.render import write_report
 
-        result.report = str(write_report(report_dir, data))
-    except Exception:  # noqa: BLE001 - a report failure must not lose the run; it is logged with its cause
-        log.exception("run %s tenant %s: the report could not be written", drop.run_id, drop.tenant)
-    if conn is None:
-        with ctx.engine.begin() as own:
-            _save(ctx, own, result, data, report_dir, dry_run)
-    else:
-        _save(ctx, conn, result, data, report_dir, dry_run)
+            result.report = str(write_report(report_dir, data))
+        except Exception:  # noqa: BLE001 - a report failure must not lose the run; it is logged with its cause
+            log.exception("run %s tenant %s: the report could not be written", drop.run_id, drop.tenant)
+        if conn is None:
+            with ctx.engine.begin() as own:
+                _save(ctx, own, result, data, report_dir, dry_run)
+        else:
+            _save(ctx, conn, result, data, report_dir, dry_run)
     if status != RunStatus.HELD or dry_run:
         archive(ctx, drop.path.parent, drop.tenant, drop.run_id)
     counts = " ".join(f"{e}:+{c.created}~{c.updated}-{c.deactivated}" for e, c in result.counts.items())

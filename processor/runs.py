@@ -81,6 +81,7 @@ class RunResult(BaseModel):
     counts: dict[str, Counts] = Field(default_factory=lambda: {e: Counts() for e in COUNTED})
     issues: list[IssueOut] = []
     report: str | None = None
+    timings: dict[str, float] = {}  # seconds per stage (read, validate, convert, diff, holds, apply, report)
 
     def exit_code(self) -> int:
         return EXIT_CODES[self.status]
