@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, select
+import pyarrow as pa
+from sqlalchemy import Connection, delete, insert, select
 
-from processor.apply.store import ENTITY_COLUMNS, ENTITY_TABLES
+from processor.apply.store import ENTITY_COLUMNS, ENTITY_TABLES, snapshots
 from processor.convert.roster import Roster
 from processor.vector import isin, positions
 
@@ -41,6 +42,7 @@ class TableChanges:
 class ChangeSet:
     tables: dict[str, TableChanges] = field(default_factory=dict)
     before: dict[str, pd.DataFrame] = field(default_factory=dict)  # full current rows of changed ids
+    current: dict[str, pd.DataFrame] = field(default_factory=dict)  # what the diff compared against
 
     def total_changed(self) -> int:
         return sum(t.changed for t in self.tables.values())
@@ -70,10 +72,57 @@ def fetch_frame(conn: Connection, stmt, columns: list[str], int_columns: tuple[s
     return pd.DataFrame(data)
 
 
-def load_current(conn: Connection, tenant: str, table: str, columns: list[str] | None = None) -> pd.DataFrame:
+def load_current(conn: Connection, tenant: str, table: str) -> pd.DataFrame:
+    """The tenant's rows of one table as the diff needs them: from the snapshot when there is one."""
+    snap = read_snapshot(conn, tenant, table)
+    if snap is not None:
+        return snap
     t = ENTITY_TABLES[table]
-    cols = ["sourced_id", "status", "row_hash", *(columns or [])]
+    cols = snapshot_columns(table)
     return fetch_frame(conn, select(*[t.c[c] for c in cols]).where(t.c.tenant == tenant), cols, ("row_hash",))
+
+
+def snapshot_columns(table: str) -> list[str]:
+    extra = SCHOOL.get(table)
+    return ["sourced_id", "status", "row_hash", *([extra] if extra and extra != "sourced_id" else [])]
+
+
+def read_snapshot(conn: Connection, tenant: str, table: str) -> pd.DataFrame | None:
+    row = conn.execute(select(snapshots.c.rows, snapshots.c.data).where(
+        snapshots.c.tenant == tenant, snapshots.c.entity == table)).first()
+    if row is None:
+        return None
+    frame = pa.ipc.open_stream(pa.BufferReader(row.data)).read_all().to_pandas()
+    if list(frame.columns) != snapshot_columns(table) or len(frame) != row.rows:
+        return None  # written by another version, or damaged: query the rows instead
+    frame.attrs["snapshot"] = True
+    return frame
+
+
+def write_snapshot(conn: Connection, tenant: str, table: str, run_id: str, frame: pd.DataFrame) -> None:
+    frame = frame[snapshot_columns(table)].reset_index(drop=True)
+    sink = pa.BufferOutputStream()
+    batch = pa.Table.from_pandas(frame, preserve_index=False)
+    with pa.ipc.new_stream(sink, batch.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
+        w.write_table(batch)
+    conn.execute(delete(snapshots).where(snapshots.c.tenant == tenant, snapshots.c.entity == table))
+    conn.execute(insert(snapshots).values(tenant=tenant, entity=table, run_id=run_id, rows=len(frame),
+                                          data=sink.getvalue().to_pybytes()))
+
+
+def next_snapshot(tc: TableChanges, cur: pd.DataFrame) -> pd.DataFrame:
+    """The table's rows after the change set: current minus replaced ones, plus created and updated."""
+    cols = snapshot_columns(tc.table)
+    replaced = pd.concat([tc.created["sourced_id"], tc.updated["sourced_id"]])
+    kept = cur[~isin(cur["sourced_id"], replaced)].copy()
+    gone = isin(kept["sourced_id"], tc.deactivated["sourced_id"])
+    kept.loc[gone, "status"] = "inactive"
+    fresh = pd.concat([tc.created[cols], tc.updated[cols]], ignore_index=True)
+    for c in cols:
+        if c != "row_hash":
+            fresh[c] = fresh[c].fillna("").astype("str")
+    fresh["row_hash"] = fresh["row_hash"].astype("int64")
+    return pd.concat([kept[cols], fresh], ignore_index=True)
 
 
 def compute_changes(conn: Connection, tenant: str, roster: Roster) -> ChangeSet:
@@ -84,8 +133,8 @@ def compute_changes(conn: Connection, tenant: str, roster: Roster) -> ChangeSet:
             continue
         new = roster.tables[table]
         new = new[~new["sourced_id"].duplicated(keep="first")]
-        extra = [c for c in (SCHOOL.get(table),) if c and c != "sourced_id"]
-        cur = load_current(conn, tenant, table, extra)
+        cur = load_current(conn, tenant, table)
+        cs.current[table] = cur
         scope = roster.link_scope if table == "guardian_links" else None
         cs.tables[table] = diff_table(table, mode, new, cur, scope)
         ids = _changed_ids(cs.tables[table])

@@ -11,10 +11,10 @@ import json
 
 import pandas as pd
 import pyarrow.compute as pc
-from sqlalchemy import Connection
+from sqlalchemy import Connection, delete
 
-from processor.apply.diff import ChangeSet
-from processor.apply.store import ENTITY_COLUMNS, ENTITY_TABLES, audit
+from processor.apply.diff import ChangeSet, next_snapshot, write_snapshot
+from processor.apply.store import ENTITY_COLUMNS, ENTITY_TABLES, audit, snapshots
 from processor.vector import arrow, json_rows
 
 AUDIT_COLUMNS = ["tenant", "run_id", "entity", "sourced_id", "action", "before", "after"]
@@ -36,6 +36,9 @@ def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet
         if not tc.deactivated.empty:
             _deactivate(conn, table, tenant, run_id, list(tc.deactivated["sourced_id"]))
         _audit(conn, tenant, run_id, table, tc, changes.before.get(table))
+        current = changes.current.get(table)
+        if current is not None and (tc.changed or not current.attrs.get("snapshot")):
+            write_snapshot(conn, tenant, table, run_id, next_snapshot(tc, current))
 
 
 def _audit(conn: Connection, tenant: str, run_id: str, table: str, tc, before: pd.DataFrame | None) -> None:
@@ -86,7 +89,7 @@ def _insert(conn: Connection, table: str, cols: list[str], rows: pd.DataFrame) -
     placeholders = ", ".join("?" for _ in cols)
     columns = [_db_values(rows[c]) for c in cols]
     conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({placeholders})",
-                         list(zip(*columns, strict=True)))
+                         list(zip(*columns, strict=True)))  # SQLAlchemy needs a list to detect executemany
 
 
 def _db_values(col: pd.Series) -> list:
@@ -123,6 +126,8 @@ def _deactivate(conn: Connection, table: str, tenant: str, run_id: str, ids: lis
 
 def revert_run(conn: Connection, tenant: str, run_id: str) -> int:
     """Undo one applied run from its audit log (newest change first). Returns the number of records undone."""
+    # Rows change outside apply_changes: the diff must read them again, not a stale snapshot.
+    conn.execute(delete(snapshots).where(snapshots.c.tenant == tenant))
     rows = conn.exec_driver_sql(
         "SELECT entity, sourced_id, action, before, after FROM audit WHERE tenant = {p} AND run_id = {p} ORDER BY id DESC"
         .format(p="%s" if conn.dialect.name == "postgresql" else "?"), (tenant, run_id)).all()
