@@ -22,7 +22,7 @@ ENGINES = ["sqlite"] + (["postgresql"] if PG_URL else [])
 
 def _toml_value(v) -> str:
     return json.dumps(v) if not isinstance(v, dict) else "{ " + ", ".join(
-        f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+        f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
 
 
 def write_config(home: Path, tenants: dict[str, dict], store_url: str | None = None) -> None:

@@ -23,12 +23,14 @@ NOUN = {"people": "people", "orgs": "orgs", "classes": "classes", "enrollments":
 
 def check_holds(conn: Connection, tenant: str, changes: ChangeSet, roster: Roster, policy: Policy
                 ) -> pd.DataFrame:
-    issues = [*_mass_deactivation(changes, policy), *_school_vanished(conn, tenant, changes),
-              *_too_many_guardians(conn, tenant, changes, policy)]
+    files = roster.files  # the district's own file names (Clever: students.csv, teachers.csv...)
+    issues = [*_mass_deactivation(changes, policy, files), *_school_vanished(conn, tenant, changes, files),
+              *_too_many_guardians(conn, tenant, changes, policy, files)]
     return concat_issues(issues)
 
 
-def _mass_deactivation(changes: ChangeSet, policy: Policy) -> list[pd.DataFrame]:
+def _mass_deactivation(changes: ChangeSet, policy: Policy, files: dict[str, str] | None = None
+                       ) -> list[pd.DataFrame]:
     out = []
     for table, tc in changes.tables.items():
         if tc.mode != "bulk" or tc.current_active == 0 or tc.deactivated.empty:
@@ -37,7 +39,7 @@ def _mass_deactivation(changes: ChangeSet, policy: Policy) -> list[pd.DataFrame]
         if pct <= policy.max_deactivated_percent:
             continue
         entity = ENTITY_OF[table]
-        file = f"{entity}.csv"
+        file = (files or {}).get(entity, f"{entity}.csv")
         out.append(one_issue(
             "mass_deactivation",
             f"This full drop would deactivate {len(tc.deactivated):,} of {tc.current_active:,} active "
@@ -47,7 +49,8 @@ def _mass_deactivation(changes: ChangeSet, policy: Policy) -> list[pd.DataFrame]
     return out
 
 
-def _school_vanished(conn: Connection, tenant: str, changes: ChangeSet) -> list[pd.DataFrame]:
+def _school_vanished(conn: Connection, tenant: str, changes: ChangeSet, files: dict[str, str] | None = None
+                     ) -> list[pd.DataFrame]:
     orgs = changes.tables.get("orgs")
     if orgs is None or orgs.deactivated.empty:
         return []
@@ -66,12 +69,13 @@ def _school_vanished(conn: Connection, tenant: str, changes: ChangeSet) -> list[
         return []
     counts = gone["sourced_id"].map(populated).astype("int64").astype("str")
     return [issue_frame(
-        "school_vanished", "orgs.csv", None, gone["sourced_id"], "sourcedId", gone["name"],
+        "school_vanished", (files or {}).get("orgs", "orgs.csv"), None, gone["sourced_id"], "sourcedId", gone["name"],
         "School '" + gone["name"].astype("str") + "' (" + counts + " active people) is missing from this full "
         "drop. If it closed, release the hold; otherwise include it in orgs.csv and send the drop again.")]
 
 
-def _too_many_guardians(conn: Connection, tenant: str, changes: ChangeSet, policy: Policy) -> list[pd.DataFrame]:
+def _too_many_guardians(conn: Connection, tenant: str, changes: ChangeSet, policy: Policy,
+                        files: dict[str, str] | None = None) -> list[pd.DataFrame]:
     tc = changes.tables.get("guardian_links")
     if tc is None:
         return []
@@ -88,7 +92,8 @@ def _too_many_guardians(conn: Connection, tenant: str, changes: ChangeSet, polic
     if over.empty:
         return []
     return [issue_frame(
-        "too_many_guardians", "users.csv", None, pd.Series(over.index, dtype="str"), "agentSourcedIds",
+        "too_many_guardians", (files or {}).get("users", "users.csv"), None, pd.Series(over.index, dtype="str"),
+        "agentSourcedIds",
         over.astype("str").to_numpy(),
         "This student would have " + over.astype("str").to_numpy() + " guardian links, more than your limit of "
         f"{policy.max_guardians_per_student}. Correct the student's contacts in your SIS, or release the hold "

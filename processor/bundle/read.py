@@ -21,9 +21,9 @@ from processor.bundle.formats import (
     MANIFEST,
     REQUIRED_ENTITIES,
     SPECS,
-    UNSUPPORTED_FILES,
     FileSpec,
 )
+from processor.bundle.provenance import Origin
 from processor.bundle.unpack import Limits, Unpacked, unpack
 from processor.validate.issues import issue_frame, one_issue
 
@@ -39,6 +39,7 @@ class BundleFile:
     frame: pd.DataFrame  # canonical columns (all str), metadata.* columns, LINE
     metadata_columns: list[str]
     sent_columns: list[str]  # canonical names of the columns the file's header actually had
+    origin: Origin | None = None  # set by the 1.2 and Clever readers: the district's own files and headers
 
 
 @dataclass
@@ -60,6 +61,13 @@ def read_bundle(path, limits: Limits | None = None) -> Bundle:
     bundle = Bundle(issues=list(raw.issues), fatal=raw.fatal)
     if raw.fatal:
         return bundle
+    # OneRoster 1.2 and Clever drops are translated into this same Bundle at the edge; the rest is shared.
+    from processor.bundle import clever, oneroster12
+
+    if clever.detect(raw):
+        return clever.read(raw, bundle)
+    if oneroster12.detect(raw):
+        return oneroster12.read(raw, bundle)
     _read_manifest(raw, bundle)
     for entity in ENTITY_ORDER:
         spec = SPECS[entity]
@@ -140,9 +148,9 @@ def _check_files(raw: Unpacked, bundle: Bundle) -> None:
             bundle.issues.append(one_issue(
                 "missing_file", f"{spec.filename} is required and is not in the bundle.", file=spec.filename))
             bundle.fatal = True
-    lowered = {n.lower() for n in UNSUPPORTED_FILES}
+    read = {SPECS[e].filename for e in ENTITY_ORDER} | {MANIFEST}
     for name in raw.files:
-        if name.lower() in lowered:
+        if name not in read:  # gradebook files, and 1.2 or Clever files in a 1.1 bundle
             bundle.issues.append(one_issue(
                 "unsupported_file", f"{name} was ignored: Rosterdrop does not import this file.", file=name))
 

@@ -16,8 +16,11 @@ import pandas as pd
 from processor.bundle.formats import MANIFEST, SPECS, UNSUPPORTED_FILES
 from processor.validate.issues import one_issue
 
+# Clever's SFTP files (bundle/clever.py); enrollments.csv is shared with OneRoster. OneRoster 1.2's
+# roles.csv and userProfiles.csv are among UNSUPPORTED_FILES: only bundle/oneroster12.py reads them.
+CLEVER_FILES = ("schools.csv", "students.csv", "teachers.csv", "sections.csv", "staff.csv")
 KNOWN_FILES = {s.filename.lower(): s.filename for s in SPECS.values()} | {
-    n.lower(): n for n in (MANIFEST, *UNSUPPORTED_FILES)}
+    n.lower(): n for n in (MANIFEST, *UNSUPPORTED_FILES, *CLEVER_FILES)}
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class Limits:
 @dataclass
 class Unpacked:
     files: dict[str, bytes] = field(default_factory=dict)  # canonical file name → raw bytes
+    names: dict[str, str] = field(default_factory=dict)  # canonical file name → the name as sent
     issues: list[pd.DataFrame] = field(default_factory=list)
     fatal: bool = False
 
@@ -76,6 +80,7 @@ def _unpack_folder(path: Path, limits: Limits) -> Unpacked:
         if total > limits.max_total_bytes:
             return out.reject(f"the files add up to more than {limits.max_total_bytes:,} bytes.")
         out.files[canon] = entry.read_bytes()
+        out.names[canon] = entry.name
     if len(out.files) == 0:
         return out.reject("the folder holds no OneRoster CSV files (orgs.csv, users.csv, ...).")
     return out
@@ -131,6 +136,7 @@ def _unpack_zip(path: Path, limits: Limits) -> Unpacked:
                 return out.reject(f"{info.filename} could not be decompressed ({_short(exc)}).", canon)
             budget -= len(data)
             out.files[canon] = data
+            out.names[canon] = PurePosixPath(info.filename).name
     return out
 
 

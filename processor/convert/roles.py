@@ -22,6 +22,8 @@ DEFAULT_ROLE_MAP: dict[str, str] = {
     "relative": "guardian",
 }
 
+EXT_ROLE = "staff"
+
 # Highest privilege first: when an override and the base role disagree, the higher one wins.
 PRIVILEGE = {"district_admin": 6, "school_admin": 5, "teacher": 4, "staff": 3, "student": 2, "guardian": 1}
 
@@ -32,7 +34,9 @@ def role_map(policy: Policy) -> dict[str, str]:
 
 def app_roles(users: pd.DataFrame, policy: Policy) -> pd.Series:
     """The app role of every users.csv row (empty string where the OneRoster role is unknown)."""
-    base = users["role"].map(role_map(policy)).fillna("").astype("str")
+    base = users["role"].map(role_map(policy))
+    # An 'ext:' role (OneRoster 1.2 extension; Clever staff are 'ext:staff') that role_map does not name.
+    base = base.mask(base.isna() & users["role"].str.startswith("ext:"), EXT_ROLE).fillna("").astype("str")
     if not policy.role_overrides:
         return base
     rank = base.map(PRIVILEGE).fillna(0)

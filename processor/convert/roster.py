@@ -52,10 +52,11 @@ class Roster:
     link_scope: pd.Index | None = None
     skipped: int = 0
     issues: list[pd.DataFrame] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # entity → the district's file name(s), for issues
 
 
 def convert(bundle: Bundle, validation: Validation, policy: Policy, current: CurrentRoster) -> Roster:
-    roster = Roster()
+    roster = Roster(files={e: bf.name for e, bf in bundle.files.items()})
     kept: dict[str, pd.DataFrame] = {}
     for entity, bf in bundle.files.items():
         mask = validation.rejected.get(entity)
@@ -71,7 +72,7 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
             roster.issues.append(one_issue(
                 "excluded_role", f"{roster.skipped} people with an excluded role "
                 f"({', '.join(sorted(set(roles[excluded])))}) were not stored, as your district's settings ask.",
-                file="users.csv"))
+                file=roster.files["users"]))
             users, roles = users[~excluded], roles[~excluded]
             gone = kept["users"].loc[excluded[excluded].index, "sourcedId"]
             if "enrollments" in kept:
@@ -139,7 +140,7 @@ def _frame(table: str, df: pd.DataFrame, meta: list[str], extra: dict[str, pd.Se
     for c in ENTITY_COLUMNS[table]:
         if c not in out:
             out[c] = ""
-    sent = [c for c in df.columns if c not in NOT_KEPT and c != LINE]
+    sent = [c for c in df.columns if c not in NOT_KEPT and not c.startswith("_")]  # LINE, FILE: provenance
     # `data` keeps what the typed columns do not: nothing the district sent is lost, nothing stored twice.
     typed_src = set(RENAMES.get(table, {})) | {"sourcedId", "status"}
     out["data"] = json_rows(df[[c for c in sent if c not in typed_src]])

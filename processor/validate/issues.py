@@ -80,6 +80,21 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in [
     Code("unsupported_file", "alert", False, "A file was ignored",
          "The bundle carries a file that Rosterdrop does not import (for example gradebook files).",
          "No action needed, or leave the file out of the export."),
+    Code("renamed_file", "alert", False, "A file name was read under its OneRoster name",
+         "The file's name differs from OneRoster's only in case (e.g. userprofiles.csv); it was read as the standard file.",
+         "Name the file exactly as OneRoster does in your export."),
+    Code("extension_value", "alert", False, "Extension (ext:) values were accepted",
+         "OneRoster 1.2 lets a district extend a vocabulary with values prefixed 'ext:'; these were kept as sent. "
+         "An 'ext:' role the district's role_map does not name gives the app role staff.",
+         "No action needed; ask us to map an 'ext:' role to another app role if staff is not right."),
+    Code("no_primary_role", "alert", False, "A person has no primary role",
+         "OneRoster 1.2 gives every person one primary role in roles.csv; this person has only secondary ones, so "
+         "the highest of those was used.",
+         "Mark one of the person's roles as roleType primary in your SIS."),
+    Code("role_not_applied", "alert", False, "A role was not applied",
+         "roles.csv names a person that this delta's users.csv does not carry; a person's roles are applied "
+         "together with their users.csv row.",
+         "Send the person's users.csv row with their roles, or send a full (bulk) drop."),
     Code("excluded_role", "alert", False, "People of an excluded role were not stored",
          "Your district's settings exclude this role; these rows were skipped on purpose.",
          "No action needed."),

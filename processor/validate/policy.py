@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from processor.bundle.provenance import field_of, file_of
 from processor.bundle.read import LINE, BundleFile
 from processor.validate.issues import issue_frame
 from processor.vector import isin
@@ -20,7 +21,8 @@ def check_single_school(users: BundleFile, ok: pd.Series, org_types: pd.Series) 
         return [], rejected
     listed = schools[schools.index.isin(many)].groupby(level=0).agg(lambda s: ", ".join(dict.fromkeys(s)))
     issues = [issue_frame(
-        "multiple_schools", users.name, df.loc[rejected, LINE], df.loc[rejected, "sourcedId"], "orgSourcedIds",
+        "multiple_schools", file_of(users, rejected), df.loc[rejected, LINE], df.loc[rejected, "sourcedId"],
+        field_of(users, "orgSourcedIds", rejected),
         listed.reindex(df.index[rejected]),
         "This person is tied to " + counts[many].astype("str") + " schools (" + listed.reindex(many) +
         "), but your district's settings allow one. Keep one school for this person in your SIS.")]
@@ -34,6 +36,7 @@ def check_students_need_enrollment(users: BundleFile, students: pd.Series, enrol
     if not lacking.any():
         return [], lacking
     return [issue_frame(
-        "student_without_enrollment", users.name, df.loc[lacking, LINE], df.loc[lacking, "sourcedId"], None,
+        "student_without_enrollment", file_of(users, lacking), df.loc[lacking, LINE], df.loc[lacking, "sourcedId"],
+        None,
         None, "This student has no active class enrollment, and your district's settings require one. "
         "Enroll the student in a class in your SIS, or leave them out of the export.")], lacking

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from processor.bundle.formats import SPECS, Field
+from processor.bundle.formats import Field
+from processor.bundle.provenance import FILE, field_of, file_of, files_of, label_of, named, ref_file
 from processor.bundle.read import LINE, BundleFile
 from processor.validate.issues import issue_frame, one_issue
 from processor.vector import isin
@@ -32,11 +33,12 @@ def check_references(bf: BundleFile, f: Field, active: pd.Series, targets: Targe
     use = active & col.ne("")
     if not use.any():
         return [], rejected
-    target_file = SPECS[f.ref].filename
+    target_file = ref_file(bf, f.ref)  # the district's name for it (Clever: schools.csv, sections.csv...)
     if not targets.checkable.get(f.ref, False):
+        label = label_of(bf, f.name)
         return [one_issue(
-            "references_not_checked", f"{f.name} values of {bf.name} point at {target_file}, which is not in "
-            "the bundle nor in the current roster; they were not checked.", file=bf.name, field=f.name)], rejected
+            "references_not_checked", f"{label} values of {bf.name} point at {target_file}, which is not in "
+            "the bundle nor in the current roster; they were not checked.", file=bf.name, field=label)], rejected
     values = col[use]
     if f.many:
         values = values.str.split(",").explode()
@@ -49,17 +51,20 @@ def check_references(bf: BundleFile, f: Field, active: pd.Series, targets: Targe
     issues: list[pd.DataFrame] = []
     if unknown.any():
         v = values[unknown]
-        msg = (f"{f.name} names '" + v + f"', which is neither in {target_file} nor in the current roster."
-               + (" Include that record in the export or correct the reference in your SIS."
-                  if f.strong else " The link was dropped."))
-        issues.append(issue_frame("unknown_reference" if f.strong else "dangling_link", bf.name,
-                                  df.loc[v.index, LINE], df.loc[v.index, "sourcedId"], f.name, v, msg))
+        msg = (named(bf, f.name, v.index) + " names '" + v + f"', which is neither in {target_file} nor in the "
+               "current roster." + (" Include that record in the export or correct the reference in your SIS."
+                                    if f.strong else " The link was dropped."))
+        issues.append(issue_frame("unknown_reference" if f.strong else "dangling_link", file_of(bf, v.index),
+                                  df.loc[v.index, LINE], df.loc[v.index, "sourcedId"], field_of(bf, f.name, v.index),
+                                  v, msg))
     if was_rejected.any():
         v = values[was_rejected]
-        msg = (f"{f.name} names '" + v + f"' of {target_file}, which was rejected (" + v.map(causes) + ")."
+        msg = (named(bf, f.name, v.index) + " names '" + v + f"' of {target_file}, which was rejected ("
+               + v.map(causes) + ")."
                + (" Fix that record first; this row will then import." if f.strong else " The link was dropped."))
-        issues.append(issue_frame("rejected_reference" if f.strong else "dangling_link", bf.name,
-                                  df.loc[v.index, LINE], df.loc[v.index, "sourcedId"], f.name, v, msg))
+        issues.append(issue_frame("rejected_reference" if f.strong else "dangling_link", file_of(bf, v.index),
+                                  df.loc[v.index, LINE], df.loc[v.index, "sourcedId"], field_of(bf, f.name, v.index),
+                                  v, msg))
     if f.strong:
         bad_rows = (unknown | was_rejected).groupby(level=0).any()
         rejected = bad_rows.reindex(df.index, fill_value=False)
@@ -68,9 +73,10 @@ def check_references(bf: BundleFile, f: Field, active: pd.Series, targets: Targe
 
 def root_causes(bf: BundleFile, errors: pd.DataFrame) -> pd.Series:
     """sourcedId → 'code on line N of file' for the first error of each rejected id."""
-    mine = errors[errors["file"].eq(bf.name) & errors["sourced_id"].notna()]
+    mine = errors[errors["file"].isin(files_of(bf)) & errors["sourced_id"].notna()]
     if mine.empty:
         return pd.Series([], dtype="str")
     first = mine.drop_duplicates("sourced_id")
-    return pd.Series((first["code"] + " on line " + first["line"].astype("str") + " of " + bf.name).to_numpy(),
+    where = first["file"].astype("str") if FILE in bf.frame.columns else bf.name
+    return pd.Series((first["code"] + " on line " + first["line"].astype("str") + " of " + where).to_numpy(),
                      index=first["sourced_id"].astype("str").to_numpy(), dtype="str")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from processor.bundle.formats import GRADES, Field, FileSpec
+from processor.bundle.provenance import FILE, accepts_ext, field_of, file_of, named, relabel, spec_required
 from processor.bundle.read import LINE, BundleFile
 from processor.validate.issues import issue_frame
 from processor.vector import isin
@@ -43,23 +44,22 @@ def check_values(bf: BundleFile, spec: FileSpec, active: pd.Series, extra_requir
     for f in spec.fields:
         col = df[f.name]
         blank = col.eq("")
-        must = pd.Series(f.required, index=df.index) if f.name != "sourcedId" else pd.Series(True, index=df.index)
-        if f.name != "sourcedId":
-            must = must & active
+        spec_must = spec_required(bf, f)  # a Clever or 1.2 file may leave some OneRoster-required fields out
+        must = spec_must & active if f.name != "sourcedId" else spec_must
         if f.name in extra_required:
             must = must | (extra_required[f.name] & active)
         missing = must & blank
         if missing.any():
             issues.append(_rows(bf, "missing_value", f.name, missing,
                                 f"{f.name} is blank; it is required" +
-                                (" by your district's settings." if not f.required else " by OneRoster.") +
+                                (" by OneRoster." if (missing & spec_must).any() else " by your district's settings.") +
                                 f" Fill in {f.name} for this record in your SIS."))
             rejected |= missing
-        bad, expected = _invalid(f, col, blank)
+        bad, expected = _invalid(f, col, blank, accepts_ext(bf, f.name))
         if bad is None or not bad.any():
             continue
         # Enums and required values reject the row; other bad optional values are accepted with an alert.
-        is_error = f.kind == "enum" or f.required or f.name in extra_required
+        is_error = f.kind == "enum" or (f.required and bool(spec_must.all())) or f.name in extra_required
         severity = "error" if is_error else "alert"
         scope = bad & active if is_error else bad
         if not scope.any():
@@ -80,20 +80,25 @@ def check_values(bf: BundleFile, spec: FileSpec, active: pd.Series, extra_requir
     sid = df["sourcedId"]
     dup = sid.duplicated(keep="first") & sid.ne("")
     if dup.any():
-        first_line = df.loc[~sid.duplicated(keep="first"), ["sourcedId", LINE]].set_index("sourcedId")[LINE]
-        firsts = sid[dup].map(first_line).astype("int64").astype("str")
+        cols = ["sourcedId", LINE, *([FILE] if FILE in df.columns else [])]
+        first = df.loc[~sid.duplicated(keep="first"), cols].set_index("sourcedId")
+        firsts = sid[dup].map(first[LINE]).astype("int64").astype("str")
+        in_file = sid[dup].map(first[FILE]) if FILE in df.columns else bf.name
         issues.append(issue_frame(
-            "duplicate_id", bf.name, df.loc[dup, LINE], sid[dup], "sourcedId", sid[dup],
-            "sourcedId repeats the one on line " + firsts + f" of {bf.name}; only the first was imported. "
-            "Give every record its own sourcedId in your SIS."))
+            "duplicate_id", file_of(bf, dup), df.loc[dup, LINE], sid[dup], field_of(bf, "sourcedId", dup), sid[dup],
+            named(bf, "sourcedId", dup[dup].index) + " repeats the one on line " + firsts + " of " + in_file +
+            "; only the first was imported. Give every record its own sourcedId in your SIS."))
         rejected |= dup
     return issues, rejected
 
 
-def _invalid(f: Field, col: pd.Series, blank: pd.Series) -> tuple[pd.Series | None, str]:
+def _invalid(f: Field, col: pd.Series, blank: pd.Series, ext: bool = False) -> tuple[pd.Series | None, str]:
     present = ~blank
     if f.kind == "enum":
-        return present & ~isin(col, list(f.enum)), "one of " + ", ".join(f.enum)
+        ok = isin(col, list(f.enum))
+        if ext:  # OneRoster 1.2 extension values; the reader has already alerted on them
+            ok |= col.str.startswith("ext:")
+        return present & ~ok, "one of " + ", ".join(f.enum)
     if f.kind == "date":
         ok = col.str.match(DATE_RE) & pd.to_datetime(col.where(present & col.str.match(DATE_RE), None),
                                                          format="%Y-%m-%d", errors="coerce").notna()
@@ -121,5 +126,5 @@ def _invalid(f: Field, col: pd.Series, blank: pd.Series) -> tuple[pd.Series | No
 def _rows(bf: BundleFile, code: str, field: str, mask: pd.Series, message: str,
           severity: str | None = None) -> pd.DataFrame:
     df = bf.frame
-    return issue_frame(code, bf.name, df.loc[mask, LINE], df.loc[mask, "sourcedId"], field,
-                       df.loc[mask, field], message, severity=severity)
+    return issue_frame(code, file_of(bf, mask), df.loc[mask, LINE], df.loc[mask, "sourcedId"], field_of(bf, field, mask),
+                       df.loc[mask, field], relabel(bf, field, mask, message), severity=severity)
