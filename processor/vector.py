@@ -95,3 +95,16 @@ def _broadcast(part, n: int):
     if isinstance(part, str):
         return pa.scalar(part, type=pa.large_string())
     return part
+
+
+def explode(values: pd.Series, sep: str = ",") -> pd.Series:
+    """A comma-list column as one row per non-empty item, indexed by the row it came from
+    (pandas `str.split(sep).explode()` without the Python lists)."""
+    arr = arrow(values)
+    lists = pc.split_pattern(arr, sep)
+    flat = pc.list_flatten(lists)
+    parents = pc.list_parent_indices(lists).to_numpy()
+    keep = pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
+    out = flat.filter(pa.array(keep)).to_pandas()
+    out.index = values.index.to_numpy()[parents[keep]]
+    return out
