@@ -14,7 +14,6 @@ import io
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -72,16 +71,19 @@ def floor(zip_path: Path) -> tuple[float, int]:
 
 
 def run(home: Path, bundle: Path) -> tuple[dict, float, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """One `rosterdrop process` in its own process; wait4 gives that child's own peak RSS."""
     start = time.perf_counter()
-    out = subprocess.run([PY, "-m", "processor", "--home", str(home), "process", str(bundle), "--tenant", "bench",
-                          "--json"], capture_output=True, text=True, cwd=ROOT)
-    wall = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if out.returncode not in (0, 3):
-        raise SystemExit(f"process failed ({out.returncode}): {out.stderr[-2000:]}")
-    # ru_maxrss of children is the max over all children so far; each run is bigger than the generator's.
-    return json.loads(out.stdout), wall, max(peak, before) / 1024
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([PY, "-m", "processor", "--home", str(home), "process", str(bundle), "--tenant",
+                                 "bench", "--json"], stdout=out, stderr=err, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        code = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if code not in (0, 3):
+            raise SystemExit(f"process failed ({code}): {err.read()[-2000:]}")
+        return json.loads(out.read()), wall, usage.ru_maxrss / 1024
 
 
 def setup_home(home: Path, store_url: str | None) -> None:
