@@ -104,6 +104,11 @@ class DaemonConfig(_Strict):
     retention_days: int = Field(30, ge=0)
     polling_observer: bool = False
     rescan_seconds: float = Field(60, gt=0)
+    # the watched-folder door; unset: on exactly when the built-in SFTP server is off
+    watch_inbox: bool | None = None
+    watch_stable_seconds: float = Field(2, ge=0)
+    stop_timeout_seconds: float = Field(8, ge=0)  # SIGTERM: how long current runs may take to finish
+    weekly_digest: str | None = None  # crontab expression, e.g. "0 7 * * mon"; unset: no digest
 
 
 class Config(_Strict):

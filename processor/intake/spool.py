@@ -73,3 +73,39 @@ def archive(ctx: Context, drop_dir: Path, tenant: str, run_id: str) -> Path:
     if drop_dir.exists():
         os.replace(drop_dir, dest)
     return dest
+
+
+def spooled_runs(ctx: Context) -> list[tuple[str, str, Path]]:
+    """(tenant, run id, folder) of every run folder in the spool, oldest run id first.
+
+    Run ids start with their UTC time, so this is arrival order. The daemon compares them with the runs
+    table at start-up: a folder without a run is a drop whose recording a crash interrupted.
+    """
+    root = ctx.path("spool")
+    out = []
+    if not root.is_dir():
+        return out
+    for tenant_dir in root.iterdir():
+        if not tenant_dir.is_dir() or tenant_dir.is_symlink():
+            continue
+        for run_dir in tenant_dir.iterdir():
+            if run_dir.is_dir() and not run_dir.is_symlink() and not run_dir.name.startswith("."):
+                out.append((tenant_dir.name, run_dir.name, run_dir))
+    return sorted(out, key=lambda t: (t[1], t[0]))
+
+
+def spooled_bundle(run_dir: Path) -> Path | None:
+    """The bundle in a run's spool folder (None if there is none); an interrupted copy's temp file is removed.
+
+    take() puts exactly one entry there; a `.<name>.tmp` is a CLI copy that never completed.
+    """
+    entries = []
+    for entry in run_dir.iterdir():
+        if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        elif not entry.is_symlink():
+            entries.append(entry)
+    return sorted(entries)[0] if entries else None
