@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from processor.bundle.formats import (
@@ -26,6 +27,7 @@ from processor.bundle.formats import (
 from processor.bundle.provenance import Origin
 from processor.bundle.unpack import Limits, Unpacked, unpack
 from processor.validate.issues import issue_frame, one_issue
+from processor.vector import arrow
 
 LINE = "_line"  # the line the district sees in its file (header = 1)
 _FIRST_LINE = re.compile(r"[^\r\n]*")
@@ -186,10 +188,14 @@ def _decode(data: bytes, name: str, issues: list[pd.DataFrame]) -> str | None:
 def read_file(spec: FileSpec, data: bytes, issues: list[pd.DataFrame]) -> BundleFile | None:
     """Read one CSV; None when the file cannot be used at all (issues say why)."""
     name = spec.filename
+    before = len(issues)
     text = _decode(data, name, issues)
     if text is None:
         return None
-    header, frame, line_issues = _parse(text, name)
+    was_utf8 = len(issues) == before  # _decode leaves an `encoding` alert whenever it had to fall back
+    # Valid UTF-8 goes to pyarrow as the bytes it came in (minus a BOM): no re-encoding of 100s of MB.
+    utf8 = (data[3:] if data.startswith(b"\xef\xbb\xbf") else data) if was_utf8 else None
+    header, frame, line_issues = _parse(text, name, utf8)
     issues.extend(line_issues)
     if header is None:
         issues.append(one_issue("bad_bundle", f"{name} is empty: it has no header line.", file=name))
@@ -211,7 +217,7 @@ def read_file(spec: FileSpec, data: bytes, issues: list[pd.DataFrame]) -> Bundle
     return BundleFile(spec.entity, name, frame, meta_cols, sent)
 
 
-def _parse(text: str, name: str) -> tuple[list[str] | None, pd.DataFrame, list[pd.DataFrame]]:
+def _parse(text: str, name: str, raw: bytes | None = None) -> tuple[list[str] | None, pd.DataFrame, list[pd.DataFrame]]:
     first = _FIRST_LINE.match(text).group(0)
     try:
         header = next(csv.reader([first]))
@@ -229,7 +235,7 @@ def _parse(text: str, name: str) -> tuple[list[str] | None, pd.DataFrame, list[p
 
     try:
         table = pacsv.read_csv(
-            io.BytesIO(text.encode("utf-8")),
+            io.BytesIO(raw if raw is not None else text.encode("utf-8")),
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 24),
             parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
@@ -242,7 +248,7 @@ def _parse(text: str, name: str) -> tuple[list[str] | None, pd.DataFrame, list[p
     frame = table.to_pandas()
     n = len(frame)
     # Line numbers: data row i sits on line i + 2 unless values span lines; then count exactly.
-    newlines = text.count("\n") or text.count("\r")
+    newlines = (raw.count(b"\n") or raw.count(b"\r")) if raw is not None else (text.count("\n") or text.count("\r"))
     if newlines > n + 1:
         # Either blank lines or quoted newlines: let the csv module count physical lines.
         return header, *_parse_python(text, header, name)
@@ -342,7 +348,7 @@ def _clean_values(spec: FileSpec, frame: pd.DataFrame, issues: list[pd.DataFrame
             continue
         col = frame[c]
         # Strip only where needed: most exports are clean, and strip on 2M rows is not free.
-        if col.str.len().ne(col.str.strip().str.len()).any():
+        if pc.any(pc.match_substring_regex(arrow(col), r"^\s|\s$")).as_py():
             frame[c] = col.str.strip()
     for f in spec.fields:
         if f.kind == "enum":
