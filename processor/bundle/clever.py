@@ -310,7 +310,7 @@ def _students_and_contacts(students: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
     """Students (one row per student: rows that differ only in their contact are one student with several
     contacts) and their contacts as guardian rows, with stable ids derived from the student and the contact."""
     s = students
-    same_student = s.duplicated([c for c in s.columns if c not in CONTACT and c != LINE], keep="first")
+    same_student = s.duplicated([c for c in s.columns if c not in (*CONTACT, *NEVER_KEPT, LINE)], keep="first")
     name, email = s["Contact_name"], s["Contact_email"]
     has = name.ne("") | email.ne("")
     who = name.str.lower().str.split().str.join(" ").where(name.ne(""), email.str.lower())
@@ -395,7 +395,7 @@ def _taught(sections: pd.DataFrame, teacher_cols: list[str]) -> pd.DataFrame:
 
 def _merge_schools(rows: pd.DataFrame, id_col: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows of one person that differ only in School_id are one person at several schools."""
-    same = rows.duplicated([c for c in rows.columns if c not in ("School_id", LINE)], keep="first")
+    same = rows.duplicated([c for c in rows.columns if c not in ("School_id", *NEVER_KEPT, LINE)], keep="first")
     schools = pd.DataFrame({"person": rows.loc[same, id_col], "school": rows.loc[same, "School_id"]})
     return rows[~same].reset_index(drop=True), schools
 
