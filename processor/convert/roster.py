@@ -17,7 +17,7 @@ from processor.config import Policy
 from processor.validate.current import CurrentRoster
 from processor.validate.issues import one_issue
 from processor.validate.run import Validation
-from processor.vector import isin, json_rows, lookup
+from processor.vector import explode, isin, json_rows, lookup
 
 # OneRoster entity → store table, and back.
 TABLE_OF = {"orgs": "orgs", "academicSessions": "academic_sessions", "courses": "courses", "classes": "classes",
@@ -93,7 +93,7 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
         roster.modes.setdefault(TABLE_OF[entity], "absent" if bundle.modes.get(entity) != "delta" else "delta")
     if "users" in kept:
         people = roster.tables["people"]
-        links, scope = _guardian_links(kept["users"]["agentSourcedIds"].to_numpy(), people, current,
+        links, scope = _guardian_links(kept["users"]["agentSourcedIds"].array, people, current,
                                        roster.modes["people"])
         roster.tables["guardian_links"] = links
         roster.modes["guardian_links"] = roster.modes["people"]
@@ -117,7 +117,7 @@ def _org_types(orgs: pd.DataFrame | None, current: CurrentRoster) -> pd.Series:
 
 
 def _people_columns(users: pd.DataFrame, roles: pd.Series, org_types: pd.Series) -> dict[str, pd.Series]:
-    orgs = users["orgSourcedIds"].str.split(",").explode()
+    orgs = explode(users["orgSourcedIds"])
     schools = orgs[isin(orgs, org_types.index[org_types.eq("school")]).to_numpy()]
     # Most people have one school: join strings only for the few with several (groupby-join is slow).
     several = schools.index.duplicated(keep=False)
@@ -156,10 +156,10 @@ def row_hash(frame: pd.DataFrame) -> np.ndarray:
     return h.to_numpy().view(np.int64)
 
 
-def _guardian_links(agent_ids: np.ndarray, people: pd.DataFrame, current: CurrentRoster, mode: str
+def _guardian_links(agent_ids, people: pd.DataFrame, current: CurrentRoster, mode: str
                     ) -> tuple[pd.DataFrame, pd.Index | None]:
     """(student, guardian) pairs from agentSourcedIds on either side, between people that exist."""
-    agents = pd.Series(agent_ids, index=people.index, dtype="str").str.split(",").explode()
+    agents = explode(pd.Series(agent_ids, index=people.index, dtype="str"))
     agents = agents[agents.ne("")]
     owner = people.loc[agents.index, ["sourced_id", "role"]]
     pairs = pd.DataFrame({"a": owner["sourced_id"].to_numpy(), "role": owner["role"].to_numpy(),
@@ -170,8 +170,9 @@ def _guardian_links(agent_ids: np.ndarray, people: pd.DataFrame, current: Curren
                       ignore_index=True).drop_duplicates()
     roles = people.set_index("sourced_id")["role"]
     roles = roles[~roles.index.duplicated()]
-    known = pd.Index(people["sourced_id"]).union(current.active("users"))
-    ok = isin(links["student"], known) & isin(links["guardian"], known)
+    people_ids, stored = people["sourced_id"], current.active("users")
+    ok = ((isin(links["student"], people_ids) | isin(links["student"], stored))
+          & (isin(links["guardian"], people_ids) | isin(links["guardian"], stored)))
     # A link between two people the drop carries must join a student and a guardian.
     s_role = lookup(links["student"], roles.index, roles.to_numpy(), default="?")
     g_role = lookup(links["guardian"], roles.index, roles.to_numpy(), default="?")

@@ -7,12 +7,12 @@ import pandas as pd
 from processor.bundle.provenance import field_of, file_of
 from processor.bundle.read import LINE, BundleFile
 from processor.validate.issues import issue_frame
-from processor.vector import isin
+from processor.vector import explode, isin
 
 
 def check_single_school(users: BundleFile, ok: pd.Series, org_types: pd.Series) -> tuple[list[pd.DataFrame], pd.Series]:
     df = users.frame
-    orgs = df.loc[ok, "orgSourcedIds"].str.split(",").explode()
+    orgs = explode(df.loc[ok, "orgSourcedIds"])
     schools = orgs[isin(orgs, org_types.index[org_types.eq("school")]).to_numpy()]
     counts = schools.groupby(level=0).nunique()
     many = counts[counts > 1].index

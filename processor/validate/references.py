@@ -14,7 +14,7 @@ from processor.bundle.formats import Field
 from processor.bundle.provenance import FILE, field_of, file_of, files_of, label_of, named, ref_file
 from processor.bundle.read import LINE, BundleFile
 from processor.validate.issues import issue_frame, one_issue
-from processor.vector import isin
+from processor.vector import explode, isin
 
 
 @dataclass
@@ -41,8 +41,7 @@ def check_references(bf: BundleFile, f: Field, active: pd.Series, targets: Targe
             "the bundle nor in the current roster; they were not checked.", file=bf.name, field=label)], rejected
     values = col[use]
     if f.many:
-        values = values.str.split(",").explode()
-        values = values[values.ne("")]
+        values = explode(values)
     valid = targets.valid.get(f.ref, pd.Index([], dtype="str"))
     causes = targets.rejected.get(f.ref, pd.Series([], dtype="str"))
     ok = isin(values, valid)
@@ -66,8 +65,8 @@ def check_references(bf: BundleFile, f: Field, active: pd.Series, targets: Targe
                                   df.loc[v.index, LINE], df.loc[v.index, "sourcedId"], field_of(bf, f.name, v.index),
                                   v, msg))
     if f.strong:
-        bad_rows = (unknown | was_rejected).groupby(level=0).any()
-        rejected = bad_rows.reindex(df.index, fill_value=False)
+        bad = values.index[(unknown | was_rejected).to_numpy()]
+        rejected = pd.Series(df.index.isin(bad), index=df.index)
     return issues, rejected
 
 

@@ -12,7 +12,7 @@ from processor.bundle.formats import GRADES, Field, FileSpec
 from processor.bundle.provenance import FILE, accepts_ext, field_of, file_of, named, relabel, spec_required
 from processor.bundle.read import LINE, BundleFile
 from processor.validate.issues import issue_frame
-from processor.vector import isin
+from processor.vector import explode, isin
 
 DATE_RE = r"^\d{4}-\d{2}-\d{2}$"
 DATETIME_RE = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
@@ -112,14 +112,12 @@ def _invalid(f: Field, col: pd.Series, blank: pd.Series, ext: bool = False) -> t
         has = present
         if not has.any():
             return None, ""
-        items = col[has].str.split(",").explode()
-        items = items[items.ne("")]
+        items = explode(col[has])
         if f.kind == "grades":
             bad_item = ~isin(items, list(GRADES))
         else:
             bad_item = ~items.str.match(USERID_RE)
-        bad_rows = bad_item.groupby(level=0).any()
-        return bad_rows.reindex(col.index, fill_value=False), EXPECTED[f.kind]
+        return pd.Series(col.index.isin(items.index[bad_item.to_numpy()]), index=col.index), EXPECTED[f.kind]
     return None, ""
 
 
