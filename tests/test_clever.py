@@ -231,3 +231,23 @@ def test_staff_titles_can_grant_an_app_role_through_role_overrides(env):
     env.process(CLEVER)
     p = people(env)
     assert p["sf1"]["role"] == "school_admin" and p["t1"]["role"] == "teacher"
+
+
+def test_the_clever_sample_does_what_its_readme_says(sqlite_env):
+    from pathlib import Path
+
+    result = sqlite_env.process(Path(__file__).resolve().parent.parent / "sample_drops" / "clever")
+    assert result.status == "applied" and result.format == "clever" and result.issues == []
+    c = result.counts
+    assert (c["users"].created, c["orgs"].created, c["classes"].created, c["enrollments"].created) == (27, 3, 6, 21)
+    p = people(sqlite_env)
+    assert p["T-3005"]["school"] == "1201" and p["T-3005"]["schools"] == ["1201", "1305"]
+    assert p["500104"]["family_name"] == "Delacroix, Jr." and p["S-4001"]["role"] == "staff"
+    assert len(sqlite_env.export()["guardians"]) == 10
+    grades = rows_of(sqlite_env, "people", "grades")
+    assert (grades["500101"], grades["500103"], grades["500106"], grades["500104"]) == (("KG",), ("PK",), ("TK",),
+                                                                                        ("01",))
+    terms = sorted(rows_of(sqlite_env, "academic_sessions", "title", "start_date", "end_date").values())
+    assert terms == [("2025-2026", "2025-08-13", "2026-06-04"), ("Fall 2025", "2025-08-13", "2025-12-19")]
+    db = (sqlite_env.home / "rosterdrop.db").read_bytes()
+    assert b"Pw101005!" not in db and b"Tch-3001-pw" not in db

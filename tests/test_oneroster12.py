@@ -247,3 +247,24 @@ def test_a_delta_applies_roles_with_their_persons_row_only(env):
     p = people(env)
     assert p["u4"]["schools"] == ["s2", "s1"] and p["u2"]["schools"] == ["s1"]
     assert result.counts["users"].updated == 1
+
+
+def test_the_oneroster12_sample_does_what_its_readme_says(sqlite_env):
+    from pathlib import Path
+
+    result = sqlite_env.process(Path(__file__).resolve().parent.parent / "sample_drops" / "oneroster12")
+    assert result.status == "applied" and result.format == "oneroster-1.2"
+    assert issue_rows(result) == [("extension_value", "roles.csv", 10, "role"),
+                                  ("unsupported_file", "userProfiles.csv", None, None)]
+    assert (result.counts["users"].created, result.counts["enrollments"].created) == (24, 27)
+    p = people(sqlite_env)
+    assert sorted(v["role"] for v in p.values()).count("staff") == 2
+    assert p["tch-1004"]["school"] == "org-mv-ms" and p["tch-1004"]["schools"] == ["org-mv-ms", "org-mv-es"]
+    assert p["adm-1001"]["role"] == "district_admin" and p["adm-1002"]["role"] == "school_admin"
+    assert len(sqlite_env.export()["guardians"]) == 8
+    db = (sqlite_env.home / "rosterdrop.db").read_bytes()
+    assert b"Welcome-2001" not in db and b"Lms!" not in db
+    sqlite_env.configure(lincoln={}, roosevelt={"single_school": True})
+    strict = sqlite_env.process(Path(__file__).resolve().parent.parent / "sample_drops" / "oneroster12",
+                                tenant="roosevelt")
+    assert ("multiple_schools", "users.csv", 7, "orgSourcedId (roles.csv)") in issue_rows(strict, "error")
