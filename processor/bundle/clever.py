@@ -303,7 +303,9 @@ def _users(frames: dict[str, pd.DataFrame], sent: dict[str, list[str]], sections
                            for canon in _sent_as(sent[name], PEOPLE[name], users)})
     optional = {k: frozenset({"username"}) for k in PEOPLE} | {"students.csv#contact": frozenset({"username",
                                                                                                    "givenName"})}
-    return users, sent_columns, Origin(headers=PEOPLE, optional=optional)
+    # agentSourcedIds link students and their contacts, both from students.csv.
+    refs = {"students.csv": {"users": "students.csv"}, "students.csv#contact": {"users": "students.csv"}}
+    return users, sent_columns, Origin(headers=PEOPLE, optional=optional, ref_files=refs)
 
 
 def _students_and_contacts(students: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -380,7 +382,8 @@ def _enrollments(enrollments: pd.DataFrame, sections: pd.DataFrame, teacher_cols
                                           "schoolSourcedId": "School_id", "userSourcedId": col}
     frame = pd.concat(parts, ignore_index=True)
     sent = ["sourcedId", "classSourcedId", "schoolSourcedId", "userSourcedId", "role"]
-    return frame, sent, Origin(headers=headers)
+    refs = {k: {"users": "teachers.csv" if k.startswith("sections.csv") else "students.csv"} for k in headers}
+    return frame, sent, Origin(headers=headers, ref_files=refs)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -30,6 +30,8 @@ class Origin:
     optional: dict[str, frozenset[str]] = field(default_factory=dict)
     # entity → the district's file(s) holding it, for messages that name the file a reference points at
     entity_files: dict[str, str] = field(default_factory=dict)
+    # source → entity → that file, where it depends on the row (Clever: Student_id → students.csv)
+    ref_files: dict[str, dict[str, str]] = field(default_factory=dict)
     # enum columns whose 'ext:' values are valid (OneRoster 1.2 extensions; the reader alerts on them)
     ext_columns: frozenset[str] = frozenset()
 
@@ -130,3 +132,16 @@ def ref_file(bf, entity: str) -> str:
     if origin is not None and entity in origin.entity_files:
         return origin.entity_files[entity]
     return SPECS[entity].filename
+
+
+def ref_files(bf, entity: str, index) -> pd.Series:
+    """ref_file for each row of index, as a string Series (one value unless the format says per row)."""
+    default = ref_file(bf, entity)
+    origin = getattr(bf, "origin", None)
+    if origin is None or not origin.ref_files:
+        return pd.Series(default, index=index, dtype="str")
+    keys = _sources(bf, index)
+    if keys is None:
+        return pd.Series(origin.ref_files.get(bf.name, {}).get(entity, default), index=index, dtype="str")
+    by_key = {k: origin.ref_files.get(k, {}).get(entity, default) for k in pd.unique(keys)}
+    return pd.Series(keys.map(by_key).to_numpy(), index=index, dtype="str")

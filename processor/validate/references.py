@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from processor.bundle.formats import Field
-from processor.bundle.provenance import FILE, field_of, file_of, files_of, label_of, named, ref_file
+from processor.bundle.provenance import (
+    FILE,
+    field_of,
+    file_of,
+    files_of,
+    label_of,
+    named,
+    ref_file,
+    ref_files,
+)
 from processor.bundle.read import LINE, BundleFile
 from processor.validate.issues import issue_frame, one_issue
 from processor.vector import explode, isin
@@ -50,16 +59,16 @@ def check_references(bf: BundleFile, f: Field, active: pd.Series, targets: Targe
     issues: list[pd.DataFrame] = []
     if unknown.any():
         v = values[unknown]
-        msg = (named(bf, f.name, v.index) + " names '" + v + f"', which is neither in {target_file} nor in the "
-               "current roster." + (" Include that record in the export or correct the reference in your SIS."
-                                    if f.strong else " The link was dropped."))
+        msg = (named(bf, f.name, v.index) + " names '" + v + "', which is neither in " + ref_files(bf, f.ref, v.index)
+               + " nor in the current roster." + (" Include that record in the export or correct the reference in "
+                                                  "your SIS." if f.strong else " The link was dropped."))
         issues.append(issue_frame("unknown_reference" if f.strong else "dangling_link", file_of(bf, v.index),
                                   df.loc[v.index, LINE], df.loc[v.index, "sourcedId"], field_of(bf, f.name, v.index),
                                   v, msg))
     if was_rejected.any():
         v = values[was_rejected]
-        msg = (named(bf, f.name, v.index) + " names '" + v + f"' of {target_file}, which was rejected ("
-               + v.map(causes) + ")."
+        msg = (named(bf, f.name, v.index) + " names '" + v + "' of " + ref_files(bf, f.ref, v.index)
+               + ", which was rejected (" + v.map(causes) + ")."
                + (" Fix that record first; this row will then import." if f.strong else " The link was dropped."))
         issues.append(issue_frame("rejected_reference" if f.strong else "dangling_link", file_of(bf, v.index),
                                   df.loc[v.index, LINE], df.loc[v.index, "sourcedId"], field_of(bf, f.name, v.index),
