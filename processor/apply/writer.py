@@ -6,11 +6,12 @@ Updates are delete + insert of the whole row (the new row is complete; the old o
 
 from __future__ import annotations
 
-import io
 import json
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 from sqlalchemy import Connection, delete
 
 from processor.apply.diff import ChangeSet, next_snapshot, write_snapshot
@@ -78,13 +79,15 @@ def _row_json(frame: pd.DataFrame) -> pd.Series:
 
 def _insert(conn: Connection, table: str, cols: list[str], rows: pd.DataFrame) -> None:
     if conn.dialect.name == "postgresql":
-        buf = io.StringIO()
-        rows.to_csv(buf, index=False, header=False)
+        # Arrow's CSV writer (C++) quotes empty strings ("") and leaves NULL empty, which is exactly how
+        # PostgreSQL's CSV COPY tells them apart; pandas' to_csv was 10x slower here.
+        sink = pa.BufferOutputStream()
+        # combine_chunks: pyarrow 26 writes garbage for a column whose first chunk is empty (pd.concat makes those).
+        pacsv.write_csv(pa.Table.from_pandas(rows, preserve_index=False).combine_chunks(), sink,
+                        pacsv.WriteOptions(include_header=False, quoting_style="needed"))
         raw = conn.connection.driver_connection
-        with raw.cursor() as cur, cur.copy(
-                f"COPY {table} ({', '.join(cols)}) FROM STDIN (FORMAT csv, FORCE_NOT_NULL ({_text_cols(table, cols)}))"
-        ) as copy:
-            copy.write(buf.getvalue())
+        with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN (FORMAT csv)") as copy:
+            copy.write(memoryview(sink.getvalue()))
         return
     placeholders = ", ".join("?" for _ in cols)
     columns = [_db_values(rows[c]) for c in cols]
@@ -100,12 +103,6 @@ def _db_values(col: pd.Series) -> list:
     if col.hasnans:
         values[pd.isna(values)] = None
     return values.tolist()
-
-
-def _text_cols(table: str, cols: list[str]) -> str:
-    # Empty strings stay empty strings (CSV format would read them as NULL); NULL-able audit columns excepted.
-    keep_null = {"before", "after", "row_hash"}
-    return ", ".join(c for c in cols if c not in keep_null)
 
 
 def _delete(conn: Connection, table: str, tenant: str, ids: list[str]) -> None:
