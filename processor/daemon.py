@@ -40,6 +40,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections import defaultdict, deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -52,6 +53,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from processor.apply import runs as run_store
 from processor.apply.store import outbox, runs
@@ -73,6 +75,8 @@ MAIL_EVERY_SECONDS = 60.0
 RETRY_EVERY_SECONDS = 60.0
 ORPHAN_MIN_AGE_SECONDS = 60.0  # while running, a spool folder this young may be a receive in flight
 MISSING_DROP_CHECK_SECONDS = 60.0
+TRANSIENT_RETRIES = 8  # a run that fails on a busy or unreachable store is retried this often, with backoff
+TRANSIENT_FIRST_DELAY = 5.0
 
 
 # ---------------------------------------------------------------- entry point
@@ -157,10 +161,13 @@ class Daemon:
         self._running: dict[str, tuple[Drop, Future, int]] = {}  # tenant -> its one running run
         self._known: set[str] = set()  # run ids waiting or running: a run is never queued twice
         self._retried: set[str] = set()
+        self._transient: dict[str, int] = {}  # run id -> transient failures so far
+        self._not_before: dict[str, float] = {}  # run id -> monotonic time before which it is not retried
         self._pool: ProcessPoolExecutor | None = None
         self._pool_generation = 0
         self._lock = threading.Lock()
-        self._receive_locks: dict[str, threading.RLock] = defaultdict(threading.RLock)
+        # made up front: a defaultdict filled from several door threads could hand out two locks for one tenant
+        self._receive_locks = {t: threading.RLock() for t in self.tenants}
         self._failed_hand_overs: dict[Path, tuple[str, str]] = {}  # path -> (tenant, source)
         self._old_handlers: dict[int, object] = {}
         self._mailer = _Mailer(ctx)
@@ -229,7 +236,9 @@ class Daemon:
 
     def _dispatch(self) -> None:
         """Give each idle tenant its next drop, oldest first, while a worker is free."""
-        ready = [t for t, q in self._waiting.items() if q and t not in self._running]
+        now = time.monotonic()
+        ready = [t for t, q in self._waiting.items() if q and t not in self._running
+                 and self._not_before.get(q[0].run_id, 0) <= now]
         for tenant in sorted(ready, key=lambda t: self._waiting[t][0].received_at):
             if len(self._running) >= self.workers:
                 return
@@ -259,11 +268,31 @@ class Daemon:
                 return
             self._failed(drop, "its worker process died")
             return
-        except Exception as exc:  # noqa: BLE001 - a failed run is logged and kept, never fatal to the loop
-            self._failed(drop, str(exc) or type(exc).__name__)
+        except RunFailed as exc:
+            if exc.transient and self._retry_later(drop, exc.reason):
+                return
+            self._failed(drop, exc.reason)
             return
+        except Exception as exc:  # noqa: BLE001 - a failed run is logged and kept, never fatal to the loop
+            self._failed(drop, type(exc).__name__)
+            return
+        self._transient.pop(drop.run_id, None)
+        self._not_before.pop(drop.run_id, None)
         log.debug("run %s tenant %s: worker done (%s)", drop.run_id, drop.tenant, status)
         self._mailer.kick()
+
+    def _retry_later(self, drop: Drop, why: str) -> bool:
+        """A busy or unreachable store: the same run again after a backoff, still first in its tenant's line."""
+        tries = self._transient.get(drop.run_id, 0) + 1
+        if tries > TRANSIENT_RETRIES:
+            return False
+        self._transient[drop.run_id] = tries
+        delay = min(TRANSIENT_FIRST_DELAY * 2 ** (tries - 1), 300.0)
+        self._not_before[drop.run_id] = time.monotonic() + delay
+        log.warning("run %s tenant %s: the store failed (%s); retrying in %.0f s (try %d of %d)", drop.run_id,
+                    drop.tenant, why, delay, tries, TRANSIENT_RETRIES)
+        self._enqueue(drop, front=True)
+        return True
 
     def _failed(self, drop: Drop, why: str) -> None:
         self.errors += 1
@@ -279,6 +308,7 @@ class Daemon:
         raised back to the door (which keeps the file and logs it) and the hand-over is retried every
         minute.
         """
+        self.ctx.config.tenant(tenant)  # ConfigError for a tenant that is not configured
         with self._receive_locks[tenant]:  # one receive per tenant at a time: the sha checks see each other
             if not os.path.lexists(path):
                 return None
@@ -511,9 +541,9 @@ class Daemon:
 
     def _shutdown(self) -> int:
         """Close the doors, let current runs finish (daemon.stop_timeout_seconds), stop the workers."""
+        self._close_doors()
         if not self.burst:
             log.info("stopping: doors closed; waiting for %d current runs", len(self._running))
-        self._close_doors()
         deadline = time.monotonic() + self.config.daemon.stop_timeout_seconds
         while self._running and time.monotonic() < deadline:
             self._handle_events(0.05)
@@ -589,7 +619,12 @@ PR_SET_PDEATHSIG = 1
 
 
 class RunFailed(Exception):
-    """A run raised in a worker; carries only the exception's type name (messages may hold roster data)."""
+    """A run raised in a worker. It carries no exception message: those may quote roster rows."""
+
+    def __init__(self, reason: str, transient: bool = False) -> None:
+        super().__init__(reason, transient)
+        self.reason = reason
+        self.transient = transient
 
 
 def _worker_init(home: str, config: Config, parent_pid: int, log_level: int) -> None:
@@ -625,21 +660,33 @@ def _ready() -> None:
 
 
 def _process_in_worker(drop: Drop) -> str:
-    """Process one drop in a worker process; its final status."""
+    """Process one drop in a worker process; its final status. RunFailed if it raised."""
     ctx = _WORKER_CTX
     assert ctx is not None, "worker not initialised"
-    row = run_store.run_row(ctx.engine, drop.run_id)
-    if row["status"] not in UNFINISHED:
-        return row["status"]  # finished elsewhere since it was queued (another daemon, a CLI command)
-    with ctx.engine.connect() as conn:
-        newer = run_store.newer_applied(conn, drop.tenant, drop.received_at, drop.run_id)
-    if newer:
-        return _supersede(ctx, drop, newer)
     try:
+        row = run_store.run_row(ctx.engine, drop.run_id)
+        if row["status"] not in UNFINISHED:
+            return row["status"]  # finished elsewhere since it was queued (another daemon, a CLI command)
+        with ctx.engine.connect() as conn:
+            newer = run_store.newer_applied(conn, drop.tenant, drop.received_at, drop.run_id)
+        if newer:
+            return _supersede(ctx, drop, newer)
         return process_drop(ctx, drop).status.value
     except Exception as exc:
-        log.exception("run %s tenant %s: processing failed", drop.run_id, drop.tenant)
-        raise RunFailed(type(exc).__name__) from None
+        reason = _describe(exc)
+        # The frames say where it failed; the message is left out because it may quote roster rows
+        # (SQLAlchemy puts the statement's parameters in it). -vv logs it whole.
+        log.error("run %s tenant %s: processing failed: %s\n%s", drop.run_id, drop.tenant, reason,
+                  "".join(traceback.format_tb(exc.__traceback__)).rstrip())
+        log.debug("run %s tenant %s: the failure in full", drop.run_id, drop.tenant, exc_info=True)
+        raise RunFailed(reason, transient=isinstance(exc, OperationalError)) from None
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception's type, and for a database error the driver's own message (e.g. `database is locked`)."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return f"{type(exc).__name__}: {str(exc.orig).splitlines()[0][:200]}"
+    return type(exc).__name__
 
 
 def _supersede(ctx: Context, drop: Drop, newer: str) -> str:

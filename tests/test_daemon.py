@@ -49,7 +49,8 @@ HOOK = '''
 import os, time
 _marker = os.environ.get("RD_HOOK_MARKER")
 _fail = os.environ.get("RD_HOOK_FAIL_NAME")
-if _marker or _fail:
+_locked_once = os.environ.get("RD_HOOK_LOCKED_ONCE")
+if _marker or _fail or _locked_once:
     import processor.pipeline as _p
     if _marker:
         _apply = _p.apply_changes
@@ -66,6 +67,16 @@ if _marker or _fail:
                 raise RuntimeError("injected failure")
             return _process(ctx, drop, *args, **kwargs)
         _p.process_drop = _failing
+    if _locked_once:
+        import sqlite3
+        from sqlalchemy.exc import OperationalError
+        _process_once = _p.process_drop
+        def _locked(ctx, drop, *args, **kwargs):
+            if not os.path.exists(_locked_once):
+                open(_locked_once, "w").close()
+                raise OperationalError("INSERT INTO people ...", {}, sqlite3.OperationalError("database is locked"))
+            return _process_once(ctx, drop, *args, **kwargs)
+        _p.process_drop = _locked
 '''
 
 
@@ -439,7 +450,7 @@ def test_a_second_signal_stops_at_once_and_the_run_resumes_later(tmp_path, hook_
         daemon.wait_log("stopping")
         daemon.signal(signal.SIGINT)
         rc, took = daemon.wait(5)
-        assert not pid_alive(worker)
+        wait_for(lambda: not pid_alive(worker), timeout=5)
     finally:
         daemon.kill_all()
     assert rc == 0 and took < 3, daemon.log()
@@ -518,6 +529,19 @@ def test_a_failed_run_is_kept_the_next_drop_goes_ahead_and_the_old_one_is_supers
     assert after[failed] == "superseded"
     assert sorted(after.values()) == ["applied", "superseded"]
     assert audit_rows(engine, failed) == 0
+
+
+def test_a_busy_store_is_retried_in_the_same_process(tmp_path, hook_path, monkeypatch, caplog):
+    home = tmp_path / "home"
+    write_home(home, ["lincoln"], daemon={"workers": 1})
+    zip_folder(SAMPLES / "clean", home / "inbox" / "lincoln" / "nightly.zip")
+    monkeypatch.setenv("PYTHONPATH", hook_path)
+    monkeypatch.setenv("RD_HOOK_LOCKED_ONCE", str(tmp_path / "locked-once"))
+    monkeypatch.setattr("processor.daemon.TRANSIENT_FIRST_DELAY", 0.1)
+    assert Daemon(Context.load(home), burst=True).run() == 0
+    [run] = runs_of(engine_of(home), "lincoln")
+    assert run["status"] == "applied"
+    assert "the store failed (OperationalError: database is locked); retrying" in caplog.text
 
 
 def test_a_newer_drop_is_processed_normally_while_a_run_is_held(tmp_path):
