@@ -158,7 +158,10 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
+    # Daemon workers of several tenants write the same file; SQLite serialises writers, and a first load of
+    # a 300k-student district holds the write lock for tens of seconds, so a writer may queue behind several
+    # of them (30 s gave "database is locked" with 3 parallel 300k loads on 2 cores).
+    cur.execute("PRAGMA busy_timeout=300000")
     cur.execute("PRAGMA cache_size=-262144")  # 256 MiB of page cache: big loads touch many index pages
     cur.execute("PRAGMA temp_store=MEMORY")
     cur.close()
