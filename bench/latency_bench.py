@@ -146,7 +146,7 @@ def latency(port: int, engine, uploads: int) -> None:
     print(f"  first load (all rows created): {lat[0]:.3f} s")
     print(f"  nightlies (no change):         median {pct(rest, 50):.3f} s, p95 {pct(rest, 95):.3f} s, "
           f"max {max(rest):.3f} s")
-    print(f"  all {uploads}:                  median {pct(lat, 50):.3f} s, p95 {pct(lat, 95):.3f} s")
+    print(f"  all {uploads} uploads:              median {pct(lat, 50):.3f} s, p95 {pct(lat, 95):.3f} s")
     print(f"  of which the client's close (spool + record on the server): median {pct(close, 50) * 1000:.0f} ms")
 
 
