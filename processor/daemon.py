@@ -155,7 +155,6 @@ class Daemon:
         self.watcher = None
         self.scheduler: BackgroundScheduler | None = None
         self.stopping = threading.Event()  # set by a signal or request_stop(): the loop ends
-        self._force = False
         self._events: queue.Queue = queue.Queue()  # ("drop", Drop) from the doors, ("done", Drop, Future)
         self._waiting: dict[str, deque[Drop]] = defaultdict(deque)  # per tenant, arrival order
         self._running: dict[str, tuple[Drop, Future, int]] = {}  # tenant -> its one running run
@@ -534,7 +533,6 @@ class Daemon:
         if not self.stopping.is_set():
             self.stopping.set()
             return
-        self._force = True
         os.write(2, b"rosterdrop: second signal: stopping at once; interrupted runs resume at the next start\n")
         self._kill_workers()
         os._exit(0)
