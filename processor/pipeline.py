@@ -16,6 +16,7 @@ from processor.apply.holds import check_holds, counts_by_entity
 from processor.apply.store import ENTITY_TABLES
 from processor.apply.writer import apply_changes
 from processor.bundle.read import read_bundle
+from processor.config import Policy
 from processor.context import Context, UserError
 from processor.convert.roster import TABLE_OF, Roster, convert
 from processor.intake.spool import Drop, archive, sha256_of, take
@@ -73,8 +74,8 @@ def _duplicate(ctx: Context, path: Path, tenant: str, source: str, sha: str, ear
                            message=f"These exact bytes were already processed in run {earlier}; nothing was done.")])
     spooled = ""
     if move:  # never silently drop a file a district sent: keep it with the archive
-        spooled = str(take(ctx, path, tenant, run_id, move=True).parent)
-        archive(ctx, Path(spooled), tenant, run_id)
+        taken = take(ctx, path, tenant, run_id, move=True)
+        spooled = str(archive(ctx, taken.parent, tenant, run_id) / taken.name)
     run_store.record_run(ctx.engine, result, path.name, spooled, ctx.config.tenant(tenant).name)
     log.info("run %s tenant %s: duplicate of run %s", run_id, tenant, earlier)
     return result
@@ -87,39 +88,55 @@ def process_drop(ctx: Context, drop: Drop, dry_run: bool = False, force: bool = 
     engine = ctx.engine
     result = RunResult(run_id=drop.run_id, tenant=tenant, status=RunStatus.PROCESSING, source=drop.source,
                        received_at=drop.received_at, sha256=drop.sha256)
+    superseded: list[tuple[str, str | None]] = []
     with run_store.tenant_lock(engine, tenant, drop.run_id):
-        if not dry_run:
-            run_store.set_status(engine, drop.run_id, RunStatus.PROCESSING)
-        with _stage(result, "read"):
-            bundle = read_bundle(drop.path)
-        result.format = bundle.format
-        with _stage(result, "validate"):
-            with engine.connect() as conn:
-                current = load_current_roster(conn, tenant, bundle.modes)
-            validation = validate(bundle, policy, current)
-        if validation.fatal:
-            return _finish(ctx, drop, result, validation.issues, None, None, RunStatus.REJECTED, dry_run)
-        with _stage(result, "convert"):
-            roster = convert(bundle, validation, policy, current)
-            issues = sort_issues(concat_issues([validation.issues, *roster.issues]))
-        rejected = {e: validation.rejected_count(e) for e in validation.rejected}
-        with engine.begin() as conn:
-            with _stage(result, "diff"):
-                changes = compute_changes(conn, tenant, roster)
-            result.counts = {e: Counts(**c) for e, c in counts_by_entity(changes, rejected, roster.skipped).items()}
-            with _stage(result, "holds"):
-                holds = check_holds(conn, tenant, changes, roster, policy) if not force else concat_issues([])
-            issues = sort_issues(concat_issues([holds, issues]))
-            if len(holds):
-                return _finish(ctx, drop, result, issues, changes, roster, RunStatus.HELD, dry_run, conn)
-            if dry_run:
-                return _finish(ctx, drop, result, issues, changes, roster, RunStatus.APPLIED, dry_run, conn)
-            with _stage(result, "apply"):
-                apply_changes(conn, tenant, drop.run_id, changes)
-            superseded = run_store.supersede_older_holds(conn, tenant, drop.received_at)
-            if superseded:
-                log.info("run %s tenant %s: supersedes held runs %s", drop.run_id, tenant, ", ".join(superseded))
+        result = _process(ctx, drop, result, policy, dry_run, force, superseded)
+    # After the commit, never before: a run that did not commit must find its spooled bundle to resume.
+    if result.status != RunStatus.HELD:
+        archive(ctx, drop.path.parent, drop.tenant, drop.run_id)
+    for old_id, old_spool in superseded:  # holds a newer drop replaced can never be released
+        log.info("run %s tenant %s: supersedes held run %s", drop.run_id, tenant, old_id)
+        if old_spool:
+            archive(ctx, Path(old_spool).parent, tenant, old_id)
+    return result
+
+
+def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_run: bool, force: bool,
+             superseded: list) -> RunResult:
+    tenant, engine = drop.tenant, ctx.engine
+    if not dry_run:
+        run_store.set_status(engine, drop.run_id, RunStatus.PROCESSING)
+    with _stage(result, "read"):
+        bundle = read_bundle(drop.path)
+    result.format = bundle.format
+    with _stage(result, "validate"):
+        with engine.connect() as conn:
+            current = load_current_roster(conn, tenant, bundle.modes)
+        validation = validate(bundle, policy, current)
+    if validation.fatal:
+        return _finish(ctx, drop, result, validation.issues, None, None, RunStatus.REJECTED, dry_run)
+    with _stage(result, "convert"):
+        roster = convert(bundle, validation, policy, current)
+        issues = sort_issues(concat_issues([validation.issues, *roster.issues]))
+    rejected = {e: validation.rejected_count(e) for e in validation.rejected}
+    with engine.begin() as conn:
+        # Write first: on SQLite this takes the write lock before the diff reads, so a transaction that
+        # has read never has to upgrade to writing after another tenant's commit ("database is locked").
+        run_store.touch(conn, drop.run_id)
+        with _stage(result, "diff"):
+            changes = compute_changes(conn, tenant, roster)
+        result.counts = {e: Counts(**c) for e, c in counts_by_entity(changes, rejected, roster.skipped).items()}
+        with _stage(result, "holds"):
+            holds = check_holds(conn, tenant, changes, roster, policy) if not force else concat_issues([])
+        issues = sort_issues(concat_issues([holds, issues]))
+        if len(holds):
+            return _finish(ctx, drop, result, issues, changes, roster, RunStatus.HELD, dry_run, conn)
+        if dry_run:
             return _finish(ctx, drop, result, issues, changes, roster, RunStatus.APPLIED, dry_run, conn)
+        with _stage(result, "apply"):
+            apply_changes(conn, tenant, drop.run_id, changes)
+        superseded.extend(run_store.supersede_older_holds(conn, tenant, drop.received_at))
+        return _finish(ctx, drop, result, issues, changes, roster, RunStatus.APPLIED, dry_run, conn)
 
 
 @contextmanager
@@ -154,8 +171,6 @@ def _finish(ctx: Context, drop: Drop, result: RunResult, issues: pd.DataFrame, c
                 _save(ctx, own, result, data, report_dir, dry_run)
         else:
             _save(ctx, conn, result, data, report_dir, dry_run)
-    if status != RunStatus.HELD or dry_run:
-        archive(ctx, drop.path.parent, drop.tenant, drop.run_id)
     counts = " ".join(f"{e}:+{c.created}~{c.updated}-{c.deactivated}" for e, c in result.counts.items())
     log.info("run %s tenant %s: %s (%s) %d issues", drop.run_id, drop.tenant, result.status.value,
              counts, len(result.issues))

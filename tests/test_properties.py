@@ -83,7 +83,7 @@ def test_bulk_a_then_b_leaves_exactly_b_and_the_audit_log_reverts_to_a(sqlite_en
     env.configure(lincoln={"max_deactivated_percent": 100, "max_guardians_per_student": 100})
     with env.ctx.engine.begin() as conn:  # each example starts from an empty roster
         for t in ("orgs", "academic_sessions", "courses", "classes", "people", "enrollments", "guardian_links",
-                  "audit", "runs"):
+                  "audit", "runs", "roster_snapshots"):
             conn.exec_driver_sql(f"DELETE FROM {t}")
     first = env.process(a)
     assert first.status == "applied", [i.message for i in first.issues]

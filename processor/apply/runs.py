@@ -99,12 +99,17 @@ def newer_applied(conn: Connection, tenant: str, received_at: str, run_id: str) 
     return row[0] if row else None
 
 
-def supersede_older_holds(conn: Connection, tenant: str, received_at: str) -> list[str]:
-    ids = [r[0] for r in conn.execute(select(runs.c.run_id).where(
+def supersede_older_holds(conn: Connection, tenant: str, received_at: str) -> list[tuple[str, str | None]]:
+    """Mark the tenant's older held runs superseded; returns their (run_id, spool_path)."""
+    held = [(r[0], r[1]) for r in conn.execute(select(runs.c.run_id, runs.c.spool_path).where(
         runs.c.tenant == tenant, runs.c.status == "held", runs.c.received_at < received_at)).all()]
-    if ids:
-        conn.execute(update(runs).where(runs.c.run_id.in_(ids)).values(status="superseded"))
-    return ids
+    if held:
+        conn.execute(update(runs).where(runs.c.run_id.in_([h[0] for h in held])).values(status="superseded"))
+    return held
+
+
+def touch(conn: Connection, run_id: str) -> None:
+    conn.execute(update(runs).where(runs.c.run_id == run_id).values(status=runs.c.status))
 
 
 # ---------------------------------------------------------------- per-tenant lock

@@ -169,7 +169,8 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 
 def open_store(url: str, create: bool = True) -> Engine:
     """An engine for the store; creates missing tables (the schema is not released yet: no migrations)."""
-    engine = create_engine(url, future=True)
+    # hide_parameters: a logged database error must never carry roster values (names, emails).
+    engine = create_engine(url, future=True, hide_parameters=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     if create:
