@@ -55,7 +55,8 @@ port = 2222
 
 
 def tenant_block(tenant_id: str) -> str:
-    return (f'\n[tenants.{tenant_id}]\nname = "{tenant_id}"\nreport_to = []\n\n'
+    return (f'\n[tenants.{tenant_id}]\nname = "{tenant_id}"\n'
+            f'report_to = ["it@{tenant_id}.example"]   # who gets sync reports: put the district\'s admins here\n\n'
             f"[tenants.{tenant_id}.policy]\n")
 
 
