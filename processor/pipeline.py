@@ -246,6 +246,16 @@ def _school_counts(changes: ChangeSet, roster: Roster | None, conn: Connection |
         if c not in table:
             table[c] = 0
     table["unchanged"] = 0
+    if roster is not None:
+        # Unchanged per school: the drop's active rows there, less the ones it creates or updates.
+        for entity in ("people", "classes", "enrollments"):
+            frame = roster.tables.get(entity)
+            if frame is None or "school" not in frame:
+                continue
+            seen = frame.loc[frame["status"].eq("active"), "school"].value_counts()
+            rows = table["entity"].eq(entity)
+            sent = table.loc[rows, "school"].map(seen).fillna(0).astype("int64")
+            table.loc[rows, "unchanged"] = (sent - table.loc[rows, "created"] - table.loc[rows, "updated"]).clip(lower=0)
     names = _school_names(roster, conn, tenant)
     table["school_name"] = table["school"].map(names).fillna("(no school)")
     return table[["school", "school_name", "entity", "created", "updated", "deactivated", "unchanged"]]
