@@ -7,6 +7,7 @@ import json
 from sqlalchemy import select
 
 from processor.apply.store import ENTITY_TABLES
+from tests.bundles import with_changes
 from tests.conftest import issue_rows
 
 # Column order is free in Clever files; these use a different order in each file on purpose.
@@ -47,14 +48,7 @@ CLEVER = {"schools.csv": SCHOOLS, "students.csv": STUDENTS, "teachers.csv": TEAC
 
 
 def drop(**files: str | bytes | None) -> dict:
-    out = dict(CLEVER)
-    for key, value in files.items():
-        name = key.replace("_csv", ".csv")
-        if value is None:
-            out.pop(name, None)
-        else:
-            out[name] = value
-    return out
+    return with_changes(CLEVER, **files)
 
 
 def people(env, include_inactive=False) -> dict[str, dict]:

@@ -7,7 +7,7 @@ import json
 from sqlalchemy import select
 
 from processor.apply.store import ENTITY_TABLES
-from tests.bundles import CLASSES, COURSES, ENROLLMENTS, ORGS, SESSIONS
+from tests.bundles import CLASSES, COURSES, ENROLLMENTS, ORGS, SESSIONS, with_changes
 from tests.conftest import issue_rows
 
 # users.csv of 1.2: no role, no orgSourcedIds; the new columns at the end. u1's password must never be stored.
@@ -61,14 +61,7 @@ def people(env, include_inactive=False) -> dict[str, dict]:
 
 
 def with_files(**files: str | bytes | None) -> dict:
-    out = dict(BUNDLE)
-    for key, value in files.items():
-        name = key.replace("_csv", ".csv")
-        if value is None:
-            out.pop(name, None)
-        else:
-            out[name] = value
-    return out
+    return with_changes(BUNDLE, **files)
 
 
 def stored_data(env, sourced_id: str) -> dict:
