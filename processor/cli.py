@@ -74,7 +74,8 @@ def _deliver_quietly(ctx: Context) -> None:
 
         deliver_due(ctx, force=True)
     except Exception as exc:  # noqa: BLE001 - any mail failure must not change the run's outcome
-        log.warning("email delivery failed, it stays queued: %s", exc)
+        # The type only: SMTP errors can quote recipient addresses. `rosterdrop outbox list` shows the detail.
+        log.warning("email delivery failed (%s); it stays queued, see `rosterdrop outbox list`", type(exc).__name__)
 
 
 def cmd_runs_list(args, home: Path) -> int:
