@@ -39,6 +39,7 @@ from processor.home import init_home
 from processor.intake.auth import set_password
 from processor.intake.spool import take
 from processor.pipeline import process_path, receive
+from tests.helpers import wait_for as _wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_drops"
@@ -84,14 +85,9 @@ if _marker or _fail or _locked_once:
 # ---------------------------------------------------------------- helpers
 
 
+
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
+    return _wait_for(predicate, timeout, interval)
 
 
 def free_port() -> int:

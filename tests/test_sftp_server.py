@@ -18,20 +18,13 @@ from processor.apply.store import credentials, open_store
 from processor.home import init_home
 from processor.intake.auth import LoginThrottle, add_key, hash_password
 from processor.intake.sftp_server import SftpServer
+from tests.helpers import wait_for
 
 TENANTS = ["lincoln", "roosevelt"]
 PASSWORDS = {"lincoln": "lincoln-secret-1", "roosevelt": "roosevelt-secret-1"}
 QUIET = 0.5
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
 
 
 class Spool:

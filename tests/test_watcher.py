@@ -13,19 +13,12 @@ import pytest
 
 from processor.home import init_home
 from processor.intake.watcher import InboxWatcher, zip_ok
+from tests.helpers import wait_for
 
 TENANTS = ["lincoln", "roosevelt"]
 STABLE = 0.2
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
 
 
 class Spool:
