@@ -346,10 +346,11 @@ def _clean_values(spec: FileSpec, frame: pd.DataFrame, issues: list[pd.DataFrame
     for c in frame.columns:
         if c == LINE:
             continue
-        col = frame[c]
-        # Strip only where needed: most exports are clean, and strip on 2M rows is not free.
-        if pc.any(pc.match_substring_regex(arrow(col), r"^\s|\s$")).as_py():
-            frame[c] = col.str.strip()
+        # Trim in Arrow, and replace the column only where something was trimmed (most exports are clean).
+        arr = arrow(frame[c])
+        trimmed = pc.utf8_trim_whitespace(arr)
+        if pc.any(pc.not_equal(pc.binary_length(trimmed), pc.binary_length(arr))).as_py():
+            frame[c] = pd.Series(trimmed, index=frame.index, dtype="str")
     for f in spec.fields:
         if f.kind == "enum":
             frame[f.name] = _normalize_enum(spec, f.name, f.enum, frame[f.name], issues)
