@@ -241,11 +241,19 @@ def _print_table(rows: list[dict], cols: list[str]) -> None:
 # ---------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 1 (CONTRACT.md section 3), not argparse's 2, which means "rejected" here."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     def shared(suppress: bool) -> argparse.ArgumentParser:
         # Declared once; on subcommands the defaults are suppressed so `rosterdrop --home X cmd` keeps X.
         d = {"default": argparse.SUPPRESS} if suppress else {}
-        sp = argparse.ArgumentParser(add_help=False)
+        sp = _Parser(add_help=False)
         sp.add_argument("--home", metavar="DIR", **d,
                         help="home folder (default: $ROSTERDROP_HOME, else ./rosterdrop-home)")
         sp.add_argument("--json", action="store_true", **d, help="print exactly one JSON object on stdout")
@@ -254,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     common = shared(suppress=True)
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="rosterdrop", parents=[shared(suppress=False)],
         description="Receive district OneRoster CSV drops, validate, apply them to the roster store, "
                     "and email a sync report.")

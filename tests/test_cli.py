@@ -60,6 +60,14 @@ def test_contract_commands_all_exist():
     assert len(table) >= 14 and table <= ours, table - ours
 
 
+def test_usage_errors_exit_1_not_2(tmp_path):
+    # Exit 2 means "rejected" for process; a usage error must never look like a rejected drop.
+    for args in (["process"], ["process", "x.zip"], ["nope"], ["holds", "release"], ["runs", "list", "--bogus"]):
+        out = run_cli(*args, home=tmp_path / "h")
+        assert out.returncode == 1, (args, out.returncode, out.stderr)
+        assert "usage:" in out.stderr
+
+
 def test_python_m_processor_and_help_exit_zero(tmp_path):
     out = subprocess.run([sys.executable, "-m", "processor", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and "process" in out.stdout
