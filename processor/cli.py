@@ -214,7 +214,10 @@ def cmd_tenant_passwd(args, home: Path) -> int:
     if len(pw) < 8:
         raise UserError("the password must have at least 8 characters; nothing changed")
     set_password(ctx.engine, args.tenant_id, pw)
-    print(f"SFTP password set for tenant {args.tenant_id}")
+    if args.json:
+        _print_json({"tenant": args.tenant_id, "password": "set"})
+    else:
+        print(f"SFTP password set for tenant {args.tenant_id}")
     return 0
 
 
@@ -224,7 +227,10 @@ def cmd_tenant_add_key(args, home: Path) -> int:
     ctx = Context.load(home)
     ctx.config.tenant(args.tenant_id)
     fingerprint = add_key(ctx.engine, args.tenant_id, Path(args.pubkey_file))
-    print(f"authorized key {fingerprint} for tenant {args.tenant_id}")
+    if args.json:
+        _print_json({"tenant": args.tenant_id, "fingerprint": fingerprint})
+    else:
+        print(f"authorized key {fingerprint} for tenant {args.tenant_id}")
     return 0
 
 
