@@ -76,7 +76,7 @@ def json_rows(df: pd.DataFrame) -> pd.Series:
         parts.append(_escape(arrow(df[col].fillna("").astype("str"))))
         parts.append('"')
     parts.append("}")
-    joined = pc.binary_join_element_wise(*[_broadcast(p, len(df)) for p in parts], _broadcast("", 0))
+    joined = pc.binary_join_element_wise(*[_broadcast(p) for p in parts], _broadcast(""))
     return pd.Series(joined, index=df.index, dtype="str")
 
 
@@ -91,7 +91,7 @@ def _escape(arr: pa.Array) -> pa.Array:
     return arr
 
 
-def _broadcast(part, n: int):
+def _broadcast(part):
     if isinstance(part, str):
         return pa.scalar(part, type=pa.large_string())
     return part
