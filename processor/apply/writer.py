@@ -18,6 +18,7 @@ from processor.apply.diff import ChangeSet, next_snapshot, write_snapshot
 from processor.apply.store import ENTITY_COLUMNS, ENTITY_TABLES, audit, snapshots
 from processor.vector import arrow, json_rows
 
+INSERT_SLICE = 100_000
 AUDIT_COLUMNS = ["tenant", "run_id", "entity", "sourced_id", "action", "before", "after"]
 
 
@@ -89,10 +90,12 @@ def _insert(conn: Connection, table: str, cols: list[str], rows: pd.DataFrame) -
         with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN (FORMAT csv)") as copy:
             copy.write(memoryview(sink.getvalue()))
         return
-    placeholders = ", ".join("?" for _ in cols)
-    columns = [_db_values(rows[c]) for c in cols]
-    conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({placeholders})",
-                         list(zip(*columns, strict=True)))  # SQLAlchemy needs a list to detect executemany
+    sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
+    # In slices: the DB-API wants Python objects, and 2M rows of them at once cost ~1.5 GB of peak memory.
+    for start in range(0, len(rows), INSERT_SLICE):
+        part = rows.iloc[start:start + INSERT_SLICE]
+        columns = [_db_values(part[c]) for c in cols]
+        conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))  # a list: SQLAlchemy then uses executemany
 
 
 def _db_values(col: pd.Series) -> list:
