@@ -27,7 +27,7 @@ from processor.bundle.formats import (
 from processor.bundle.provenance import Origin
 from processor.bundle.unpack import Limits, Unpacked, unpack
 from processor.validate.issues import issue_frame, one_issue
-from processor.vector import arrow
+from processor.vector import arrow, isin
 
 LINE = "_line"  # the line the district sees in its file (header = 1)
 _FIRST_LINE = re.compile(r"[^\r\n]*")
@@ -377,25 +377,24 @@ def _normalize_enum(spec: FileSpec, name: str, allowed: tuple[str, ...], col: pd
         canon = lookup.get(u.lower())
         if canon is not None:
             mapping[u] = canon
-    if not mapping:
-        return col
-    changed = col.isin(list(mapping))
-    examples = ", ".join(f"{k!r} → {v!r}" for k, v in list(mapping.items())[:5])
-    issues.append(one_issue(
-        "normalized_value", f"{int(changed.sum())} value(s) of {name} in {spec.filename} were read in their "
-        f"OneRoster spelling ({examples}).", file=spec.filename, field=name))
-    return col.replace(mapping)
+    return _apply_mapping(spec, name, col, mapping, "in their OneRoster spelling", issues)
 
 
 def _normalize_bool(spec: FileSpec, name: str, col: pd.Series, issues: list[pd.DataFrame]) -> pd.Series:
     uniques = pd.unique(col)
     mapping = {u: BOOL_VALUES[u.lower()] for u in uniques
                if u not in ("", "true", "false") and u.lower() in BOOL_VALUES}
+    return _apply_mapping(spec, name, col, mapping, "as booleans", issues)
+
+
+def _apply_mapping(spec: FileSpec, name: str, col: pd.Series, mapping: dict[str, str], how: str,
+                   issues: list[pd.DataFrame]) -> pd.Series:
+    """Replace the mapped spellings, with one normalized_value alert per file and field."""
     if not mapping:
         return col
-    changed = col.isin(list(mapping))
+    changed = isin(col, list(mapping))
     examples = ", ".join(f"{k!r} → {v!r}" for k, v in list(mapping.items())[:5])
     issues.append(one_issue(
-        "normalized_value", f"{int(changed.sum())} value(s) of {name} in {spec.filename} were read as "
-        f"booleans ({examples}).", file=spec.filename, field=name))
+        "normalized_value", f"{int(changed.sum())} value(s) of {name} in {spec.filename} were read {how} "
+        f"({examples}).", file=spec.filename, field=name))
     return col.replace(mapping)
