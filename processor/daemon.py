@@ -63,7 +63,7 @@ from processor.intake import pull
 from processor.intake.loose import LooseCsvCollector, is_ignored, is_loose_csv
 from processor.intake.spool import Drop, archive, spooled_bundle, spooled_runs
 from processor.pipeline import process_drop, receive
-from processor.runs import IssueOut, RunResult, RunStatus, now_iso
+from processor.runs import RunResult
 
 log = logging.getLogger("rosterdrop.daemon")
 
@@ -689,15 +689,7 @@ def _describe(exc: BaseException) -> str:
 
 def _supersede(ctx: Context, drop: Drop, newer: str) -> str:
     """An unfinished run older than an applied one: applying it now would undo the newer roster."""
-    result = run_store.get_result(ctx.engine, drop.run_id)
-    result.status = RunStatus.SUPERSEDED
-    result.finished_at = now_iso()
-    result.issues = [*result.issues, IssueOut(
-        severity="alert", code="superseded",
-        message=f"A newer drop (run {newer}) was applied before this one could be processed; applying this "
-                "older drop would undo it. Nothing was applied.")]
-    with ctx.engine.begin() as conn:
-        run_store.save_result(conn, result)
+    result = run_store.mark_superseded(ctx.engine, drop.run_id, newer, "before this one could be processed")
     archive(ctx, drop.path.parent, drop.tenant, drop.run_id)
     log.info("run %s tenant %s: superseded by run %s; nothing applied", drop.run_id, drop.tenant, newer)
     return result.status.value

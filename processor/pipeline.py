@@ -308,18 +308,10 @@ def release_hold(ctx: Context, run_id: str) -> RunResult:
         return run_store.get_result(ctx.engine, run_id)
     if row["status"] != RunStatus.HELD:
         raise UserError(f"run {run_id} is not held (its status is {row['status']}); only held runs can be released")
-    with ctx.engine.begin() as conn:
+    with ctx.engine.connect() as conn:
         newer = run_store.newer_applied(conn, row["tenant"], row["received_at"], run_id)
-        if newer:
-            result = run_store.get_result(ctx.engine, run_id)
-            result.status = RunStatus.SUPERSEDED
-            result.finished_at = now_iso()
-            result.issues = [*result.issues, IssueOut(
-                severity="alert", code="superseded",
-                message=f"A newer drop (run {newer}) was applied after this one was held; releasing this older drop "
-                        "would undo it. Nothing was applied.")]
-            run_store.save_result(conn, result)
-            return result
+    if newer:
+        return run_store.mark_superseded(ctx.engine, run_id, newer, "after this one was held")
     drop = Drop(run_id, row["tenant"], Path(row["spool_path"]), row["sha256"], row["received_at"], row["source"],
                 row["original_name"] or "")
     if not drop.path.exists():

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from processor.apply.store import locks, runs, tenants
 from processor.context import UserError
-from processor.runs import RunResult, RunStatus
+from processor.runs import IssueOut, RunResult, RunStatus, now_iso
 
 # Statuses whose bytes count as processed: the same bytes again are a duplicate.
 DONE = ("applied", "held", "rejected", "discarded", "superseded")
@@ -157,3 +157,18 @@ def tenant_lock(engine: Engine, tenant: str, run_id: str, timeout: float = 600.0
     finally:
         with engine.begin() as conn:
             conn.execute(delete(locks).where(locks.c.tenant == tenant, locks.c.run_id == run_id))
+
+
+def mark_superseded(engine: Engine, run_id: str, newer: str, when: str) -> RunResult:
+    """Record that a newer applied drop replaced this run: nothing of it is applied, ever.
+    when: "after this one was held" or "before this one could be processed"."""
+    result = get_result(engine, run_id)
+    result.status = RunStatus.SUPERSEDED
+    result.finished_at = now_iso()
+    result.issues = [*result.issues, IssueOut(
+        severity="alert", code="superseded",
+        message=f"A newer drop (run {newer}) was applied {when}; applying this older drop would undo it. "
+                "Nothing was applied.")]
+    with engine.begin() as conn:
+        save_result(conn, result)
+    return result
