@@ -23,7 +23,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import wraps
 from pathlib import Path
 
@@ -38,11 +38,10 @@ from sqlalchemy import Engine
 
 from processor.home import HOST_KEY
 from processor.intake.auth import LoginThrottle, check_key, check_password
-from processor.intake.loose import LooseCsvCollector, is_ignored, is_loose_csv
+from processor.intake.loose import LooseCsvCollector, OnUpload, is_ignored, is_loose_csv
 
 log = logging.getLogger("rosterdrop.intake.sftp")
 
-OnUpload = Callable[[str, Path], None]
 
 # paramiko's default channel window is 2 MiB; over a fast link the client then spends most of its time
 # waiting for window adjustments. 128 MiB measured ~3x the throughput of the default here.

@@ -35,11 +35,10 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from processor.intake.loose import LooseCsvCollector, is_ignored, is_loose_csv
+from processor.intake.loose import LooseCsvCollector, OnUpload, is_ignored, is_loose_csv
 
 log = logging.getLogger("rosterdrop.intake.watch")
 
-OnUpload = Callable[[str, Path], None]
 Signature = tuple[int, int, int]  # inode, size, mtime in ns: a new upload under an old name differs
 
 
