@@ -80,6 +80,41 @@ def json_rows(df: pd.DataFrame) -> pd.Series:
     return pd.Series(joined, index=df.index, dtype="str")
 
 
+def per_unique(values: pd.Series, test) -> pd.Series:
+    """test (str Series → bool array) evaluated once per distinct value and spread back over values:
+    dates, enums and codes repeat across millions of rows with a handful of distinct values."""
+    encoded = pc.dictionary_encode(arrow(values))
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    uniques = pd.Series(encoded.dictionary.to_pandas(), dtype="str")
+    ok = np.asarray(test(uniques), dtype=bool)
+    indices = pc.fill_null(encoded.indices, 0).to_numpy(zero_copy_only=False)
+    out = ok[indices] if len(ok) else np.zeros(len(values), dtype=bool)
+    return pd.Series(out, index=values.index)
+
+
+def matches(values, pattern: str) -> np.ndarray:
+    """Whether each string matches the RE2 pattern (Arrow's regex kernel; pandas may fall back to Python re)."""
+    arr = arrow(values)
+    if len(arr) == 0:
+        return np.zeros(0, dtype=bool)
+    return pc.fill_null(pc.match_substring_regex(arr, pattern), False).to_numpy(zero_copy_only=False)
+
+
+def row_hash(columns: list) -> np.ndarray:
+    """A signed 64-bit hash per row of string columns (SQL BIGINT), stable across runs and processes.
+
+    The columns are joined per row in Arrow (unit separator between values) and the joined strings hashed
+    once with pandas' keyed SipHash: ~4x faster than hashing each column and combining (pandas converts
+    every Arrow string column to Python objects to hash it). Missing and empty values hash alike."""
+    if not columns or len(columns[0]) == 0:
+        return np.zeros(len(columns[0]) if columns else 0, dtype=np.int64)
+    parts = [pc.fill_null(arrow(c), "") for c in columns]
+    joined = pc.binary_join_element_wise(*parts, pa.scalar("\x1f", type=pa.large_string()))
+    values = joined.to_numpy(zero_copy_only=False)
+    return pd.util.hash_array(values, categorize=False).view(np.int64)
+
+
 def _escape(arr: pa.Array) -> pa.Array:
     if not pc.any(pc.match_substring_regex(arr, r'[\\"\x00-\x1f]')).as_py():
         return arr  # most columns (ids, codes, dates) need no escaping at all

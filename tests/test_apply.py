@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
@@ -322,3 +324,33 @@ def test_snapshot_and_rows_agree_after_a_series_of_drops(env):
 def _rows_of(frame, cols):
     return sorted(map(tuple, frame[cols].astype(str).to_numpy()))
 
+
+
+def test_stale_stored_hashes_are_rewritten_silently_not_reported_as_updates(env):
+    # Hashes written by an older version (or a district that reorders its columns) must not turn a
+    # nightly into "every row updated": values that are the same are rewritten with the new hash, unreported.
+    from processor.apply.diff import read_snapshot
+    from processor.apply.store import ENTITY_TABLES, snapshots
+
+    env.process(CLEAN)
+    t = ENTITY_TABLES["people"]
+    with env.ctx.engine.begin() as conn:
+        conn.execute(snapshots.delete())
+        conn.execute(t.update().where(t.c.tenant == "lincoln").values(row_hash=t.c.row_hash + 1))
+    out = io.StringIO()  # the same file with its columns in reverse order
+    csv.writer(out, lineterminator="\n").writerows(row[::-1] for row in csv.reader(io.StringIO(USERS)))
+    reordered = out.getvalue()
+    again = env.process(with_changes(CLEAN, users_csv=reordered.replace("jdoe@lincoln.example", "jd@lincoln.example")))
+    c = again.counts["users"]
+    assert (c.created, c.updated, c.deactivated, c.unchanged) == (0, 1, 0, 5)
+    with env.ctx.engine.connect() as conn:
+        stored = dict(conn.execute(select(t.c.sourced_id, t.c.row_hash).where(t.c.tenant == "lincoln")).all())
+        snap = read_snapshot(conn, "lincoln", "people")
+        assert dict(zip(snap["sourced_id"], snap["row_hash"], strict=True)) == stored
+        updates = conn.execute(select(func.count()).select_from(audit).where(
+            audit.c.run_id == again.run_id, audit.c.entity == "people", audit.c.action == "updated")).scalar()
+    assert updates == 1
+    # Next time the stored hashes match: nothing to rewrite or report.
+    third = env.process(with_changes(CLEAN, users_csv=reordered.replace("jdoe@lincoln.example", "jd@lincoln.example")
+                                     + "\n"))
+    assert third.counts["users"].unchanged == 6 and third.counts["users"].updated == 0

@@ -6,6 +6,7 @@ OneRoster semantics per table: bulk = the full set (rows not in it are deactivat
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +15,7 @@ import pyarrow as pa
 from sqlalchemy import Connection, delete, insert, select
 
 from processor.apply.store import ENTITY_COLUMNS, ENTITY_TABLES, snapshots
-from processor.convert.roster import Roster
+from processor.convert.roster import Roster, data_json
 from processor.vector import isin, positions
 
 LABEL = {"orgs": ["name"], "people": ["given_name", "family_name"], "classes": ["title"],
@@ -32,6 +33,9 @@ class TableChanges:
     deactivated: pd.DataFrame        # current rows that go inactive
     unchanged: int = 0
     current_active: int = 0
+    # Rows whose stored hash differs but whose stored values are the same (the hash was written by an
+    # older version, or the district reordered columns): rewritten with the new hash, never reported.
+    rehashed: pd.DataFrame | None = None
 
     @property
     def changed(self) -> int:
@@ -113,11 +117,12 @@ def write_snapshot(conn: Connection, tenant: str, table: str, run_id: str, frame
 def next_snapshot(tc: TableChanges, cur: pd.DataFrame) -> pd.DataFrame:
     """The table's rows after the change set: current minus replaced ones, plus created and updated."""
     cols = snapshot_columns(tc.table)
-    replaced = pd.concat([tc.created["sourced_id"], tc.updated["sourced_id"]])
+    written = [tc.created, tc.updated, *([tc.rehashed] if tc.rehashed is not None else [])]
+    replaced = pd.concat([w["sourced_id"] for w in written])
     kept = cur[~isin(cur["sourced_id"], replaced)].copy()
     gone = isin(kept["sourced_id"], tc.deactivated["sourced_id"])
     kept.loc[gone, "status"] = "inactive"
-    fresh = pd.concat([tc.created[cols], tc.updated[cols]], ignore_index=True)
+    fresh = pd.concat([w[cols] for w in written], ignore_index=True)
     for c in cols:
         if c != "row_hash":
             fresh[c] = fresh[c].fillna("").astype("str")
@@ -136,11 +141,22 @@ def compute_changes(conn: Connection, tenant: str, roster: Roster) -> ChangeSet:
         cur = load_current(conn, tenant, table)
         cs.current[table] = cur
         scope = roster.link_scope if table == "guardian_links" else None
-        cs.tables[table] = diff_table(table, mode, new, cur, scope)
+        tc = cs.tables[table] = diff_table(table, mode, new, cur, scope)
+        tc.created["data"] = data_json(roster, table, tc.created.index)
+        tc.updated["data"] = data_json(roster, table, tc.updated.index)
         ids = _changed_ids(cs.tables[table])
         cs.before[table] = _full_rows(conn, tenant, table, ids) if len(ids) else pd.DataFrame()
         _describe_updates(cs.tables[table], cs.before[table])
+        _split_rehashed(cs.tables[table])
     return cs
+
+
+def _split_rehashed(tc: TableChanges) -> None:
+    stale = tc.updated["action"].eq("updated") & tc.updated["fields"].eq("")
+    if stale.any():
+        tc.rehashed = tc.updated[stale]
+        tc.updated = tc.updated[~stale]
+        tc.unchanged += len(tc.rehashed)
 
 
 def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scope: pd.Index | None = None
@@ -191,6 +207,10 @@ def _changed_ids(tc: TableChanges) -> list[str]:
 def _full_rows(conn: Connection, tenant: str, table: str, ids: list[str]) -> pd.DataFrame:
     t = ENTITY_TABLES[table]
     cols = [c.name for c in t.columns if c.name != "tenant"]
+    if len(ids) > 50_000:  # e.g. every row rehashed once after an upgrade: one scan beats 5000-id IN lists
+        rows = conn.execute(select(*[t.c[c] for c in cols]).where(t.c.tenant == tenant)).all()
+        frame = pd.DataFrame.from_records(rows, columns=cols)
+        return frame[isin(frame["sourced_id"], ids)].reset_index(drop=True)
     frames = []
     for i in range(0, len(ids), 5000):  # bounded IN lists for both engines
         chunk = ids[i:i + 5000]
@@ -211,12 +231,33 @@ def _describe_updates(tc: TableChanges, before: pd.DataFrame) -> None:
     old = old.reindex(new.index)
     diffs = pd.DataFrame({c: new[c].fillna("").astype("str").ne(old[c].fillna("").astype("str")) for c in cols},
                          index=new.index)
-    data_changed = new["data"].fillna("").ne(old["data"].fillna(""))
+    data_changed = pd.Series(_data_differs(new["data"], old["data"]), index=new.index)
     names = np.array(cols, dtype=object)
     fields = [",".join(names[row]) for row in diffs.to_numpy()] if cols else [""] * len(new)
     fields = pd.Series(fields, index=new.index)
     fields = fields.mask(fields.eq("") & data_changed, "data")
     tc.updated["fields"] = fields.to_numpy()
+
+
+def _data_differs(new: pd.Series, old: pd.Series) -> np.ndarray:
+    """Whether the `data` JSON of each row says something else: key order and dateLastModified aside (a
+    re-export that only bumps dates changes nothing). Parsed only where the texts differ (few rows)."""
+    a = new.fillna("").astype("str").to_numpy(dtype=object)
+    b = old.fillna("").astype("str").to_numpy(dtype=object)
+    differs = a != b
+    for i in np.flatnonzero(differs):
+        differs[i] = _fields(a[i]) != _fields(b[i])
+    return differs
+
+
+def _fields(text: str) -> dict:
+    try:
+        values = json.loads(text) if text else {}
+    except ValueError:
+        return {"": text}
+    if isinstance(values, dict):
+        values.pop("dateLastModified", None)
+    return values
 
 
 def labels(table: str, frame: pd.DataFrame) -> pd.Series:

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, delete
 
 from processor.apply.diff import ChangeSet, next_snapshot, write_snapshot
 from processor.apply.store import ENTITY_COLUMNS, ENTITY_TABLES, audit, snapshots
-from processor.vector import arrow, json_rows
+from processor.vector import arrow, isin, json_rows
 
 INSERT_SLICE = 100_000
 AUDIT_COLUMNS = ["tenant", "run_id", "entity", "sourced_id", "action", "before", "after"]
@@ -25,10 +25,12 @@ AUDIT_COLUMNS = ["tenant", "run_id", "entity", "sourced_id", "action", "before",
 def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet) -> None:
     for table, tc in changes.tables.items():
         cols = ["tenant", "sourced_id", "status", "row_hash", "run_id", *ENTITY_COLUMNS[table], "data"]
-        upserts = pd.concat([tc.created, tc.updated.drop(columns=["action", "fields"], errors="ignore")],
+        rewritten = [tc.updated, *([tc.rehashed] if tc.rehashed is not None else [])]
+        upserts = pd.concat([tc.created, *(r.drop(columns=["action", "fields"], errors="ignore") for r in rewritten)],
                             ignore_index=True)
-        if not tc.updated.empty:
-            _delete(conn, table, tenant, list(tc.updated["sourced_id"]))
+        replaced = [sid for r in rewritten for sid in r["sourced_id"]]
+        if replaced:
+            _delete(conn, table, tenant, replaced)
         if not upserts.empty:
             rows = upserts.assign(tenant=tenant, run_id=run_id)[cols]
             if conn.dialect.name == "sqlite":
@@ -39,7 +41,7 @@ def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet
             _deactivate(conn, table, tenant, run_id, list(tc.deactivated["sourced_id"]))
         _audit(conn, tenant, run_id, table, tc, changes.before.get(table))
         current = changes.current.get(table)
-        if current is not None and (tc.changed or not current.attrs.get("snapshot")):
+        if current is not None and (tc.changed or tc.rehashed is not None or not current.attrs.get("snapshot")):
             write_snapshot(conn, tenant, table, run_id, next_snapshot(tc, current))
 
 
@@ -55,7 +57,10 @@ def _audit(conn: Connection, tenant: str, run_id: str, table: str, tc, before: p
         ids = json.dumps(tc.created["sourced_id"].tolist(), ensure_ascii=False)
         parts.append(pd.DataFrame({"sourced_id": [f"*{len(tc.created)}"], "action": "created",
                                    "before": [None], "after": [ids]}))
-    old = _row_json(before) if before is not None and not before.empty else pd.Series([], dtype="str")
+    old = pd.Series([], dtype="str")
+    if before is not None and not before.empty and (len(tc.updated) or len(tc.deactivated)):
+        audited = pd.concat([tc.updated["sourced_id"], tc.deactivated["sourced_id"]])
+        old = _row_json(before[isin(before["sourced_id"], audited)])  # not the silently rehashed rows
     if not tc.updated.empty:
         ids = tc.updated["sourced_id"]
         cols = ["sourced_id", "status", *ENTITY_COLUMNS[table], "data"]

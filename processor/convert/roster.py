@@ -1,7 +1,8 @@
 """A validated OneRoster bundle → the app's roster: one frame per store table, whole columns at a time.
 
-Every frame has sourced_id, status (active | inactive), the table's typed columns, `data` (every field the
-district sent, metadata.* included, as JSON; never passwords) and row_hash (what the diff compares).
+Every frame has sourced_id, status (active | inactive), the table's typed columns and row_hash (what the
+diff compares); `data` (every other field the district sent, metadata.* included, as JSON; never passwords)
+is made by `data_json` for the rows the diff writes, from the columns kept in Roster.data_source.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from processor.config import Policy
 from processor.validate.current import CurrentRoster
 from processor.validate.issues import one_issue
 from processor.validate.run import Validation
-from processor.vector import explode, isin, json_rows, lookup
+from processor.vector import explode, isin, json_rows, lookup, row_hash
 
 # OneRoster entity → store table, and back.
 TABLE_OF = {"orgs": "orgs", "academicSessions": "academic_sessions", "courses": "courses", "classes": "classes",
@@ -53,6 +54,8 @@ class Roster:
     skipped: int = 0
     issues: list[pd.DataFrame] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # entity → the district's file name(s), for issues
+    # store table → the sent columns that go into `data`, row for row with the table's frame (see data_json)
+    data_source: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def convert(bundle: Bundle, validation: Validation, policy: Policy, current: CurrentRoster) -> Roster:
@@ -87,7 +90,7 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
         extra = {}
         if table == "people":
             extra = _people_columns(df, roles, org_types)
-        roster.tables[table] = _frame(table, df, meta, extra)
+        roster.tables[table], roster.data_source[table] = _frame(table, df, meta, extra)
         roster.modes[table] = bundle.modes.get(entity, "bulk")
     for entity in TABLE_OF:
         roster.modes.setdefault(TABLE_OF[entity], "absent" if bundle.modes.get(entity) != "delta" else "delta")
@@ -129,7 +132,8 @@ def _people_columns(users: pd.DataFrame, roles: pd.Series, org_types: pd.Series)
     return {"role": roles.astype("str"), "schools": joined.astype("str"), "school": primary.astype("str")}
 
 
-def _frame(table: str, df: pd.DataFrame, meta: list[str], extra: dict[str, pd.Series]) -> pd.DataFrame:
+def _frame(table: str, df: pd.DataFrame, meta: list[str], extra: dict[str, pd.Series]
+           ) -> tuple[pd.DataFrame, pd.DataFrame]:
     out = pd.DataFrame(index=df.index)
     out["sourced_id"] = df["sourcedId"]
     out["status"] = np.where(df["status"].eq("tobedeleted"), "inactive", "active")
@@ -140,20 +144,24 @@ def _frame(table: str, df: pd.DataFrame, meta: list[str], extra: dict[str, pd.Se
     for c in ENTITY_COLUMNS[table]:
         if c not in out:
             out[c] = ""
-    sent = [c for c in df.columns if c not in NOT_KEPT and not c.startswith("_")]  # LINE, FILE: provenance
+    # Sorted: a district that reorders its CSV columns has changed nothing (hash and `data` stay the same).
+    sent = sorted(c for c in df.columns if c not in NOT_KEPT and not c.startswith("_"))  # LINE, FILE: provenance
     # `data` keeps what the typed columns do not: nothing the district sent is lost, nothing stored twice.
+    # Its JSON is built by the diff for the rows it writes only (a nightly writes ~1% of them).
     typed_src = set(RENAMES.get(table, {})) | {"sourcedId", "status"}
-    out["data"] = json_rows(df[[c for c in sent if c not in typed_src]])
+    data_source = df[[c for c in sent if c not in typed_src]].reset_index(drop=True)
     compared = [c for c in sent if c not in NOT_COMPARED]
     typed = [c for c in ENTITY_COLUMNS[table] if c in extra]
-    out["row_hash"] = row_hash(pd.concat([df[compared], out[typed]], axis=1))
-    return out.reset_index(drop=True)
+    out["row_hash"] = row_hash([*(df[c] for c in compared), *(out[c] for c in typed)])
+    return out.reset_index(drop=True), data_source
 
 
-def row_hash(frame: pd.DataFrame) -> np.ndarray:
-    """A signed 64-bit hash per row (SQL BIGINT), stable across runs for the same values."""
-    h = pd.util.hash_pandas_object(frame, index=False, categorize=False)
-    return h.to_numpy().view(np.int64)
+def data_json(roster: Roster, table: str, rows: pd.Index) -> pd.Series:
+    """The `data` JSON of some rows (labels of the index of roster.tables[table])."""
+    source = roster.data_source.get(table)
+    if source is None or source.shape[1] == 0:
+        return pd.Series("" if source is None else "{}", index=rows, dtype="str")
+    return json_rows(source.loc[rows]).set_axis(rows)
 
 
 def _guardian_links(agent_ids, people: pd.DataFrame, current: CurrentRoster, mode: str
@@ -185,8 +193,7 @@ def _guardian_links(agent_ids, people: pd.DataFrame, current: CurrentRoster, mod
         "student": links["student"],
         "guardian": links["guardian"],
     })
-    out["data"] = ""
-    out["row_hash"] = row_hash(out[["student", "guardian"]])
+    out["row_hash"] = row_hash([out["student"], out["guardian"]])
     # In a delta, the links of every student or guardian the drop names are restated by it.
     scope = pd.Index(people["sourced_id"]) if mode == "delta" else None
     return out.reset_index(drop=True), scope

@@ -6,13 +6,14 @@ Every check is a boolean mask over a whole column.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from processor.bundle.formats import GRADES, Field, FileSpec
 from processor.bundle.provenance import FILE, accepts_ext, field_of, file_of, named, relabel, spec_required
 from processor.bundle.read import LINE, BundleFile
 from processor.validate.issues import issue_frame
-from processor.vector import explode, isin
+from processor.vector import explode, isin, matches, per_unique
 
 DATE_RE = r"^\d{4}-\d{2}-\d{2}$"
 DATETIME_RE = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
@@ -100,12 +101,12 @@ def _invalid(f: Field, col: pd.Series, blank: pd.Series, ext: bool = False) -> t
             ok |= col.str.startswith("ext:")
         return present & ~ok, "one of " + ", ".join(f.enum)
     if f.kind == "date":
-        ok = col.str.match(DATE_RE) & pd.to_datetime(col.where(present & col.str.match(DATE_RE), None),
-                                                         format="%Y-%m-%d", errors="coerce").notna()
-        return present & ~ok, EXPECTED["date"]
-    if f.kind in ("datetime", "year", "email"):
-        pattern = {"datetime": DATETIME_RE, "year": YEAR_RE, "email": EMAIL_RE}[f.kind]
-        return present & ~col.str.match(pattern), EXPECTED[f.kind]
+        return present & ~per_unique(col, _valid_dates), EXPECTED["date"]
+    if f.kind in ("datetime", "year"):
+        pattern = {"datetime": DATETIME_RE, "year": YEAR_RE}[f.kind]
+        return present & ~per_unique(col, lambda u: matches(u, pattern)), EXPECTED[f.kind]
+    if f.kind == "email":  # nearly all distinct: no point in grouping
+        return present & ~matches(col, EMAIL_RE), EXPECTED[f.kind]
     if f.kind == "bool":
         return present & ~isin(col, ["true", "false"]), EXPECTED["bool"]
     if f.kind in ("grades", "userids"):
@@ -116,9 +117,15 @@ def _invalid(f: Field, col: pd.Series, blank: pd.Series, ext: bool = False) -> t
         if f.kind == "grades":
             bad_item = ~isin(items, list(GRADES))
         else:
-            bad_item = ~items.str.match(USERID_RE)
-        return pd.Series(col.index.isin(items.index[bad_item.to_numpy()]), index=col.index), EXPECTED[f.kind]
+            bad_item = ~matches(items, USERID_RE)
+        return pd.Series(col.index.isin(items.index[np.asarray(bad_item)]), index=col.index), EXPECTED[f.kind]
     return None, ""
+
+
+def _valid_dates(values: pd.Series) -> np.ndarray:
+    shaped = matches(values, DATE_RE)
+    parsed = pd.to_datetime(values.where(shaped, None), format="%Y-%m-%d", errors="coerce")
+    return shaped & parsed.notna().to_numpy()
 
 
 def _rows(bf: BundleFile, code: str, field: str, mask: pd.Series, message: str,
