@@ -191,6 +191,20 @@ def test_too_many_guardians_holds(env):
     assert env.export()["people"] == []
 
 
+def test_a_guardian_added_to_stored_links_holds_once_and_a_release_sticks(env):
+    env.configure(lincoln={"max_guardians_per_student": 1})
+    env.process(CLEAN)  # u2 and u3 have one guardian each
+    users = USERS + "g2,active,,true,s1,guardian,pdoe,,Pat,Doe,,,pdoe@mail.example,,,u2,,,\n"
+    held = env.process(with_changes(CLEAN, users_csv=users))
+    assert held.status == "held"
+    assert [(i.code, i.sourced_id, i.value) for i in held.issues if i.severity == "hold"] == [
+        ("too_many_guardians", "u2", "2")]  # the stored link counts with the new one
+    assert release_hold(env.ctx, held.run_id).status == "applied"
+    # The next export carries the same links: nothing new to hold for.
+    again = env.process(with_changes(CLEAN, users_csv=users + "\n"))
+    assert again.status == "applied"
+
+
 def test_a_school_that_vanishes_with_people_in_it_holds(env):
     env.configure(lincoln={"max_deactivated_percent": 100})
     env.process(CLEAN)

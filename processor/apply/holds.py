@@ -6,6 +6,7 @@ A hold stops the whole drop before anything is applied, because the data looks w
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow.compute as pc
 from sqlalchemy import Connection, func, select
 
 from processor.apply.diff import ChangeSet, fetch_frame
@@ -14,7 +15,7 @@ from processor.config import Policy
 from processor.convert.roster import ENTITY_OF, Roster
 from processor.runs import COUNTED
 from processor.validate.issues import concat_issues, issue_frame, one_issue
-from processor.vector import isin
+from processor.vector import arrow, isin
 
 NOUN = {"people": "people", "orgs": "orgs", "classes": "classes", "enrollments": "enrollments",
         "guardian_links": "guardian links", "courses": "courses", "academic_sessions": "academic sessions",
@@ -79,13 +80,24 @@ def _too_many_guardians(conn: Connection, tenant: str, changes: ChangeSet, polic
     tc = changes.tables.get("guardian_links")
     if tc is None:
         return []
-    # The links each student would have once the change set is applied.
-    t = ENTITY_TABLES["guardian_links"]
-    current = fetch_frame(conn, select(t.c.sourced_id, t.c.student).where(
-        t.c.tenant == tenant, t.c.status == "active"), ["sourced_id", "student"])
-    removed = set(tc.deactivated["sourced_id"])
-    kept = current[~isin(current["sourced_id"], list(removed))]
+    # The links each student who gains links would have once the change set is applied (a student whose
+    # links this drop does not add to was checked, or released, before).
     added = pd.concat([tc.created[["sourced_id", "student"]], tc.updated[["sourced_id", "student"]]])
+    if added.empty:
+        return []
+    students = added["student"].unique()
+    current = changes.current.get("guardian_links")
+    if current is None:
+        t = ENTITY_TABLES["guardian_links"]
+        current = fetch_frame(conn, select(t.c.sourced_id, t.c.status).where(t.c.tenant == tenant),
+                              ["sourced_id", "status"])
+    current = current[current["status"].eq("active")]
+    # sourced_id is "student|guardian"
+    owner = pc.list_element(pc.split_pattern(arrow(current["sourced_id"]), "|", max_splits=1), 0)
+    current = pd.DataFrame({"sourced_id": current["sourced_id"].to_numpy(),
+                            "student": owner.to_numpy(zero_copy_only=False)})
+    current = current[isin(current["student"], students)]
+    kept = current[~isin(current["sourced_id"], tc.deactivated["sourced_id"])]
     after = pd.concat([kept, added]).drop_duplicates("sourced_id")
     counts = after.groupby("student").size()
     over = counts[counts > policy.max_guardians_per_student]
