@@ -16,6 +16,10 @@ from processor.pipeline import process_path
 from processor.runs import RunResult
 from tests.bundles import make_bundle
 
+# CLI and daemon tests start Python processes that import pandas, pyarrow and SQLAlchemy. Where the
+# environment sets PYTHONDONTWRITEBYTECODE, each of them would compile those from source (~1.5 s a process).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
 PG_URL = os.environ.get("ROSTERDROP_TEST_PG_URL")
 ENGINES = ["sqlite"] + (["postgresql"] if PG_URL else [])
 

@@ -156,10 +156,11 @@ def _zip(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def test_fuzz_500_mutated_bundles_never_raise_and_end_in_a_run_result(sqlite_env, capsys):
+def test_fuzz_mutated_bundles_never_raise_and_end_in_a_run_result(sqlite_env, capsys):
     """Every mutated bundle goes through the stages that read input (unpack, read, validate, convert);
-    every fifth also through `rosterdrop process --dry-run --json`, end to end (the full pipeline costs
-    ~0.3 s a run on this machine, and the suite must stay within its time budget)."""
+    every fifth also through `rosterdrop process --dry-run --json`, end to end. 200 cases by default (~50 s
+    on a 2-core machine; the suite must stay within its time budget); ROSTERDROP_FUZZ_CASES=5000 for a
+    deeper run."""
     from processor.cli import main
     from processor.convert.roster import convert
     from processor.validate.current import NO_ROSTER
@@ -168,7 +169,8 @@ def test_fuzz_500_mutated_bundles_never_raise_and_end_in_a_run_result(sqlite_env
     base = {n: v.encode() for n, v in CLEAN.items()}
     statuses: dict[str, int] = {}
     fatal = 0
-    for i in range(int(os.environ.get("ROSTERDROP_FUZZ_CASES", "500"))):
+    cases = int(os.environ.get("ROSTERDROP_FUZZ_CASES", "200"))
+    for i in range(cases):
         mutated = _mutations(rng, base)
         path = sqlite_env.tmp / f"fuzz{i}.zip"
         path.write_bytes(mutated if isinstance(mutated, bytes) else _zip(mutated))
@@ -190,5 +192,6 @@ def test_fuzz_500_mutated_bundles_never_raise_and_end_in_a_run_result(sqlite_env
         assert result["status"] in ("dry_run", "duplicate")
         outcome = result.get("outcome", result["status"])
         statuses[outcome] = statuses.get(outcome, 0) + 1
-    assert 50 < fatal < 450  # the mutations exercise both the rejecting and the row-level paths
-    assert statuses.get("applied", 0) > 20 and statuses.get("rejected", 0) > 10
+    # The mutations exercise both the rejecting and the row-level paths.
+    assert cases // 10 < fatal < cases * 9 // 10
+    assert statuses.get("applied", 0) > cases // 25 and statuses.get("rejected", 0) > cases // 50
