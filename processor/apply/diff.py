@@ -177,18 +177,22 @@ def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scop
     unchanged = known & ((wants_active & was_active & same) | (~wants_active & ~was_active))
     upd = new[updated | reactivated].copy()
     upd["action"] = np.where(reactivated[updated | reactivated], "reactivated", "updated")
-    gone_ids = pd.Index(new["sourced_id"][deactivate_named])
+    # cur holds each sourced_id once (the store's key), so the positions say which current rows new names.
+    named = np.zeros(len(cur), dtype=bool)
+    named[pos[known]] = True
+    gone = np.zeros(len(cur), dtype=bool)
+    gone[pos[deactivate_named]] = True
+    active_now = cur_active.to_numpy()
     if mode == "bulk":
         # Rows of the roster that the full set no longer names go inactive (soft, never deleted).
-        missing = cur_active & ~isin(cur["sourced_id"], new["sourced_id"])
+        missing = active_now & ~named
         if scope is not None:
-            missing &= _in_scope(table, cur, scope)
-        gone_ids = gone_ids.union(pd.Index(cur.loc[missing, "sourced_id"]))
+            missing &= _in_scope(table, cur, scope).to_numpy()
+        gone |= missing
     elif scope is not None:
         # A delta restates the guardian links of the people it names.
-        missing = cur_active & ~isin(cur["sourced_id"], new["sourced_id"]) & _in_scope(table, cur, scope)
-        gone_ids = gone_ids.union(pd.Index(cur.loc[missing, "sourced_id"]))
-    deactivated = cur[isin(cur["sourced_id"], gone_ids) & cur_active].copy()
+        gone |= active_now & ~named & _in_scope(table, cur, scope).to_numpy()
+    deactivated = cur[gone & active_now].copy()
     return TableChanges(table, mode, created=new[created], updated=upd, deactivated=deactivated,
                         unchanged=int(unchanged.sum()), current_active=int(cur_active.sum()))
 

@@ -107,7 +107,8 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
         # Demographics of people this drop does not store (rejected, excluded, unknown) are not kept.
         known = roster.tables["people"]["sourced_id"] if "people" in roster.tables else pd.Series([], dtype="str")
         d = roster.tables["demographics"]
-        roster.tables["demographics"] = d[isin(d["sourced_id"], known) | isin(d["sourced_id"], current.active("users"))]
+        stored = pd.Series(current.active("users"), dtype="str")
+        roster.tables["demographics"] = d[isin(d["sourced_id"], pd.concat([known, stored], ignore_index=True))]
     return roster
 
 
@@ -176,17 +177,19 @@ def _guardian_links(agent_ids, people: pd.DataFrame, current: CurrentRoster, mod
     from_guardians = pairs[pairs["role"].eq("guardian")].rename(columns={"a": "guardian", "b": "student"})
     links = pd.concat([from_students[["student", "guardian"]], from_guardians[["student", "guardian"]]],
                       ignore_index=True).drop_duplicates()
-    roles = people.set_index("sourced_id")["role"]
-    roles = roles[~roles.index.duplicated()]
-    people_ids, stored = people["sourced_id"], current.active("users")
-    ok = ((isin(links["student"], people_ids) | isin(links["student"], stored))
-          & (isin(links["guardian"], people_ids) | isin(links["guardian"], stored)))
+    # Both ends in one column: each check below is one Arrow lookup instead of one per end.
+    n = len(links)
+    ends = pd.concat([links["student"], links["guardian"]], ignore_index=True)
+    known = isin(ends, pd.concat([people["sourced_id"], pd.Series(current.active("users"), dtype="str")],
+                                 ignore_index=True)).to_numpy()
     # A link between two people the drop carries must join a student and a guardian.
-    s_role = lookup(links["student"], roles.index, roles.to_numpy(), default="?")
-    g_role = lookup(links["guardian"], roles.index, roles.to_numpy(), default="?")
-    ok &= s_role.isin(["?", "student"]) & g_role.isin(["?", "guardian"])
-    inactive = people.loc[people["status"].eq("inactive"), "sourced_id"]
-    links = links[ok & ~isin(links["student"], inactive) & ~isin(links["guardian"], inactive)]
+    first = ~people["sourced_id"].duplicated()
+    role = lookup(ends, people.loc[first, "sourced_id"], people.loc[first, "role"].to_numpy(), default="?")
+    role_ok = np.concatenate([role[:n].isin(["?", "student"]).to_numpy(),
+                              role[n:].isin(["?", "guardian"]).to_numpy()])
+    inactive = isin(ends, people.loc[people["status"].eq("inactive"), "sourced_id"]).to_numpy()
+    good = known & role_ok & ~inactive
+    links = links[good[:n] & good[n:]]
     out = pd.DataFrame({
         "sourced_id": links["student"] + "|" + links["guardian"],
         "status": "active",
