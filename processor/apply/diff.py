@@ -47,6 +47,7 @@ class ChangeSet:
     tables: dict[str, TableChanges] = field(default_factory=dict)
     before: dict[str, pd.DataFrame] = field(default_factory=dict)  # full current rows of changed ids
     current: dict[str, pd.DataFrame] = field(default_factory=dict)  # what the diff compared against
+    data_source: dict[str, pd.DataFrame] = field(default_factory=dict)  # Roster.data_source, for created rows
 
     def total_changed(self) -> int:
         return sum(t.changed for t in self.tables.values())
@@ -131,7 +132,7 @@ def next_snapshot(tc: TableChanges, cur: pd.DataFrame) -> pd.DataFrame:
 
 
 def compute_changes(conn: Connection, tenant: str, roster: Roster) -> ChangeSet:
-    cs = ChangeSet()
+    cs = ChangeSet(data_source=roster.data_source)
     for table in ENTITY_COLUMNS:
         mode = roster.modes.get(table, "absent")
         if mode == "absent" or table not in roster.tables:
@@ -142,8 +143,8 @@ def compute_changes(conn: Connection, tenant: str, roster: Roster) -> ChangeSet:
         cs.current[table] = cur
         scope = roster.link_scope if table == "guardian_links" else None
         tc = cs.tables[table] = diff_table(table, mode, new, cur, scope)
-        tc.created["data"] = data_json(roster, table, tc.created.index)
-        tc.updated["data"] = data_json(roster, table, tc.updated.index)
+        # Created rows get their `data` JSON slice by slice as they are written (a first load creates all).
+        tc.updated["data"] = data_json(roster.data_source.get(table), tc.updated.index)
         ids = _changed_ids(cs.tables[table])
         cs.before[table] = _full_rows(conn, tenant, table, ids) if len(ids) else pd.DataFrame()
         _describe_updates(cs.tables[table], cs.before[table])

@@ -16,27 +16,26 @@ from sqlalchemy import Connection, delete
 
 from processor.apply.diff import ChangeSet, next_snapshot, write_snapshot
 from processor.apply.store import ENTITY_COLUMNS, ENTITY_TABLES, audit, snapshots
+from processor.convert.roster import data_json
 from processor.vector import arrow, isin, json_rows
 
 INSERT_SLICE = 100_000
+COPY_SLICE = 500_000
 AUDIT_COLUMNS = ["tenant", "run_id", "entity", "sourced_id", "action", "before", "after"]
 
 
 def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet) -> None:
     for table, tc in changes.tables.items():
         cols = ["tenant", "sourced_id", "status", "row_hash", "run_id", *ENTITY_COLUMNS[table], "data"]
-        rewritten = [tc.updated, *([tc.rehashed] if tc.rehashed is not None else [])]
-        upserts = pd.concat([tc.created, *(r.drop(columns=["action", "fields"], errors="ignore") for r in rewritten)],
-                            ignore_index=True)
-        replaced = [sid for r in rewritten for sid in r["sourced_id"]]
-        if replaced:
-            _delete(conn, table, tenant, replaced)
-        if not upserts.empty:
-            rows = upserts.assign(tenant=tenant, run_id=run_id)[cols]
-            if conn.dialect.name == "sqlite":
-                # Key order fills the primary-key B-tree page by page (~1.5x faster than arrival order).
-                rows = rows.iloc[pc.sort_indices(arrow(rows["sourced_id"])).to_numpy()]
-            _insert(conn, table, cols, rows)
+        rewritten = [r.drop(columns=["action", "fields"], errors="ignore")
+                     for r in (tc.updated, tc.rehashed) if r is not None and not r.empty]
+        stamp = {"tenant": tenant, "run_id": run_id}
+        if rewritten:
+            rows = pd.concat(rewritten, ignore_index=True)
+            _delete(conn, table, tenant, list(rows["sourced_id"]))
+            _insert(conn, table, cols, rows, stamp, key_order=True)
+        if not tc.created.empty:
+            _insert(conn, table, cols, tc.created, stamp, data_from=changes.data_source.get(table), with_data=True)
         if not tc.deactivated.empty:
             _deactivate(conn, table, tenant, run_id, list(tc.deactivated["sourced_id"]))
         _audit(conn, tenant, run_id, table, tc, changes.before.get(table))
@@ -83,28 +82,51 @@ def _row_json(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(text[:len(frame)], index=frame["sourced_id"].to_numpy())
 
 
-def _insert(conn: Connection, table: str, cols: list[str], rows: pd.DataFrame) -> None:
-    if conn.dialect.name == "postgresql":
-        # Arrow's CSV writer (C++) quotes empty strings ("") and leaves NULL empty, which is exactly how
-        # PostgreSQL's CSV COPY tells them apart; pandas' to_csv was 10x slower here.
-        sink = pa.BufferOutputStream()
-        # combine_chunks: pyarrow 26 writes garbage for a column whose first chunk is empty (pd.concat makes those).
-        pacsv.write_csv(pa.Table.from_pandas(rows, preserve_index=False).combine_chunks(), sink,
-                        pacsv.WriteOptions(include_header=False, quoting_style="needed"))
-        raw = conn.connection.driver_connection
-        with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN (FORMAT csv)") as copy:
-            copy.write(memoryview(sink.getvalue()))
-        return
-    sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
-    # The raw cursor, fed row tuples lazily: no list of millions of tuples, no per-call SQLAlchemy wrapping.
-    # In slices: the DB-API wants Python objects, and 2M rows of them at once cost ~1.5 GB of peak memory.
-    cur = conn.connection.dbapi_connection.cursor()
+def _insert(conn: Connection, table: str, cols: list[str], rows: pd.DataFrame, constants: dict | None = None,
+            key_order: bool = False, with_data: bool = False, data_from: pd.DataFrame | None = None) -> None:
+    """Insert rows in slices, never copying the whole frame: constants (tenant, run_id) are added per slice,
+    and with_data the `data` JSON too, built from data_from (see convert.roster.data_json)."""
+    constants = constants or {}
+    sqlite = conn.dialect.name == "sqlite"
+    # SQLite: key order fills the primary-key B-tree page by page (~1.5x faster than arrival order).
+    key_order = (key_order or with_data) and sqlite and len(rows) > 1
+    order = pc.sort_indices(arrow(rows["sourced_id"])).to_numpy() if key_order else None
+    step = INSERT_SLICE if sqlite else COPY_SLICE
+    cur = conn.connection.dbapi_connection.cursor() if sqlite else None
     try:
-        for start in range(0, len(rows), INSERT_SLICE):
-            part = rows.iloc[start:start + INSERT_SLICE]
-            cur.executemany(sql, zip(*(_db_values(part[c]) for c in cols), strict=True))
+        for start in range(0, len(rows), step):
+            part = rows.iloc[order[start:start + step]] if order is not None else rows.iloc[start:start + step]
+            if with_data:
+                part = part.assign(data=data_json(data_from, part.index).to_numpy())
+            if sqlite:
+                _insert_sqlite(cur, table, cols, part, constants)
+            else:
+                _copy_postgresql(conn, table, cols, part, constants)
     finally:
-        cur.close()
+        if cur is not None:
+            cur.close()
+
+
+def _insert_sqlite(cur, table: str, cols: list[str], part: pd.DataFrame, constants: dict) -> None:
+    # Row tuples fed lazily to the raw cursor: the DB-API wants Python objects, and 2M rows of them at once
+    # cost ~1.5 GB of peak memory.
+    sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
+    columns = [[constants[c]] * len(part) if c in constants else _db_values(part[c]) for c in cols]
+    cur.executemany(sql, zip(*columns, strict=True))
+
+
+def _copy_postgresql(conn: Connection, table: str, cols: list[str], part: pd.DataFrame, constants: dict) -> None:
+    # Arrow's CSV writer (C++) quotes empty strings ("") and leaves NULL empty, which is exactly how
+    # PostgreSQL's CSV COPY tells them apart; pandas' to_csv was 10x slower here.
+    data = pa.Table.from_pandas(part[[c for c in cols if c not in constants]], preserve_index=False)
+    arrays = [pa.array([constants[c]] * len(part), type=pa.string()) if c in constants else data[c] for c in cols]
+    sink = pa.BufferOutputStream()
+    # combine_chunks: pyarrow 26 writes garbage for a column whose first chunk is empty (pd.concat makes those).
+    pacsv.write_csv(pa.table(arrays, names=cols).combine_chunks(), sink,
+                    pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN (FORMAT csv)") as copy:
+        copy.write(memoryview(sink.getvalue()))
 
 
 def _db_values(col: pd.Series):

@@ -157,9 +157,8 @@ def _frame(table: str, df: pd.DataFrame, meta: list[str], extra: dict[str, pd.Se
     return out.reset_index(drop=True), data_source
 
 
-def data_json(roster: Roster, table: str, rows: pd.Index) -> pd.Series:
-    """The `data` JSON of some rows (labels of the index of roster.tables[table])."""
-    source = roster.data_source.get(table)
+def data_json(source: pd.DataFrame | None, rows: pd.Index) -> pd.Series:
+    """The `data` JSON of some rows (labels of the index of a table frame) from Roster.data_source[table]."""
     if source is None or source.shape[1] == 0:
         return pd.Series("" if source is None else "{}", index=rows, dtype="str")
     return json_rows(source.loc[rows]).set_axis(rows)
