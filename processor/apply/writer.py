@@ -88,8 +88,9 @@ def _insert(conn: Connection, table: str, cols: list[str], rows: pd.DataFrame, c
     and with_data the `data` JSON too, built from data_from (see convert.roster.data_json)."""
     constants = constants or {}
     sqlite = conn.dialect.name == "sqlite"
-    # SQLite: key order fills the primary-key B-tree page by page (~1.5x faster than arrival order).
-    key_order = (key_order or with_data) and sqlite and len(rows) > 1
+    # Key order fills the primary-key B-tree page by page: ~1.5x faster on SQLite, and ~2x on PostgreSQL
+    # (COPY of 2M enrollments: 20 s in arrival order, 11 s sorted, 4.8 s with no index at all).
+    key_order = (key_order or with_data) and len(rows) > 1
     order = pc.sort_indices(arrow(rows["sourced_id"])).to_numpy() if key_order else None
     step = INSERT_SLICE if sqlite else COPY_SLICE
     cur = conn.connection.dbapi_connection.cursor() if sqlite else None
