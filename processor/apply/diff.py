@@ -210,19 +210,24 @@ def _changed_ids(tc: TableChanges) -> list[str]:
 
 
 def _full_rows(conn: Connection, tenant: str, table: str, ids: list[str]) -> pd.DataFrame:
+    """The whole stored rows of some ids, in one query with one parameter for the ids (an array on
+    PostgreSQL, a JSON list on SQLite): no statement with thousands of bound values to build."""
     t = ENTITY_TABLES[table]
     cols = [c.name for c in t.columns if c.name != "tenant"]
-    if len(ids) > 50_000:  # e.g. every row rehashed once after an upgrade: one scan beats 5000-id IN lists
-        rows = conn.execute(select(*[t.c[c] for c in cols]).where(t.c.tenant == tenant)).all()
-        frame = pd.DataFrame.from_records(rows, columns=cols)
-        return frame[isin(frame["sourced_id"], ids)].reset_index(drop=True)
-    frames = []
-    for i in range(0, len(ids), 5000):  # bounded IN lists for both engines
-        chunk = ids[i:i + 5000]
-        rows = conn.execute(select(*[t.c[c] for c in cols]).where(t.c.tenant == tenant,
-                                                                  t.c.sourced_id.in_(chunk))).all()
-        frames.append(pd.DataFrame.from_records(rows, columns=cols))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+    select_list = ", ".join(cols)
+    if conn.dialect.name == "postgresql":
+        sql = f"SELECT {select_list} FROM {table} WHERE tenant = %s AND sourced_id = ANY(%s)"
+        params: tuple = (tenant, list(ids))
+    else:
+        sql = f"SELECT {select_list} FROM {table} WHERE tenant = ? AND sourced_id IN (SELECT value FROM json_each(?))"
+        params = (tenant, json.dumps(list(ids), ensure_ascii=False))
+    cur = conn.connection.dbapi_connection.cursor()
+    try:
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+    finally:
+        cur.close()
+    return pd.DataFrame.from_records(rows, columns=cols)
 
 
 def _describe_updates(tc: TableChanges, before: pd.DataFrame) -> None:
