@@ -29,7 +29,7 @@ from processor.vector import explode, isin
 @dataclass
 class Targets:
     """Per entity: ids a row may point at, ids that were rejected (→ root cause), and if checkable."""
-    valid: dict[str, pd.Index] = field(default_factory=dict)
+    valid: dict[str, pd.Index] = field(default_factory=dict)  # may repeat ids: only looked up
     rejected: dict[str, pd.Series] = field(default_factory=dict)
     checkable: dict[str, bool] = field(default_factory=dict)
 
