@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow.compute as pc
 from sqlalchemy import Connection, func, select
 
-from processor.apply.diff import ChangeSet, fetch_frame
+from processor.apply.diff import ChangeSet
 from processor.apply.store import ENTITY_TABLES
 from processor.config import Policy
 from processor.convert.roster import ENTITY_OF, Roster
@@ -26,7 +26,7 @@ def check_holds(conn: Connection, tenant: str, changes: ChangeSet, roster: Roste
                 ) -> pd.DataFrame:
     files = roster.files  # the district's own file names (Clever: students.csv, teachers.csv...)
     issues = [*_mass_deactivation(changes, policy, files), *_school_vanished(conn, tenant, changes, files),
-              *_too_many_guardians(conn, tenant, changes, policy, files)]
+              *_too_many_guardians(changes, policy, files)]
     return concat_issues(issues)
 
 
@@ -75,7 +75,7 @@ def _school_vanished(conn: Connection, tenant: str, changes: ChangeSet, files: d
         "drop. If it closed, release the hold; otherwise include it in orgs.csv and send the drop again.")]
 
 
-def _too_many_guardians(conn: Connection, tenant: str, changes: ChangeSet, policy: Policy,
+def _too_many_guardians(changes: ChangeSet, policy: Policy,
                         files: dict[str, str] | None = None) -> list[pd.DataFrame]:
     tc = changes.tables.get("guardian_links")
     if tc is None:
@@ -86,11 +86,7 @@ def _too_many_guardians(conn: Connection, tenant: str, changes: ChangeSet, polic
     if added.empty:
         return []
     students = added["student"].unique()
-    current = changes.current.get("guardian_links")
-    if current is None:
-        t = ENTITY_TABLES["guardian_links"]
-        current = fetch_frame(conn, select(t.c.sourced_id, t.c.status).where(t.c.tenant == tenant),
-                              ["sourced_id", "status"])
+    current = changes.current["guardian_links"]  # the diff's view of the stored links (set with tables)
     current = current[current["status"].eq("active")]
     # sourced_id is "student|guardian"
     owner = pc.list_element(pc.split_pattern(arrow(current["sourced_id"]), "|", max_splits=1), 0)
