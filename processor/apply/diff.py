@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection, delete, insert, select
 
 from processor.apply.store import ENTITY_COLUMNS, ENTITY_TABLES, snapshots
 from processor.convert.roster import Roster, data_json
-from processor.vector import isin, positions
+from processor.vector import arrow, isin, positions
 
 LABEL = {"orgs": ["name"], "people": ["given_name", "family_name"], "classes": ["title"],
          "courses": ["title"], "academic_sessions": ["title"], "enrollments": ["person", "class_id"],
@@ -199,10 +200,16 @@ def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scop
 
 
 def _in_scope(table: str, cur: pd.DataFrame, scope: pd.Index) -> pd.Series:
-    parts = cur["sourced_id"].str.split("|", n=1, expand=True)
-    if parts.shape[1] < 2:
-        return pd.Series(False, index=cur.index)
-    return isin(parts[0], scope) | isin(parts[1], scope)
+    student, guardian = link_ends(cur["sourced_id"])
+    return pd.Series(isin(student, scope) | isin(guardian, scope), index=cur.index)
+
+
+def link_ends(sourced_ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The student and guardian ids of guardian-link ids ("student|guardian"), in Arrow."""
+    arr = arrow(sourced_ids)
+    student = pc.replace_substring_regex(arr, r"\|.*$", "")
+    guardian = pc.replace_substring_regex(arr, r"^[^|]*\|?", "")
+    return student.to_numpy(zero_copy_only=False), guardian.to_numpy(zero_copy_only=False)
 
 
 def _changed_ids(tc: TableChanges) -> list[str]:

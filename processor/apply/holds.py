@@ -6,16 +6,15 @@ A hold stops the whole drop before anything is applied, because the data looks w
 from __future__ import annotations
 
 import pandas as pd
-import pyarrow.compute as pc
 from sqlalchemy import Connection, func, select
 
-from processor.apply.diff import ChangeSet
+from processor.apply.diff import ChangeSet, link_ends
 from processor.apply.store import ENTITY_TABLES
 from processor.config import Policy
 from processor.convert.roster import ENTITY_OF, Roster
 from processor.runs import COUNTED
 from processor.validate.issues import concat_issues, issue_frame, one_issue
-from processor.vector import arrow, isin
+from processor.vector import isin
 
 NOUN = {"people": "people", "orgs": "orgs", "classes": "classes", "enrollments": "enrollments",
         "guardian_links": "guardian links", "courses": "courses", "academic_sessions": "academic sessions",
@@ -88,10 +87,8 @@ def _too_many_guardians(changes: ChangeSet, policy: Policy,
     students = added["student"].unique()
     current = changes.current["guardian_links"]  # the diff's view of the stored links (set with tables)
     current = current[current["status"].eq("active")]
-    # sourced_id is "student|guardian"
-    owner = pc.list_element(pc.split_pattern(arrow(current["sourced_id"]), "|", max_splits=1), 0)
     current = pd.DataFrame({"sourced_id": current["sourced_id"].to_numpy(),
-                            "student": owner.to_numpy(zero_copy_only=False)})
+                            "student": link_ends(current["sourced_id"])[0]})
     current = current[isin(current["student"], students)]
     kept = current[~isin(current["sourced_id"], tc.deactivated["sourced_id"])]
     after = pd.concat([kept, added]).drop_duplicates("sourced_id")
