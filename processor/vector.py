@@ -40,6 +40,15 @@ def _isin(left: pa.Array, reference) -> np.ndarray:
     return pc.is_in(left, value_set=right, skip_nulls=True).to_numpy(zero_copy_only=False).astype(bool, copy=False)
 
 
+def id_set(*parts) -> pd.Index:
+    """Several id columns as one Index to look up in (isin, positions): repeats are harmless there, so no
+    unique/union pass over a million ids."""
+    series = [pd.Series(p, dtype="str").reset_index(drop=True) for p in parts if len(p)]
+    if not series:
+        return pd.Index([], dtype="str")
+    return pd.Index(pd.concat(series, ignore_index=True) if len(series) > 1 else series[0])
+
+
 def positions(values, reference) -> np.ndarray:
     """For each value, its position in reference, or -1 (like Index.get_indexer, first occurrence)."""
     left = arrow(values)

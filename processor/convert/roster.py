@@ -18,7 +18,7 @@ from processor.config import Policy
 from processor.validate.current import CurrentRoster
 from processor.validate.issues import one_issue
 from processor.validate.run import Validation
-from processor.vector import explode, isin, json_rows, lookup, row_hash
+from processor.vector import explode, id_set, isin, json_rows, lookup, row_hash
 
 # OneRoster entity → store table, and back.
 TABLE_OF = {"orgs": "orgs", "academicSessions": "academic_sessions", "courses": "courses", "classes": "classes",
@@ -107,8 +107,7 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
         # Demographics of people this drop does not store (rejected, excluded, unknown) are not kept.
         known = roster.tables["people"]["sourced_id"] if "people" in roster.tables else pd.Series([], dtype="str")
         d = roster.tables["demographics"]
-        stored = pd.Series(current.active("users"), dtype="str")
-        roster.tables["demographics"] = d[isin(d["sourced_id"], pd.concat([known, stored], ignore_index=True))]
+        roster.tables["demographics"] = d[isin(d["sourced_id"], id_set(known, current.active("users")))]
     return roster
 
 
@@ -179,8 +178,7 @@ def _guardian_links(agent_ids, people: pd.DataFrame, current: CurrentRoster, mod
     # Both ends in one column: each check below is one Arrow lookup instead of one per end.
     n = len(links)
     ends = pd.concat([links["student"], links["guardian"]], ignore_index=True)
-    known = isin(ends, pd.concat([people["sourced_id"], pd.Series(current.active("users"), dtype="str")],
-                                 ignore_index=True)).to_numpy()
+    known = isin(ends, id_set(people["sourced_id"], current.active("users"))).to_numpy()
     # A link between two people the drop carries must join a student and a guardian.
     first = ~people["sourced_id"].duplicated()
     role = lookup(ends, people.loc[first, "sourced_id"], people.loc[first, "role"].to_numpy(), default="?")

@@ -15,7 +15,7 @@ from processor.validate.issues import concat_issues, is_fatal, one_issue, sort_i
 from processor.validate.policy import check_single_school, check_students_need_enrollment
 from processor.validate.references import Targets, check_references, root_causes
 from processor.validate.values import check_values
-from processor.vector import isin
+from processor.vector import id_set, isin
 
 
 @dataclass
@@ -58,7 +58,7 @@ def validate(bundle: Bundle, policy: Policy, current: CurrentRoster = NO_ROSTER)
             continue
         file_issues, rejected = check_values(bf, spec, active, extra)
         # Self-references (parent org, guardian links) are optional links: any id of the file will do.
-        targets.valid[entity] = _ids(df["sourcedId"], current.active(entity))
+        targets.valid[entity] = id_set(df["sourcedId"], current.active(entity))
         targets.checkable[entity] = True
         for f in spec.fields:
             if f.ref:
@@ -86,20 +86,11 @@ def validate(bundle: Bundle, policy: Policy, current: CurrentRoster = NO_ROSTER)
     return out
 
 
-def _ids(*parts) -> pd.Index:
-    """Ids a reference may point at. Only ever looked up (vector.isin), so repeats are harmless: no
-    unique/union passes over a million ids."""
-    series = [pd.Series(p, dtype="str").reset_index(drop=True) for p in parts if len(p)]
-    if not series:
-        return pd.Index([], dtype="str")
-    return pd.Index(pd.concat(series, ignore_index=True) if len(series) > 1 else series[0])
-
-
 def _update_targets(targets: Targets, bundle: Bundle, entity: str, rejected: pd.Series,
                     file_issues: list[pd.DataFrame], current: CurrentRoster) -> None:
     bf = bundle.files[entity]
     sid = bf.frame["sourcedId"]
-    valid = _ids(sid[~rejected])
+    valid = id_set(sid[~rejected])
     if bundle.modes.get(entity) != "bulk":
         valid = valid.union(current.active(entity).difference(pd.Index(sid[rejected].unique())))
     targets.valid[entity] = valid
