@@ -25,6 +25,26 @@ def arrow(values) -> pa.Array:
     return pa.array(values, type=pa.large_string(), from_pandas=True)
 
 
+def chunks(values: pd.Series) -> pa.ChunkedArray:
+    """A str column as the chunked Arrow array behind it, without arrow()'s copy into one contiguous array
+    (for element-wise kernels, which work chunk by chunk anyway)."""
+    pa_arr = getattr(values.array, "_pa_array", None)
+    if isinstance(pa_arr, pa.ChunkedArray):
+        return pa_arr
+    return pa.chunked_array([arrow(values)])
+
+
+def text_bytes(values: pa.ChunkedArray) -> int:
+    """Total bytes of a (large_)string chunked array's values, read off its offsets: no pass over the rows."""
+    total = 0
+    for chunk in values.chunks:
+        if len(chunk):
+            width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+            offsets = np.frombuffer(chunk.buffers()[1], dtype=width)
+            total += int(offsets[chunk.offset + len(chunk)] - offsets[chunk.offset])
+    return total
+
+
 def isin(values, reference):
     """Which of values occur in reference: a boolean Series aligned with values (an ndarray for non-Series)."""
     mask = _isin(arrow(values), reference)

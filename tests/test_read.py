@@ -130,3 +130,31 @@ def test_a_folder_of_csvs_is_a_bundle_too(sqlite_env):
     path = sqlite_env.bundle(CLEAN, as_zip=False)
     result = sqlite_env.process(path)
     assert result.status == "applied" and result.counts["users"].created == 6
+
+
+def test_an_invalid_utf8_byte_deep_in_a_big_file_is_found_and_read_as_cp1252():
+    # Plain UTF-8 goes to pyarrow undecoded; a bad byte far past the first line (pyarrow finds it, not us)
+    # must still give the encoding alert with its line, and the file read as Windows-1252.
+    from processor.bundle.read import parse_csv
+
+    rows = [f"u{i},Name{i}" for i in range(200_000)]
+    rows[150_000] = "u150000,Jos\xe9"
+    data = ("sourcedId,givenName\n" + "\n".join(rows) + "\n").encode("cp1252")
+    issues: list = []
+    header, frame, line_issues = parse_csv(data, "users.csv", issues)
+    assert header == ["sourcedId", "givenName"] and line_issues == []
+    assert [(i["code"].iloc[0], int(i["line"].iloc[0])) for i in issues] == [("encoding", 150_002)]
+    assert len(frame) == 200_000 and frame["c1"].iloc[150_000] == "José" and frame["_line"].iloc[-1] == 200_001
+
+
+def test_trimming_sees_whitespace_in_any_chunk_of_a_column():
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from processor.vector import text_bytes
+
+    clean = pa.chunked_array([pa.array(["ab", "cd", "ef"], pa.large_string()).slice(1, 2),
+                              pa.array([], pa.large_string()), pa.array(["gh", None], pa.large_string())])
+    assert text_bytes(clean) == 6 and text_bytes(pc.utf8_trim_whitespace(clean)) == 6
+    spaced = pa.chunked_array([pa.array(["ab"], pa.large_string()), pa.array(["cd "], pa.large_string())])
+    assert text_bytes(pc.utf8_trim_whitespace(spaced)) == text_bytes(spaced) - 1

@@ -101,3 +101,15 @@ def _message(out) -> str:
 
 def _tree(root: Path, exclude: Path) -> set[str]:
     return {str(p) for p in root.rglob("*") if exclude not in p.parents and p != exclude}
+
+
+def test_the_size_cap_counts_all_members_together_while_they_decompress_in_parallel(tmp_path):
+    # Two members of 600 kB each: either alone fits a 1 MB cap, together they do not. Members decompress
+    # two at a time, so the cap must be shared between the threads, not checked per member.
+    body = b"".join(b"u%d,active,2026-01-01,Student,%x\n" % (i, i * 7919) for i in range(20_000))[:600_000]
+    path = tmp_path / "two.zip"
+    others = [(n, v) for n, v in _clean_entries() if n not in ("users.csv", "enrollments.csv")]
+    path.write_bytes(_zip([("users.csv", body), ("enrollments.csv", body), *others]))
+    assert "1,000,000-byte limit" in _message(unpack(path, Limits(max_total_bytes=1_000_000)))
+    out = unpack(path, Limits(max_total_bytes=2_000_000))
+    assert not out.fatal and out.files["users.csv"] == body and out.files["enrollments.csv"] == body

@@ -28,7 +28,7 @@ import pandas as pd
 
 from processor.bundle.formats import ENTITY_ORDER, SPECS
 from processor.bundle.provenance import FILE, PART, Origin
-from processor.bundle.read import LINE, Bundle, BundleFile, _decode, _parse
+from processor.bundle.read import LINE, Bundle, BundleFile, parse_csv
 from processor.bundle.sniff import header
 from processor.bundle.unpack import Unpacked
 from processor.validate.issues import one_issue
@@ -176,10 +176,10 @@ def read(raw: Unpacked, bundle: Bundle) -> Bundle:
 def _read_file(spec: CleverFile, data: bytes, issues: list[pd.DataFrame]) -> tuple[pd.DataFrame, list[str]] | None:
     """One Clever CSV as a frame under Clever's exact headers (every defined one, blank if not sent) + LINE."""
     name = spec.name
-    text = _decode(data, name, issues)
-    if text is None:
+    parsed = parse_csv(data, name, issues)
+    if parsed is None:
         return None
-    head, frame, line_issues = _parse(text, name)
+    head, frame, line_issues = parsed
     issues.extend(line_issues)
     if head is None:
         issues.append(one_issue("bad_bundle", f"{name} is empty: it has no header line.", file=name))

@@ -27,10 +27,10 @@ from processor.bundle.formats import (
 from processor.bundle.provenance import Origin
 from processor.bundle.unpack import Limits, Unpacked, unpack
 from processor.validate.issues import issue_frame, one_issue
-from processor.vector import arrow, isin
+from processor.vector import arrow, chunks, isin, text_bytes
 
 LINE = "_line"  # the line the district sees in its file (header = 1)
-_FIRST_LINE = re.compile(r"[^\r\n]*")
+_FIRST_LINE = re.compile(rb"[^\r\n]*")
 MODES = ("bulk", "delta", "absent")
 
 
@@ -188,14 +188,10 @@ def _decode(data: bytes, name: str, issues: list[pd.DataFrame]) -> str | None:
 def read_file(spec: FileSpec, data: bytes, issues: list[pd.DataFrame]) -> BundleFile | None:
     """Read one CSV; None when the file cannot be used at all (issues say why)."""
     name = spec.filename
-    before = len(issues)
-    text = _decode(data, name, issues)
-    if text is None:
+    parsed = parse_csv(data, name, issues)
+    if parsed is None:
         return None
-    was_utf8 = len(issues) == before  # _decode leaves an `encoding` alert whenever it had to fall back
-    # Valid UTF-8 goes to pyarrow as the bytes it came in (minus a BOM): no re-encoding of 100s of MB.
-    utf8 = (data[3:] if data.startswith(b"\xef\xbb\xbf") else data) if was_utf8 else None
-    header, frame, line_issues = _parse(text, name, utf8)
+    header, frame, line_issues = parsed
     issues.extend(line_issues)
     if header is None:
         issues.append(one_issue("bad_bundle", f"{name} is empty: it has no header line.", file=name))
@@ -217,10 +213,32 @@ def read_file(spec: FileSpec, data: bytes, issues: list[pd.DataFrame]) -> Bundle
     return BundleFile(spec.entity, name, frame, meta_cols, sent)
 
 
-def _parse(text: str, name: str, raw: bytes | None = None) -> tuple[list[str] | None, pd.DataFrame, list[pd.DataFrame]]:
-    first = _FIRST_LINE.match(text).group(0)
+def parse_csv(data: bytes, name: str, issues: list[pd.DataFrame]
+              ) -> tuple[list[str] | None, pd.DataFrame, list[pd.DataFrame]] | None:
+    """One CSV file's bytes as (header, frame of c0..cN + LINE, line issues); None when the file is not
+    text at all (issues say why). Plain UTF-8, the common case, goes to pyarrow as the bytes it came in:
+    pyarrow checks the UTF-8 itself, so 100s of MB are never decoded into a Python str unless a slow path
+    needs the text. Anything else (UTF-16, invalid UTF-8 read as Windows-1252) is decoded first by
+    _decode, which leaves its `encoding` alert."""
+    if not data.startswith((b"\xff\xfe", b"\xfe\xff")) and b"\x00" not in data[:65536]:
+        raw = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+        parsed = _parse(raw, name, lambda: raw.decode("utf-8"))
+        if parsed is not None:
+            return parsed
+    text = _decode(data, name, issues)  # not UTF-8 after all: decoded with its alert
+    if text is None:
+        return None
+    return _parse(text.encode("utf-8"), name, lambda: text)
+
+
+def _parse(raw: bytes, name: str, text) -> tuple[list[str] | None, pd.DataFrame, list[pd.DataFrame]] | None:
+    """raw: UTF-8 bytes (maybe invalid); text(): the whole file as str, for the exact slow path only.
+    None when raw is not valid UTF-8."""
     try:
+        first = _FIRST_LINE.match(raw).group(0).decode("utf-8")
         header = next(csv.reader([first]))
+    except UnicodeDecodeError:
+        return None
     except StopIteration:
         return None, pd.DataFrame(), []
     header = [h.strip() for h in header]
@@ -233,25 +251,33 @@ def _parse(text: str, name: str, raw: bytes | None = None) -> tuple[list[str] | 
         bad_rows.append(1)
         return "skip"
 
+    def slow() -> tuple[list[str], pd.DataFrame, list[pd.DataFrame]] | None:
+        try:
+            whole = text()
+        except UnicodeDecodeError:
+            return None
+        return header, *_parse_python(whole, header, name)
+
     try:
+        # large_string: pandas' str dtype wraps it as it is (a plain string column is copied into one).
         table = pacsv.read_csv(
-            io.BytesIO(raw if raw is not None else text.encode("utf-8")),
+            io.BytesIO(raw),
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 24),
             parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
+            convert_options=pacsv.ConvertOptions(column_types={n: pa.large_string() for n in names},
                                                  strings_can_be_null=False, quoted_strings_can_be_null=False),
         )
-    except (pa.ArrowInvalid, pa.ArrowException):
-        return header, *_parse_python(text, header, name)
+    except (pa.ArrowInvalid, pa.ArrowException):  # invalid UTF-8 among them: slow() then says None
+        return slow()
     if bad_rows:
-        return header, *_parse_python(text, header, name)
+        return slow()
     frame = table.to_pandas()
     n = len(frame)
     # Line numbers: data row i sits on line i + 2 unless values span lines; then count exactly.
-    newlines = (raw.count(b"\n") or raw.count(b"\r")) if raw is not None else (text.count("\n") or text.count("\r"))
+    newlines = raw.count(b"\n") or raw.count(b"\r")
     if newlines > n + 1:
         # Either blank lines or quoted newlines: let the csv module count physical lines.
-        return header, *_parse_python(text, header, name)
+        return slow()
     frame[LINE] = pd.RangeIndex(2, n + 2)
     return header, frame, []
 
@@ -346,10 +372,11 @@ def _clean_values(spec: FileSpec, frame: pd.DataFrame, issues: list[pd.DataFrame
     for c in frame.columns:
         if c == LINE:
             continue
-        # Trim in Arrow, and replace the column only where something was trimmed (most exports are clean).
-        arr = arrow(frame[c])
-        trimmed = pc.utf8_trim_whitespace(arr)
-        if pc.any(pc.not_equal(pc.binary_length(trimmed), pc.binary_length(arr))).as_py():
+        # Trim in Arrow, chunk by chunk as parsed, and replace the column only where something was trimmed
+        # (most exports are clean): trimming only shortens, so equal byte totals mean nothing changed.
+        values = chunks(frame[c])
+        trimmed = pc.utf8_trim_whitespace(values)
+        if text_bytes(trimmed) != text_bytes(values):
             frame[c] = pd.Series(trimmed, index=frame.index, dtype="str")
     for f in spec.fields:
         if f.kind == "enum":
