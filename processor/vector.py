@@ -138,7 +138,7 @@ def row_hash(columns: list) -> np.ndarray:
     every Arrow string column to Python objects to hash it). Missing and empty values hash alike."""
     if not columns or len(columns[0]) == 0:
         return np.zeros(len(columns[0]) if columns else 0, dtype=np.int64)
-    parts = [pc.fill_null(arrow(c), "") for c in columns]
+    parts = [pc.fill_null(chunks(c) if isinstance(c, pd.Series) else arrow(c), "") for c in columns]
     joined = pc.binary_join_element_wise(*parts, pa.scalar("\x1f", type=pa.large_string()))
     # As bytes objects, not str: no UTF-8 decoding into Python strings, and pandas hashes a str by its UTF-8
     # bytes anyway, so the hashes are the same (2x faster).

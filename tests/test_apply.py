@@ -181,6 +181,22 @@ def test_a_newer_applied_drop_supersedes_a_held_one(env):
     assert len(env.export()["enrollments"]) == 4
 
 
+def test_guardian_link_ids_that_would_collide_on_the_separator_are_stored_once(env):
+    # Link ids are "student|guardian": student "x|y" with guardian "z" and student "x" with guardian "y|z"
+    # both give "x|y|z". The drop must apply (not fail on the primary key), with one of the two links.
+    users = USERS + (
+        "x|y,active,,true,s1,student,xy,,Xa,Ya,,000901,xy@lincoln.example,,,z,03,,\n"
+        "x,active,,true,s1,student,xx,,Xb,Yb,,000902,xx@lincoln.example,,,y|z,03,,\n"
+        "z,active,,true,s1,guardian,zz,,Zed,Z,,,z@mail.example,,,,,,\n"
+        "y|z,active,,true,s1,guardian,yz,,Yz,Z,,,yz@mail.example,,,,,,\n")
+    enrollments = ENROLLMENTS + "e8,active,,k1,s1,x|y,student,false,,\ne9,active,,k1,s1,x,student,false,,\n"
+    result = env.process(with_changes(CLEAN, users_csv=users, enrollments_csv=enrollments))
+    assert result.status == "applied", result.issues
+    links = {(g["student"], g["guardian"]) for g in env.export()["guardians"]}
+    assert links & {("x|y", "z"), ("x", "y|z")} in ({("x|y", "z")}, {("x", "y|z")})
+    assert len(links) == 3  # u2-g1, u3-g1 and one of the two
+
+
 def test_too_many_guardians_holds(env):
     env.configure(lincoln={"max_guardians_per_student": 1})
     users = USERS + "g2,active,,true,s1,guardian,pdoe,,Pat,Doe,,,pdoe@mail.example,,,u2,,,\n"

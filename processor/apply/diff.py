@@ -138,8 +138,7 @@ def compute_changes(conn: Connection, tenant: str, roster: Roster) -> ChangeSet:
         mode = roster.modes.get(table, "absent")
         if mode == "absent" or table not in roster.tables:
             continue
-        new = roster.tables[table]
-        new = new[~new["sourced_id"].duplicated(keep="first")]
+        new = roster.tables[table]  # ids unique per table: validation rejects repeats (convert.roster)
         cur = load_current(conn, tenant, table)
         cs.current[table] = cur
         scope = roster.link_scope if table == "guardian_links" else None

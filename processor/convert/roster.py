@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
 from processor.apply.store import ENTITY_COLUMNS
 from processor.bundle.read import LINE, Bundle
@@ -18,7 +19,7 @@ from processor.config import Policy
 from processor.validate.current import CurrentRoster
 from processor.validate.issues import one_issue
 from processor.validate.run import Validation
-from processor.vector import explode, id_set, isin, json_rows, lookup, row_hash
+from processor.vector import arrow, explode, id_set, isin, json_rows, lookup, row_hash
 
 # OneRoster entity → store table, and back.
 TABLE_OF = {"orgs": "orgs", "academicSessions": "academic_sessions", "courses": "courses", "classes": "classes",
@@ -63,7 +64,9 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
     kept: dict[str, pd.DataFrame] = {}
     for entity, bf in bundle.files.items():
         mask = validation.rejected.get(entity)
-        df = bf.frame if mask is None else bf.frame[~mask.to_numpy()]
+        # Validation rejects blank and repeated sourcedIds, so every table of the roster has unique ids
+        # (the diff relies on it; guardian links see to theirs below).
+        df = bf.frame[~mask.to_numpy()] if mask is not None else bf.frame[~bf.frame["sourcedId"].duplicated()]
         kept[entity] = df
     roles = None
     if "users" in kept:
@@ -179,9 +182,8 @@ def _guardian_links(agent_ids, people: pd.DataFrame, current: CurrentRoster, mod
     n = len(links)
     ends = pd.concat([links["student"], links["guardian"]], ignore_index=True)
     known = isin(ends, id_set(people["sourced_id"], current.active("users"))).to_numpy()
-    # A link between two people the drop carries must join a student and a guardian.
-    first = ~people["sourced_id"].duplicated()
-    role = lookup(ends, people.loc[first, "sourced_id"], people.loc[first, "role"].to_numpy(), default="?")
+    # A link between two people the drop carries must join a student and a guardian (people's ids are unique).
+    role = lookup(ends, people["sourced_id"], people["role"].to_numpy(), default="?")
     role_ok = np.concatenate([role[:n].isin(["?", "student"]).to_numpy(),
                               role[n:].isin(["?", "guardian"]).to_numpy()])
     inactive = isin(ends, people.loc[people["status"].eq("inactive"), "sourced_id"]).to_numpy()
@@ -193,6 +195,8 @@ def _guardian_links(agent_ids, people: pd.DataFrame, current: CurrentRoster, mod
         "student": links["student"],
         "guardian": links["guardian"],
     })
+    if pc.any(pc.match_substring(arrow(ends), "|")).as_py():  # "a|b"+"c" and "a"+"b|c" would share an id
+        out = out[~out["sourced_id"].duplicated()]
     out["row_hash"] = row_hash([out["student"], out["guardian"]])
     # In a delta, the links of every student or guardian the drop names are restated by it.
     scope = pd.Index(people["sourced_id"]) if mode == "delta" else None
