@@ -7,6 +7,7 @@ is made by `data_json` for the rows the diff writes, from the columns kept in Ro
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -87,25 +88,30 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
                 kept["demographics"] = kept["demographics"][~isin(kept["demographics"]["sourcedId"], gone)]
         kept["users"] = users
     org_types = _org_types(kept.get("orgs"), current)
-    for entity, df in kept.items():
-        table = TABLE_OF[entity]
-        meta = bundle.files[entity].metadata_columns
-        extra = {}
-        if table == "people":
-            extra = _people_columns(df, roles, org_types)
-        roster.tables[table], roster.data_source[table] = _frame(table, df, meta, extra)
-        roster.modes[table] = bundle.modes.get(entity, "bulk")
+    # The tables convert two at a time, guardian links beside them: most of the work (row hashes, lookups,
+    # column copies) is in Arrow's kernels, which release the GIL, so the second core is not idle.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="convert") as pool:
+        links = None
+        if "users" in kept:
+            users = kept["users"]
+            people = pd.DataFrame({"sourced_id": users["sourcedId"], "role": roles.astype("str"),
+                                   "status": _status(users)}).reset_index(drop=True)
+            links = pool.submit(_guardian_links, users["agentSourcedIds"].array, people, current,
+                                bundle.modes.get("users", "bulk"))
+        frames = {}
+        for entity, df in sorted(kept.items(), key=lambda kv: -len(kv[1])):  # biggest first
+            table = TABLE_OF[entity]
+            extra = _people_columns(df, roles, org_types) if table == "people" else {}
+            frames[entity] = pool.submit(_frame, table, df, bundle.files[entity].metadata_columns, extra)
+        for entity in kept:
+            table = TABLE_OF[entity]
+            roster.tables[table], roster.data_source[table] = frames[entity].result()
+            roster.modes[table] = bundle.modes.get(entity, "bulk")
+        if links is not None:
+            roster.tables["guardian_links"], roster.link_scope = links.result()
     for entity in TABLE_OF:
         roster.modes.setdefault(TABLE_OF[entity], "absent" if bundle.modes.get(entity) != "delta" else "delta")
-    if "users" in kept:
-        people = roster.tables["people"]
-        links, scope = _guardian_links(kept["users"]["agentSourcedIds"].array, people, current,
-                                       roster.modes["people"])
-        roster.tables["guardian_links"] = links
-        roster.modes["guardian_links"] = roster.modes["people"]
-        roster.link_scope = scope
-    else:
-        roster.modes["guardian_links"] = "absent"
+    roster.modes["guardian_links"] = roster.modes["people"] if links is not None else "absent"
     if "demographics" in roster.tables:
         # Demographics of people this drop does not store (rejected, excluded, unknown) are not kept.
         known = roster.tables["people"]["sourced_id"] if "people" in roster.tables else pd.Series([], dtype="str")
@@ -135,11 +141,15 @@ def _people_columns(users: pd.DataFrame, roles: pd.Series, org_types: pd.Series)
     return {"role": roles.astype("str"), "schools": joined.astype("str"), "school": primary.astype("str")}
 
 
+def _status(df: pd.DataFrame) -> np.ndarray:
+    return np.where(df["status"].eq("tobedeleted"), "inactive", "active")
+
+
 def _frame(table: str, df: pd.DataFrame, meta: list[str], extra: dict[str, pd.Series]
            ) -> tuple[pd.DataFrame, pd.DataFrame]:
     out = pd.DataFrame(index=df.index)
     out["sourced_id"] = df["sourcedId"]
-    out["status"] = np.where(df["status"].eq("tobedeleted"), "inactive", "active")
+    out["status"] = _status(df)
     for src, dst in RENAMES.get(table, {}).items():
         out[dst] = df[src]
     for k, v in extra.items():
