@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -36,6 +37,33 @@ def validate(bundle: Bundle, policy: Policy, current: CurrentRoster = NO_ROSTER)
         return Validation(sort_issues(concat_issues(issues)), fatal=True)
     out = Validation(issues=pd.DataFrame())
     targets = Targets()
+    if "users" in bundle.files:
+        out.roles = app_roles(bundle.files["users"].frame, policy)
+    # Value checks need nothing from other files: they run two at a time, biggest file first (duplicate ids,
+    # patterns and dates are Arrow and pandas kernels that release the GIL); references then go in order.
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="validate")
+    try:
+        checked = {}
+        for entity in sorted(bundle.files, key=lambda e: -len(bundle.files[e].frame)):
+            bf = bundle.files[entity]
+            extra, missing_cols = _policy_required(entity, bf, policy, out.roles)
+            if not missing_cols:
+                checked[entity] = pool.submit(check_values, bf, SPECS[entity], bf.frame["status"].ne("tobedeleted"),
+                                              extra)
+        _check_in_order(bundle, policy, current, out, targets, issues, checked)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if policy.students_need_enrollment and "users" in bundle.files and "enrollments" not in bundle.files:
+        _students_need_enrollment(bundle, out, targets, issues, current, None)
+    all_issues = concat_issues(issues)
+    out.fatal = out.fatal or is_fatal(all_issues)
+    out.issues = sort_issues(all_issues)
+    return out
+
+
+def _check_in_order(bundle: Bundle, policy: Policy, current: CurrentRoster, out: Validation, targets: Targets,
+                    issues: list[pd.DataFrame], checked: dict) -> None:
+    """File by file in ENTITY_ORDER: each file's references resolve against the files before it."""
     org_types = current.org_types
     for entity in ENTITY_ORDER:
         bf = bundle.files.get(entity)
@@ -46,8 +74,6 @@ def validate(bundle: Bundle, policy: Policy, current: CurrentRoster = NO_ROSTER)
         spec = SPECS[entity]
         df = bf.frame
         active = df["status"].ne("tobedeleted")
-        if entity == "users":
-            out.roles = app_roles(df, policy)
         extra, missing_cols = _policy_required(entity, bf, policy, out.roles)
         if missing_cols:
             issues.extend(missing_cols)
@@ -56,7 +82,7 @@ def validate(bundle: Bundle, policy: Policy, current: CurrentRoster = NO_ROSTER)
             targets.valid[entity] = pd.Index(df["sourcedId"].unique())
             targets.checkable[entity] = True
             continue
-        file_issues, rejected = check_values(bf, spec, active, extra)
+        file_issues, rejected = checked[entity].result()
         # Self-references (parent org, guardian links) are optional links: any id of the file will do.
         targets.valid[entity] = id_set(df["sourcedId"], current.active(entity))
         targets.checkable[entity] = True
@@ -78,12 +104,6 @@ def validate(bundle: Bundle, policy: Policy, current: CurrentRoster = NO_ROSTER)
         issues.extend(file_issues)
         out.rejected[entity] = rejected
         _update_targets(targets, bundle, entity, rejected, file_issues, current)
-    if policy.students_need_enrollment and "users" in bundle.files and "enrollments" not in bundle.files:
-        _students_need_enrollment(bundle, out, targets, issues, current, None)
-    all_issues = concat_issues(issues)
-    out.fatal = out.fatal or is_fatal(all_issues)
-    out.issues = sort_issues(all_issues)
-    return out
 
 
 def _update_targets(targets: Targets, bundle: Bundle, entity: str, rejected: pd.Series,
