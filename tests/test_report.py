@@ -282,3 +282,29 @@ def test_run_summary_text_of_a_hold_names_the_commands():
     text = run_summary_text(result("held"))
     assert "rosterdrop holds release 20240502T021300-aaaa1111" in text
     assert "rosterdrop holds discard 20240502T021300-aaaa1111" in text
+
+
+def test_school_counts_of_a_change_set_match_a_plain_groupby():
+    import numpy as np
+
+    from processor.apply.diff import ChangeSet, TableChanges
+    from processor.pipeline import _school_counts
+
+    rng = np.random.default_rng(7)
+
+    def rows(n: int) -> pd.DataFrame:
+        return pd.DataFrame({"sourced_id": [f"x{i}" for i in range(n)],
+                             "school": pd.array(rng.choice(["s1", "s2", "", "s10"], n), dtype="str")})
+
+    changes = ChangeSet()
+    changes.tables["people"] = TableChanges("people", "bulk", created=rows(50), updated=rows(7), deactivated=rows(0))
+    changes.tables["enrollments"] = TableChanges("enrollments", "bulk", created=rows(0), updated=rows(3),
+                                                 deactivated=rows(11))
+    got = _school_counts(changes, None, None, "t")
+    parts = [f.assign(entity=t, action=a) for t, tc in changes.tables.items()
+             for a, f in (("created", tc.created), ("updated", tc.updated), ("deactivated", tc.deactivated))]
+    want = (pd.concat(parts).groupby(["school", "entity", "action"]).size().unstack(fill_value=0)
+            .reindex(columns=["created", "updated", "deactivated"], fill_value=0).reset_index())
+    assert got[["school", "entity", "created", "updated", "deactivated"]].astype(str).values.tolist() == \
+        want.astype(str).values.tolist()
+    assert got["school_name"].eq("(no school)").all() and got["unchanged"].eq(0).all()
