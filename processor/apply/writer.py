@@ -7,6 +7,7 @@ Updates are delete + insert of the whole row (the new row is complete; the old o
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pyarrow as pa
@@ -93,17 +94,30 @@ def _insert(conn: Connection, table: str, cols: list[str], rows: pd.DataFrame, c
     key_order = (key_order or with_data) and len(rows) > 1
     order = pc.sort_indices(arrow(rows["sourced_id"])).to_numpy() if key_order else None
     step = INSERT_SLICE if sqlite else COPY_SLICE
+
+    def prepare(start: int) -> pd.DataFrame:
+        part = rows.iloc[order[start:start + step]] if order is not None else rows.iloc[start:start + step]
+        if with_data:
+            part = part.assign(data=data_json(data_from, part.index).to_numpy())
+        return part
+
     cur = conn.connection.dbapi_connection.cursor() if sqlite else None
+    # The next slice is cut and its JSON built on a helper thread while this one is written: both the
+    # database (SQLite's step, psycopg's copy) and Arrow's kernels release the GIL. Only this thread
+    # touches the connection.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="insert")
     try:
+        upcoming = pool.submit(prepare, 0)
         for start in range(0, len(rows), step):
-            part = rows.iloc[order[start:start + step]] if order is not None else rows.iloc[start:start + step]
-            if with_data:
-                part = part.assign(data=data_json(data_from, part.index).to_numpy())
+            part = upcoming.result()
+            if start + step < len(rows):
+                upcoming = pool.submit(prepare, start + step)
             if sqlite:
                 _insert_sqlite(cur, table, cols, part, constants)
             else:
                 _copy_postgresql(conn, table, cols, part, constants)
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         if cur is not None:
             cur.close()
 
