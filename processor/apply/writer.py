@@ -95,11 +95,11 @@ def _insert(conn: Connection, table: str, cols: list[str], rows: pd.DataFrame, c
     order = pc.sort_indices(arrow(rows["sourced_id"])).to_numpy() if key_order else None
     step = INSERT_SLICE if sqlite else COPY_SLICE
 
-    def prepare(start: int) -> pd.DataFrame:
+    def prepare(start: int):
         part = rows.iloc[order[start:start + step]] if order is not None else rows.iloc[start:start + step]
         if with_data:
             part = part.assign(data=data_json(data_from, part.index).to_numpy())
-        return part
+        return _sqlite_columns(cols, part, constants) if sqlite else _postgresql_csv(cols, part, constants)
 
     cur = conn.connection.dbapi_connection.cursor() if sqlite else None
     # The next slice is cut and its JSON built on a helper thread while this one is written: both the
@@ -109,28 +109,29 @@ def _insert(conn: Connection, table: str, cols: list[str], rows: pd.DataFrame, c
     try:
         upcoming = pool.submit(prepare, 0)
         for start in range(0, len(rows), step):
-            part = upcoming.result()
+            ready = upcoming.result()
             if start + step < len(rows):
                 upcoming = pool.submit(prepare, start + step)
             if sqlite:
-                _insert_sqlite(cur, table, cols, part, constants)
+                values = ", ".join("?" for _ in cols)
+                cur.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({values})", zip(*ready, strict=True))
             else:
-                _copy_postgresql(conn, table, cols, part, constants)
+                raw = conn.connection.driver_connection
+                with raw.cursor() as pg, pg.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN (FORMAT csv)") as copy:
+                    copy.write(ready)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         if cur is not None:
             cur.close()
 
 
-def _insert_sqlite(cur, table: str, cols: list[str], part: pd.DataFrame, constants: dict) -> None:
-    # Row tuples fed lazily to the raw cursor: the DB-API wants Python objects, and 2M rows of them at once
-    # cost ~1.5 GB of peak memory.
-    sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
-    columns = [[constants[c]] * len(part) if c in constants else _db_values(part[c]) for c in cols]
-    cur.executemany(sql, zip(*columns, strict=True))
+def _sqlite_columns(cols: list[str], part: pd.DataFrame, constants: dict) -> list:
+    # Row tuples are zipped lazily from these columns by the writer: the DB-API wants Python objects, and
+    # 2M rows of tuples at once cost ~1.5 GB of peak memory.
+    return [[constants[c]] * len(part) if c in constants else _db_values(part[c]) for c in cols]
 
 
-def _copy_postgresql(conn: Connection, table: str, cols: list[str], part: pd.DataFrame, constants: dict) -> None:
+def _postgresql_csv(cols: list[str], part: pd.DataFrame, constants: dict) -> memoryview:
     # Arrow's CSV writer (C++) quotes empty strings ("") and leaves NULL empty, which is exactly how
     # PostgreSQL's CSV COPY tells them apart; pandas' to_csv was 10x slower here.
     data = pa.Table.from_pandas(part[[c for c in cols if c not in constants]], preserve_index=False)
@@ -139,9 +140,7 @@ def _copy_postgresql(conn: Connection, table: str, cols: list[str], part: pd.Dat
     # combine_chunks: pyarrow 26 writes garbage for a column whose first chunk is empty (pd.concat makes those).
     pacsv.write_csv(pa.table(arrays, names=cols).combine_chunks(), sink,
                     pacsv.WriteOptions(include_header=False, quoting_style="needed"))
-    raw = conn.connection.driver_connection
-    with raw.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN (FORMAT csv)") as copy:
-        copy.write(memoryview(sink.getvalue()))
+    return memoryview(sink.getvalue())
 
 
 def _db_values(col: pd.Series):
