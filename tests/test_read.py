@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.bundles import CLASSES, CLEAN, ENROLLMENTS, USERS, with_changes
 from tests.conftest import issue_rows
 
@@ -158,3 +160,16 @@ def test_trimming_sees_whitespace_in_any_chunk_of_a_column():
     assert text_bytes(clean) == 6 and text_bytes(pc.utf8_trim_whitespace(clean)) == 6
     spaced = pa.chunked_array([pa.array(["ab"], pa.large_string()), pa.array(["cd "], pa.large_string())])
     assert text_bytes(pc.utf8_trim_whitespace(spaced)) == text_bytes(spaced) - 1
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_a_ragged_row_with_an_invalid_utf8_byte_gives_both_issues_and_nothing_ignored():
+    # pyarrow used to hand such a row to an invalid-row handler as str: a UnicodeDecodeError it printed and ignored
+    from processor.bundle.read import parse_csv
+
+    data = "sourcedId,givenName\nu1,Ann\nu2,Jos\xe9,extra\nu3,Bo\n".encode("cp1252")
+    issues: list = []
+    header, frame, line_issues = parse_csv(data, "users.csv", issues)
+    assert [i["code"].iloc[0] for i in issues] == ["encoding"]
+    assert [(i["code"].iloc[0], int(i["line"].iloc[0])) for i in line_issues] == [("malformed_row", 3)]
+    assert frame["c0"].tolist() == ["u1", "u3"]

@@ -259,11 +259,6 @@ def _parse(raw: bytes, name: str, text) -> tuple[list[str] | None, pd.DataFrame,
     if not any(header):
         return None, pd.DataFrame(), []
     names = [f"c{i}" for i in range(len(header))]
-    bad_rows: list[int] = []
-
-    def on_invalid(row) -> str:
-        bad_rows.append(1)
-        return "skip"
 
     def slow() -> tuple[list[str], pd.DataFrame, list[pd.DataFrame]] | None:
         try:
@@ -277,13 +272,13 @@ def _parse(raw: bytes, name: str, text) -> tuple[list[str] | None, pd.DataFrame,
         table = pacsv.read_csv(
             io.BytesIO(raw),
             read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 24),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
+            # No invalid_row_handler: a ragged row raises here and the exact path reads the file (a handler
+            # would also be handed the row as str, which fails inside pyarrow on invalid UTF-8).
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(column_types={n: pa.large_string() for n in names},
                                                  strings_can_be_null=False, quoted_strings_can_be_null=False),
         )
-    except (pa.ArrowInvalid, pa.ArrowException):  # invalid UTF-8 among them: slow() then says None
-        return slow()
-    if bad_rows:
+    except (pa.ArrowInvalid, pa.ArrowException):  # ragged rows, or invalid UTF-8: slow() then says None
         return slow()
     frame = table.to_pandas()
     n = len(frame)
