@@ -13,7 +13,7 @@ from sqlalchemy import Connection, select
 from processor.apply import runs as run_store
 from processor.apply.diff import ChangeSet, compute_changes, labels
 from processor.apply.holds import check_holds, counts_by_entity
-from processor.apply.store import ENTITY_TABLES
+from processor.apply.store import ENTITY_TABLES, refresh_statistics
 from processor.apply.writer import apply_changes
 from processor.bundle.read import read_bundle
 from processor.config import Policy
@@ -89,8 +89,10 @@ def process_drop(ctx: Context, drop: Drop, dry_run: bool = False, force: bool = 
     result = RunResult(run_id=drop.run_id, tenant=tenant, status=RunStatus.PROCESSING, source=drop.source,
                        received_at=drop.received_at, sha256=drop.sha256)
     superseded: list[tuple[str, str | None]] = []
+    reshaped: list[str] = []
     with run_store.tenant_lock(engine, tenant, drop.run_id):
-        result = _process(ctx, drop, result, policy, dry_run, force, superseded)
+        result = _process(ctx, drop, result, policy, dry_run, force, superseded, reshaped)
+        refresh_statistics(engine, reshaped, drop.run_id)
     # After the commit, never before: a run that did not commit must find its spooled bundle to resume.
     if result.status != RunStatus.HELD:
         archive(ctx, drop.path.parent, drop.tenant, drop.run_id)
@@ -102,7 +104,7 @@ def process_drop(ctx: Context, drop: Drop, dry_run: bool = False, force: bool = 
 
 
 def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_run: bool, force: bool,
-             superseded: list) -> RunResult:
+             superseded: list, reshaped: list) -> RunResult:
     tenant, engine = drop.tenant, ctx.engine
     if not dry_run:
         run_store.set_status(engine, drop.run_id, RunStatus.PROCESSING)
@@ -138,8 +140,17 @@ def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_ru
             return _finish(ctx, drop, result, issues, changes, roster, RunStatus.APPLIED, dry_run, conn)
         with _stage(result, "apply"):
             apply_changes(conn, tenant, drop.run_id, changes)
+        reshaped.extend(t for t, tc in changes.tables.items() if _reshaped(tc))
         superseded.extend(run_store.supersede_older_holds(conn, tenant, drop.received_at))
         return _finish(ctx, drop, result, issues, changes, roster, RunStatus.APPLIED, dry_run, conn)
+
+
+RESHAPED_ROWS = 10_000
+
+
+def _reshaped(tc) -> bool:
+    """A change big enough to make the database's planner statistics of its table stale (a first load)."""
+    return tc.changed >= RESHAPED_ROWS and tc.changed >= 0.1 * tc.current_active
 
 
 @contextmanager

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 
+import pytest
 from sqlalchemy import func, select, text
 
 from processor.apply.store import audit, runs
@@ -384,3 +385,20 @@ def test_stale_stored_hashes_are_rewritten_silently_not_reported_as_updates(env)
     third = env.process(with_changes(CLEAN, users_csv=reordered.replace("jdoe@lincoln.example", "jd@lincoln.example")
                                      + "\n"))
     assert third.counts["users"].unchanged == 6 and third.counts["users"].updated == 0
+
+
+def test_a_run_that_reshapes_a_table_refreshes_postgresql_statistics(env, monkeypatch):
+    # Without statistics right after a first load, PostgreSQL plans the next run's `sourced_id = ANY(...)`
+    # lookups as a scan of the tenant's whole table; a reshaping run ANALYZEs what it reshaped.
+    if env.ctx.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's primary-key lookups need no statistics")
+    import processor.pipeline
+
+    monkeypatch.setattr(processor.pipeline, "RESHAPED_ROWS", 3)
+    stats = "SELECT count(*) FROM pg_stats WHERE schemaname = 'public' AND tablename = %s"
+    with env.ctx.engine.connect() as conn:
+        assert conn.exec_driver_sql(stats, ("people",)).scalar() == 0  # a fresh table has none
+    assert env.process(CLEAN).status == "applied"  # 6 people, 2 classes: only people reaches 3 changed rows
+    with env.ctx.engine.connect() as conn:
+        assert conn.exec_driver_sql(stats, ("people",)).scalar() > 0
+        assert conn.exec_driver_sql(stats, ("classes",)).scalar() == 0
