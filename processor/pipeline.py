@@ -11,7 +11,7 @@ import pandas as pd
 from sqlalchemy import Connection, select
 
 from processor.apply import runs as run_store
-from processor.apply.diff import ChangeSet, compute_changes, labels
+from processor.apply.diff import ChangeSet, TableChanges, compute_changes, labels
 from processor.apply.holds import check_holds, counts_by_entity
 from processor.apply.store import ENTITY_TABLES, refresh_statistics
 from processor.apply.writer import apply_changes
@@ -148,7 +148,7 @@ def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_ru
 RESHAPED_ROWS = 10_000
 
 
-def _reshaped(tc) -> bool:
+def _reshaped(tc: TableChanges) -> bool:
     """A change big enough to make the database's planner statistics of its table stale (a first load)."""
     return tc.changed >= RESHAPED_ROWS and tc.changed >= 0.1 * tc.current_active
 

@@ -12,6 +12,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+# Independent files and tables go through the stages this many at a time: Arrow's kernels, zlib, SQLite and
+# psycopg release the GIL, so threads use the target machine's second core; more would add memory, not speed.
+PARALLEL = 2
+
 
 def arrow(values) -> pa.Array:
     """Any string column (Series, Index, ndarray, list) as one Arrow string array."""
@@ -30,7 +34,7 @@ def chunks(values: pd.Series) -> pa.ChunkedArray:
     (for element-wise kernels, which work chunk by chunk anyway)."""
     pa_arr = getattr(values.array, "_pa_array", None)
     if isinstance(pa_arr, pa.ChunkedArray):
-        return pa_arr
+        return pa_arr if pa_arr.type == pa.large_string() else pa_arr.cast(pa.large_string())
     return pa.chunked_array([arrow(values)])
 
 

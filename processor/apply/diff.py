@@ -18,7 +18,7 @@ from sqlalchemy import Connection, delete, insert, select
 
 from processor.apply.store import ENTITY_COLUMNS, ENTITY_TABLES, snapshots
 from processor.convert.roster import Roster, data_json
-from processor.vector import arrow, isin, positions
+from processor.vector import PARALLEL, arrow, isin, positions
 
 LABEL = {"orgs": ["name"], "people": ["given_name", "family_name"], "classes": ["title"],
          "courses": ["title"], "academic_sessions": ["title"], "enrollments": ["person", "class_id"],
@@ -139,7 +139,7 @@ def compute_changes(conn: Connection, tenant: str, roster: Roster) -> ChangeSet:
     for table in tables:  # the store is read on this thread's connection only
         cs.current[table] = load_current(conn, tenant, table)
     # The joins of the tables run two at a time (Arrow's hash lookups release the GIL), biggest first.
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="diff") as pool:
+    with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="diff") as pool:
         diffs = {t: pool.submit(diff_table, t, roster.modes[t], roster.tables[t], cs.current[t],
                                 roster.link_scope if t == "guardian_links" else None)
                  for t in sorted(tables, key=lambda t: -len(roster.tables[t]))}

@@ -102,9 +102,9 @@ def _insert(conn: Connection, table: str, cols: list[str], rows: pd.DataFrame, c
         return _sqlite_columns(cols, part, constants) if sqlite else _postgresql_csv(cols, part, constants)
 
     cur = conn.connection.dbapi_connection.cursor() if sqlite else None
-    # The next slice is cut and its JSON built on a helper thread while this one is written: both the
-    # database (SQLite's step, psycopg's copy) and Arrow's kernels release the GIL. Only this thread
-    # touches the connection.
+    # The next slice is cut, its `data` JSON built and its DB-API values (SQLite) or CSV (PostgreSQL) made on
+    # a helper thread while this one is written: the database drivers (SQLite's step, psycopg's copy) and
+    # Arrow's kernels release the GIL. Only this thread touches the connection.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="insert")
     try:
         upcoming = pool.submit(prepare, 0)

@@ -28,7 +28,7 @@ from processor.bundle.formats import (
 from processor.bundle.provenance import Origin
 from processor.bundle.unpack import Limits, Unpacked, unpack
 from processor.validate.issues import issue_frame, one_issue
-from processor.vector import arrow, chunks, isin, text_bytes
+from processor.vector import PARALLEL, arrow, chunks, isin, text_bytes
 
 LINE = "_line"  # the line the district sees in its file (header = 1)
 _FIRST_LINE = re.compile(rb"[^\r\n]*")
@@ -85,7 +85,7 @@ def read_bundle(path, limits: Limits | None = None) -> Bundle:
         wanted.append(entity)
     # Files are read two at a time, biggest first: while pyarrow parses one, the other is trimmed and
     # normalised (Arrow kernels, which release the GIL). Issues are kept in file order all the same.
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="read") as pool:
+    with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="read") as pool:
         futures = {e: pool.submit(_read_one, SPECS[e], raw.files[SPECS[e].filename])
                    for e in sorted(wanted, key=lambda e: -len(raw.files[SPECS[e].filename]))}
         for entity in wanted:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from processor.bundle.formats import MANIFEST, SPECS, UNSUPPORTED_FILES
 from processor.validate.issues import one_issue
+from processor.vector import PARALLEL
 
 # Clever's SFTP files (bundle/clever.py); enrollments.csv is shared with OneRoster. OneRoster 1.2's
 # roles.csv and userProfiles.csv are among UNSUPPORTED_FILES: only bundle/oneroster12.py reads them.
@@ -126,7 +127,7 @@ def _unpack_zip(path: Path, limits: Limits) -> Unpacked:
         budget = _Budget(limits.max_total_bytes)
         # Members decompress two at a time, biggest first: zlib and crc32 release the GIL, so a 300k-student
         # bundle unpacks in about half the time on two cores. The budget is shared, so the caps hold as before.
-        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="unzip")
+        pool = ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="unzip")
         order = sorted(chosen, key=lambda c: -chosen[c].file_size)
         futures = {canon: pool.submit(_read_member, path, chosen[canon], budget, limits.max_ratio) for canon in order}
         try:

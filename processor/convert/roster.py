@@ -20,7 +20,7 @@ from processor.config import Policy
 from processor.validate.current import CurrentRoster
 from processor.validate.issues import one_issue
 from processor.validate.run import Validation
-from processor.vector import arrow, explode, id_set, isin, json_rows, lookup, row_hash
+from processor.vector import PARALLEL, arrow, explode, id_set, isin, json_rows, lookup, row_hash
 
 # OneRoster entity → store table, and back.
 TABLE_OF = {"orgs": "orgs", "academicSessions": "academic_sessions", "courses": "courses", "classes": "classes",
@@ -90,7 +90,7 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
     org_types = _org_types(kept.get("orgs"), current)
     # The tables convert two at a time, guardian links beside them: most of the work (row hashes, lookups,
     # column copies) is in Arrow's kernels, which release the GIL, so the second core is not idle.
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="convert") as pool:
+    with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="convert") as pool:
         links = None
         if "users" in kept:
             users = kept["users"]

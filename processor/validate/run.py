@@ -16,7 +16,7 @@ from processor.validate.issues import concat_issues, is_fatal, one_issue, sort_i
 from processor.validate.policy import check_single_school, check_students_need_enrollment
 from processor.validate.references import Targets, check_references, root_causes
 from processor.validate.values import check_values
-from processor.vector import id_set, isin
+from processor.vector import PARALLEL, id_set, isin
 
 
 @dataclass
@@ -41,16 +41,17 @@ def validate(bundle: Bundle, policy: Policy, current: CurrentRoster = NO_ROSTER)
         out.roles = app_roles(bundle.files["users"].frame, policy)
     # Value checks need nothing from other files: they run two at a time, biggest file first (duplicate ids,
     # patterns and dates are Arrow and pandas kernels that release the GIL); references then go in order.
-    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="validate")
+    required = {e: _policy_required(e, bf, policy, out.roles) for e, bf in bundle.files.items()}
+    pool = ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="validate")
     try:
         checked = {}
         for entity in sorted(bundle.files, key=lambda e: -len(bundle.files[e].frame)):
             bf = bundle.files[entity]
-            extra, missing_cols = _policy_required(entity, bf, policy, out.roles)
+            extra, missing_cols = required[entity]
             if not missing_cols:
                 checked[entity] = pool.submit(check_values, bf, SPECS[entity], bf.frame["status"].ne("tobedeleted"),
                                               extra)
-        _check_in_order(bundle, policy, current, out, targets, issues, checked)
+        _check_in_order(bundle, policy, current, out, targets, issues, required, checked)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     if policy.students_need_enrollment and "users" in bundle.files and "enrollments" not in bundle.files:
@@ -62,7 +63,7 @@ def validate(bundle: Bundle, policy: Policy, current: CurrentRoster = NO_ROSTER)
 
 
 def _check_in_order(bundle: Bundle, policy: Policy, current: CurrentRoster, out: Validation, targets: Targets,
-                    issues: list[pd.DataFrame], checked: dict) -> None:
+                    issues: list[pd.DataFrame], required: dict, checked: dict) -> None:
     """File by file in ENTITY_ORDER: each file's references resolve against the files before it."""
     org_types = current.org_types
     for entity in ENTITY_ORDER:
@@ -74,7 +75,7 @@ def _check_in_order(bundle: Bundle, policy: Policy, current: CurrentRoster, out:
         spec = SPECS[entity]
         df = bf.frame
         active = df["status"].ne("tobedeleted")
-        extra, missing_cols = _policy_required(entity, bf, policy, out.roles)
+        missing_cols = required[entity][1]
         if missing_cols:
             issues.extend(missing_cols)
             out.fatal = True
