@@ -191,17 +191,17 @@ def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scop
         # Rows of the roster that the full set no longer names go inactive (soft, never deleted).
         missing = active_now & ~named
         if scope is not None:
-            missing &= _in_scope(table, cur, scope).to_numpy()
+            missing &= _in_scope(cur, scope).to_numpy()
         gone |= missing
     elif scope is not None:
         # A delta restates the guardian links of the people it names.
-        gone |= active_now & ~named & _in_scope(table, cur, scope).to_numpy()
+        gone |= active_now & ~named & _in_scope(cur, scope).to_numpy()
     deactivated = cur[gone & active_now].copy()
     return TableChanges(table, mode, created=new[created], updated=upd, deactivated=deactivated,
                         unchanged=int(unchanged.sum()), current_active=int(cur_active.sum()))
 
 
-def _in_scope(table: str, cur: pd.DataFrame, scope: pd.Index) -> pd.Series:
+def _in_scope(cur: pd.DataFrame, scope: pd.Index) -> pd.Series:
     student, guardian = link_ends(cur["sourced_id"])
     return pd.Series(isin(student, scope) | isin(guardian, scope), index=cur.index)
 
