@@ -315,7 +315,8 @@ def load_current_roster(conn: Connection, tenant: str, modes: dict[str, str]) ->
 # ---------------------------------------------------------------- holds
 
 
-def release_hold(ctx: Context, run_id: str) -> RunResult:
+def release_hold(ctx: Context, run_id: str, by: str | None = None, note: str | None = None) -> RunResult:
+    """Apply a held run now. by: who released it (default: the operating-system user); note: why."""
     row = run_store.run_row(ctx.engine, run_id)
     ctx.config.tenant(row["tenant"])
     if row["status"] == RunStatus.SUPERSEDED:
@@ -334,7 +335,8 @@ def release_hold(ctx: Context, run_id: str) -> RunResult:
     return process_drop(ctx, drop, force=True)
 
 
-def discard_hold(ctx: Context, run_id: str) -> RunResult:
+def discard_hold(ctx: Context, run_id: str, by: str | None = None, note: str | None = None) -> RunResult:
+    """Drop a held run; nothing is applied. by/note as for release_hold."""
     row = run_store.run_row(ctx.engine, run_id)
     if row["status"] != RunStatus.HELD:
         raise UserError(f"run {run_id} is not held (its status is {row['status']}); only held runs can be discarded")

@@ -20,6 +20,7 @@ class RunStatus(StrEnum):
     DISCARDED = "discarded"
     SUPERSEDED = "superseded"
     DRY_RUN = "dry_run"
+    FAILED = "failed"  # the pipeline hit an internal error; nothing applied; `rosterdrop runs retry` redoes it
 
 
 EXIT_CODES: dict[RunStatus, int] = {
@@ -32,6 +33,7 @@ EXIT_CODES: dict[RunStatus, int] = {
     RunStatus.DISCARDED: 0,
     RunStatus.RECEIVED: 1,
     RunStatus.PROCESSING: 1,
+    RunStatus.FAILED: 1,
 }
 
 Source = Literal["cli", "sftp", "watch", "pull"]
@@ -68,6 +70,13 @@ class IssueOut(BaseModel):
     message: str
 
 
+class HoldAction(BaseModel):
+    """Who released or discarded a hold, when, and why (CONTRACT.md section 7)."""
+    by: str
+    at: str
+    note: str | None = None
+
+
 class RunResult(BaseModel):
     run_id: str
     tenant: str
@@ -82,12 +91,15 @@ class RunResult(BaseModel):
     issues: list[IssueOut] = []
     report: str | None = None
     timings: dict[str, float] = {}  # seconds per stage (read, validate, convert, diff, holds, apply, report)
+    released: HoldAction | None = None
+    discarded: HoldAction | None = None
 
     def exit_code(self) -> int:
         return EXIT_CODES[self.status]
 
     def to_json(self) -> dict:
         data = self.model_dump(mode="json")
-        if data["outcome"] is None:
-            del data["outcome"]
+        for key in ("outcome", "released", "discarded"):
+            if data[key] is None:
+                del data[key]
         return data
