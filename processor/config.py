@@ -33,6 +33,15 @@ class SftpConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(2222, ge=0, le=65535)
     quiet_period_seconds: float = Field(60, gt=0)
+    # connection caps: logins in progress are capped per address and in total, below max_connections
+    max_connections: int = Field(64, ge=1)
+    max_unauthenticated: int = Field(32, ge=1)
+    max_unauthenticated_per_address: int = Field(8, ge=1)
+    login_grace_seconds: float = Field(30, gt=0)  # a connection not logged in by then is closed
+    # upload limits (each can be overridden per tenant in [tenants.X.limits])
+    max_upload_bytes: int = Field(2 * 1024**3, ge=1)
+    max_files_per_session: int = Field(100, ge=1)
+    max_inbox_bytes: int = Field(10 * 1024**3, ge=1)
 
 
 class SmtpConfig(_Strict):
@@ -91,10 +100,18 @@ class PullConfig(_Strict):
     known_hosts: str | None = None
 
 
+class TenantLimits(_Strict):
+    """Per-tenant overrides of the [sftp] upload limits; unset keys use [sftp]'s."""
+    max_upload_bytes: int | None = Field(None, ge=1)
+    max_files_per_session: int | None = Field(None, ge=1)
+    max_inbox_bytes: int | None = Field(None, ge=1)
+
+
 class Tenant(_Strict):
     name: str
     report_to: list[str] = []
     policy: Policy = Policy()
+    limits: TenantLimits | None = None
     pull: PullConfig | None = None
     expect_drop_every_hours: float | None = Field(None, gt=0)
 
@@ -102,6 +119,8 @@ class Tenant(_Strict):
 class DaemonConfig(_Strict):
     workers: int = Field(0, ge=0)  # 0: one per core
     retention_days: int = Field(30, ge=0)
+    # .part/.tmp/dot files, empty folders and truncated zips left in an inbox are removed after this; 0: never
+    leftover_days: float = Field(7, ge=0)
     polling_observer: bool = False
     rescan_seconds: float = Field(60, gt=0)
     # the watched-folder door; unset: on exactly when the built-in SFTP server is off
