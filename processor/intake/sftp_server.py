@@ -60,7 +60,8 @@ def _weak_cipher(name: str) -> bool:
     return "-cbc" in name or "3des" in name
 
 
-_TRACEBACK_LINE = re.compile(r"^(Traceback \(most recent call last\):|\s|$|[A-Za-z_][\w.]*(:|$))")
+_TRACEBACK_LINE = re.compile(r"^(Traceback \(most recent call last\):|\s|$|[A-Za-z_][\w.]*(:|$)"
+                             r"|During handling of the above exception|The above exception was the direct cause)")
 
 
 class _ParamikoNoise(logging.Filter):
@@ -77,6 +78,10 @@ class _ParamikoNoise(logging.Filter):
         if msg.startswith("Exception (server): "):
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.msg, record.args = "SFTP connection from %s ended: %s", (address, msg[20:][:200])
+            return True
+        if msg.startswith("Unknown exception: "):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "SFTP connection from %s failed: %s", (address, msg[19:][:200])
             return True
         if msg.startswith("Socket exception: Connection reset by peer") or _TRACEBACK_LINE.match(msg):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
@@ -247,7 +252,8 @@ class _TenantSftp(paramiko.SFTPServerInterface):
         self.address = gate.address
         self.jail = Jail(server.inbox(tenant))
         self.ended = False
-        self.files_written: set[str] = set()  # real paths this session opened for writing
+        # real paths opened for writing over this connection (all its SFTP channels: a session is a login)
+        self.files_written: set[str] = gate.files_written
         self.status_message: str | None = None  # the text of the next error status (see _SftpSubsystem)
 
     def refuse(self, why: str) -> int:
@@ -484,6 +490,7 @@ class _Gate(paramiko.ServerInterface):
         self.address = address
         self.transport: paramiko.Transport | None = None
         self.authenticated = False
+        self.files_written: set[str] = set()  # see _TenantSftp.files_written
 
     def get_allowed_auths(self, username):
         # The same answer for every user name, so it does not tell which tenants exist.
@@ -711,7 +718,7 @@ class SftpServer:
             return
         # A client that connects and says nothing must not hold a slot for long.
         t.banner_timeout = min(10.0, self.login_grace_seconds)
-        t.handshake_timeout = min(15.0, self.login_grace_seconds)
+        t.handshake_timeout = 15.0  # paramiko's default; login_grace_seconds bounds the whole login
         t.set_log_channel(SSH_LOG)
         t.name = f"sftp {address}"  # read by _ParamikoNoise to name the address
         t.add_server_key(self._host_key)
