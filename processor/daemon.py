@@ -60,6 +60,7 @@ from processor.apply.store import outbox, runs
 from processor.config import Config, ConfigError
 from processor.context import Context, UserError
 from processor.intake import pull
+from processor.intake.leftovers import clean_leftovers
 from processor.intake.loose import LooseCsvCollector, is_ignored, is_loose_csv
 from processor.intake.spool import Drop, archive, spooled_bundle, spooled_runs
 from processor.pipeline import process_drop, receive
@@ -415,6 +416,7 @@ class Daemon:
     # ------------------------------------------------------------ doors
 
     def _open_doors(self) -> None:
+        from processor.intake.limits import sftp_options
         from processor.intake.sftp_server import SftpServer
         from processor.intake.watcher import InboxWatcher
 
@@ -422,7 +424,7 @@ class Daemon:
         if cfg.sftp.enabled:
             self.sftp = SftpServer(self.ctx.home, self.ctx.engine, cfg.sftp.host, cfg.sftp.port, self.tenants,
                                    partial(self.hand_over, source="sftp"),
-                                   quiet_period=cfg.sftp.quiet_period_seconds)
+                                   quiet_period=cfg.sftp.quiet_period_seconds, **sftp_options(cfg))
             try:
                 self.sftp.start()
             except OSError as exc:
@@ -849,6 +851,7 @@ def apply_retention(ctx: Context, now: float | None = None) -> int:
     Runs, issues, reports and the audit log are kept. retention_days = 0 keeps raw drops forever.
     Returns how many entries were deleted.
     """
+    clean_leftovers(ctx, now)  # .part/.tmp/dot files, empty folders, unreadable zips: [daemon] leftover_days
     days = ctx.config.daemon.retention_days
     if days <= 0:
         return 0
