@@ -19,7 +19,7 @@ from processor.bundle.read import read_bundle
 from processor.config import Policy
 from processor.context import Context, UserError
 from processor.convert.roster import TABLE_OF, Roster, convert
-from processor.intake.spool import Drop, archive, sha256_of, take
+from processor.intake.spool import Drop, archive, open_drop, take
 from processor.runs import Counts, IssueOut, RunResult, RunStatus, new_run_id, now_iso
 from processor.validate.current import CurrentRoster
 from processor.validate.issues import concat_issues, issues_to_records, sort_issues
@@ -41,7 +41,8 @@ def receive(ctx: Context, path: Path, tenant: str, source: str, move: bool) -> D
     tcfg = ctx.config.tenant(tenant)
     if not path.exists():
         raise UserError(f"{path} does not exist")
-    sha = sha256_of(path)
+    opened = open_drop(path, nofollow=move, tenant=tenant)  # a door's inbox: a symlink is refused, never followed
+    sha = opened.sha256
     engine = ctx.engine
     earlier = run_store.find_by_sha(engine, tenant, sha, run_store.DONE)
     if earlier:
@@ -58,7 +59,7 @@ def receive(ctx: Context, path: Path, tenant: str, source: str, move: bool) -> D
                 path.replace(archive_copy)
             return Drop(unfinished, tenant, spooled, sha, row["received_at"], row["source"], row["original_name"])
     run_id = new_run_id()
-    spooled = take(ctx, path, tenant, run_id, move)
+    spooled = take(ctx, opened, tenant, run_id, move)  # moves what was hashed, checked by its descriptor
     result = RunResult(run_id=run_id, tenant=tenant, status=RunStatus.RECEIVED, source=source,
                        received_at=now_iso(), sha256=sha)
     run_store.record_run(engine, result, path.name, str(spooled), tcfg.name)
