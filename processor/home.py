@@ -107,3 +107,23 @@ def write_host_key(path: Path) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
+
+
+def create_private_sqlite(database: str | None) -> bool:
+    """Create the SQLite store file readable and writable by its owner only (0600), before SQLite does.
+
+    SQLite creates a new file with the process's umask (0644 under the usual 022): every local user
+    could read the roster. An empty file is a valid new database; SQLite gives its -wal and -shm files
+    the database file's permissions. An existing file is left as it is. True if the file was created.
+    """
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return False
+    path = Path(database)
+    if not path.parent.is_dir():
+        return False  # SQLite reports that itself
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
