@@ -70,12 +70,20 @@ class _ParamikoNoise(logging.Filter):
     Neither is a fault of the daemon: the failure becomes one INFO line naming the address, the
     traceback and the reset go to DEBUG."""
 
+    closed_by_us: set[str] = set()  # transport thread names: their end was logged already, by us
+    lock = threading.Lock()
+
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
         msg = record.getMessage()
-        address = record.threadName.removeprefix("sftp ") if record.threadName.startswith("sftp ") else "?"
+        address = record.threadName.split(" ")[1] if record.threadName.startswith("sftp ") else "?"
         if msg.startswith("Exception (server): "):
+            with self.lock:
+                ours = record.threadName in self.closed_by_us
+                self.closed_by_us.discard(record.threadName)
+            if ours:
+                return self._debug(record)
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.msg, record.args = "SFTP connection from %s ended: %s", (address, msg[20:][:200])
             return True
@@ -84,9 +92,21 @@ class _ParamikoNoise(logging.Filter):
             record.msg, record.args = "SFTP connection from %s failed: %s", (address, msg[19:][:200])
             return True
         if msg.startswith("Socket exception: Connection reset by peer") or _TRACEBACK_LINE.match(msg):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+            return self._debug(record)
         return True
+
+    @staticmethod
+    def _debug(record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+    @classmethod
+    def closing(cls, t: paramiko.Transport) -> None:
+        """We close t and log why ourselves: paramiko's own report of it is noise."""
+        with cls.lock:
+            if len(cls.closed_by_us) > 10_000:  # names of transports that ended without a report
+                cls.closed_by_us.clear()
+            cls.closed_by_us.add(t.name)
 
 
 logging.getLogger(SSH_LOG).addFilter(_ParamikoNoise())
@@ -619,6 +639,7 @@ class SftpServer:
         self._limits: Callable[[str], UploadLimits] = limits if callable(limits) else (lambda _tenant: fixed)
         self._preauth: dict[paramiko.Transport, tuple[str, float]] = {}  # not logged in: address, deadline
         self._next_reap = 0.0
+        self._accepted_count = 0
         self.collector = LooseCsvCollector(self.home, on_upload, quiet_period=quiet_period)
         self._host_key: paramiko.PKey | None = None
         self._sock: socket.socket | None = None
@@ -711,6 +732,7 @@ class SftpServer:
                 self._preauth[t] = (address, time.monotonic() + self.login_grace_seconds)
         for victim, why in victims:
             log.info("SFTP connection from %s closed: %s", address, why)
+            _ParamikoNoise.closing(victim)
             victim.close()
         if t is None:
             log.info("SFTP connection from %s refused: %s", address, refusal)
@@ -720,7 +742,8 @@ class SftpServer:
         t.banner_timeout = min(10.0, self.login_grace_seconds)
         t.handshake_timeout = 15.0  # paramiko's default; login_grace_seconds bounds the whole login
         t.set_log_channel(SSH_LOG)
-        t.name = f"sftp {address}"  # read by _ParamikoNoise to name the address
+        self._accepted_count += 1
+        t.name = f"sftp {address} #{self._accepted_count}"  # read by _ParamikoNoise to name the address
         t.add_server_key(self._host_key)
         opts = t.get_security_options()
         opts.ciphers = tuple(c for c in opts.ciphers if not _weak_cipher(c))
@@ -784,6 +807,7 @@ class SftpServer:
             if t.is_alive():
                 log.info("SFTP connection from %s closed: not logged in within %.0f s", address,
                          self.login_grace_seconds)
+                _ParamikoNoise.closing(t)
             t.close()
 
     # ------------------------------------------------------------ upload limits
