@@ -297,7 +297,12 @@ class _TenantSftp(paramiko.SFTPServerInterface):
         writing = bool(flags & (os.O_WRONLY | os.O_RDWR))
         if real == self.jail.root:
             return SFTP_PERMISSION_DENIED
-        st_before = os.path.lexists(real)
+        max_bytes = None
+        if writing:  # checked before the open, which may create or truncate the file
+            max_bytes, refusal = self.server._upload_allowance(self, real)
+            if refusal is not None:
+                log.warning("tenant %s: upload of %s refused: %s", self.tenant, self.jail.rel(real), refusal)
+                return self.refuse(refusal)
         # O_NOFOLLOW: a symlink in the final component is refused (ELOOP), even one planted after
         # the path was checked.
         fd = os.open(real, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
@@ -316,13 +321,8 @@ class _TenantSftp(paramiko.SFTPServerInterface):
             raise
         handle = _Handle(self, real, flags, fileobj, writing)
         if writing:
-            refusal = self.server._upload_refusal(self, handle)
-            if refusal is not None:
-                log.warning("tenant %s: upload of %s refused: %s", self.tenant, self.jail.rel(real), refusal)
-                fileobj.close()
-                if not st_before:
-                    os.unlink(real)  # created by this refused open: leave nothing behind
-                return self.refuse(refusal)
+            handle.max_bytes = max_bytes
+            self.files_written.add(real)
             self.server._write_opened(handle)
         return handle
 
@@ -730,8 +730,8 @@ class SftpServer:
                                        default_max_packet_size=self.max_packet_size)
                 self._transports.add(t)
                 self._preauth[t] = (address, time.monotonic() + self.login_grace_seconds)
-        for victim, why in victims:
-            log.info("SFTP connection from %s closed: %s", address, why)
+        for victim, victim_address, why in victims:
+            log.info("SFTP connection from %s closed: %s", victim_address, why)
             _ParamikoNoise.closing(victim)
             victim.close()
         if t is None:
@@ -754,8 +754,9 @@ class SftpServer:
         # transport's own thread, so a slow client cannot hold up the accept loop.
         t.start_server(event=threading.Event(), server=gate)
 
-    def _make_room(self, address: str) -> tuple[list[tuple[paramiko.Transport, str]], str | None]:
-        """Under the lock: (connections to close to make room, why a new one is refused or None).
+    def _make_room(self, address: str) -> tuple[list[tuple[paramiko.Transport, str, str]], str | None]:
+        """Under the lock: (connections to close to make room: transport, address, why; why a new one is
+        refused, or None).
 
         Connections not logged in yet are capped per address and in total, below max_connections, so
         that a flood of idle connections leaves room for logged-in sessions and for other addresses.
@@ -764,25 +765,30 @@ class SftpServer:
         """
         self._transports = {t for t in self._transports if t.is_alive()}
         self._preauth = {t: v for t, v in self._preauth.items() if t.is_alive()}
-        victims: list[tuple[paramiko.Transport, str]] = []
+        victims: list[tuple[paramiko.Transport, str, str]] = []
+        refusal = None
         mine = [t for t, (a, _) in self._preauth.items() if a == address]
         if len(mine) >= self.max_unauthenticated_per_address:
             victim = self._idle(mine)
             if victim is None:
-                return victims, (f"{len(mine)} connections from this address are not logged in yet "
-                                 f"(at most {self.max_unauthenticated_per_address})")
-            victims.append((victim, "no SSH greeting, and a newer connection from the address was waiting"))
-        if len(self._preauth) - len(victims) >= self.max_unauthenticated:
-            victim = self._idle([t for t in self._preauth if t not in dict(victims)])
+                refusal = (f"{len(mine)} connections from this address are not logged in yet "
+                           f"(at most {self.max_unauthenticated_per_address})")
+            else:
+                victims.append((victim, address, "no SSH greeting, and a newer connection from the address "
+                                                 "was waiting"))
+        if refusal is None and len(self._preauth) - len(victims) >= self.max_unauthenticated:
+            victim = self._idle([t for t in self._preauth if t not in {v[0] for v in victims}])
             if victim is None:
-                return victims, f"{self.max_unauthenticated} connections are not logged in yet"
-            victims.append((victim, "no SSH greeting, and a newer connection was waiting"))
-        for victim, _ in victims:
+                refusal = f"{self.max_unauthenticated} connections are not logged in yet"
+            else:
+                victims.append((victim, self._preauth[victim][0], "no SSH greeting, and a newer connection "
+                                                                  "was waiting"))
+        for victim, _, _ in victims:
             self._preauth.pop(victim, None)
             self._transports.discard(victim)
-        if len(self._transports) >= self.max_connections:
-            return victims, f"{self.max_connections} connections open"
-        return victims, None
+        if refusal is None and len(self._transports) >= self.max_connections:
+            refusal = f"{self.max_connections} connections open"
+        return victims, refusal
 
     @staticmethod
     def _idle(transports: list[paramiko.Transport]) -> paramiko.Transport | None:
@@ -815,20 +821,22 @@ class SftpServer:
     def limits(self, tenant: str) -> UploadLimits:
         return self._limits(tenant)
 
-    def _upload_refusal(self, session: _TenantSftp, handle: _Handle) -> str | None:
-        """Why this open for writing is refused (files per session, inbox full); sets the handle's cap."""
+    def _upload_allowance(self, session: _TenantSftp, real: str) -> tuple[int, str | None]:
+        """(the size the file may reach, why opening it for writing is refused or None)."""
         lim = self.limits(session.tenant)
-        if handle.path not in session.files_written and len(session.files_written) >= lim.max_files_per_session:
-            return (f"upload limit reached: at most {lim.max_files_per_session} files per session; "
-                    "log in again to send more")
-        own = os.fstat(handle.readfile.fileno()).st_size
+        if real not in session.files_written and len(session.files_written) >= lim.max_files_per_session:
+            return 0, (f"upload limit reached: at most {lim.max_files_per_session} files per session; "
+                       "log in again to send more")
+        try:
+            st = os.lstat(real)
+            own = st.st_size if stat.S_ISREG(st.st_mode) else 0
+        except FileNotFoundError:
+            own = 0
         used = inbox_bytes(session.jail.root) - own
         if used >= lim.max_inbox_bytes:
-            return (f"quota exceeded: the inbox holds {used:,} bytes, at most {lim.max_inbox_bytes:,} "
-                    "(files waiting there count, .part files too)")
-        session.files_written.add(handle.path)
-        handle.max_bytes = min(lim.max_upload_bytes, lim.max_inbox_bytes - used)
-        return None
+            return 0, (f"quota exceeded: the inbox holds {used:,} bytes, at most {lim.max_inbox_bytes:,} "
+                       "(files waiting there count, .part files too)")
+        return min(lim.max_upload_bytes, lim.max_inbox_bytes - used), None
 
     def _limit_reason(self, tenant: str, max_bytes: int) -> str:
         lim = self.limits(tenant)
