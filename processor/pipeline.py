@@ -39,7 +39,7 @@ def process_path(ctx: Context, path: Path, tenant: str, dry_run: bool = False, s
 
 def receive(ctx: Context, path: Path, tenant: str, source: str, move: bool) -> Drop | RunResult:
     tcfg = ctx.config.tenant(tenant)
-    if not path.exists():
+    if not path.exists() and not (move and path.is_symlink()):  # a door's dangling symlink: refused below
         raise UserError(f"{path} does not exist")
     opened = open_drop(path, nofollow=move, tenant=tenant)  # a door's inbox: a symlink is refused, never followed
     sha = opened.sha256

@@ -99,3 +99,11 @@ def test_the_cli_may_still_process_a_symlink_the_operator_names(sqlite_env, tmp_
     link = tmp_path / "latest.zip"
     link.symlink_to(target)
     assert sqlite_env.process(link).status == "applied"
+
+
+def test_a_dangling_symlink_in_an_inbox_is_refused_the_same_way(sqlite_env, inbox):
+    link = inbox / "nightly.zip"
+    link.symlink_to(inbox / "gone.zip")
+    with pytest.raises(UserError, match="symbolic link"):
+        pipeline.receive(sqlite_env.ctx, link, "lincoln", source="watch", move=True)
+    assert not os.path.lexists(link) and runs(sqlite_env) == []
