@@ -321,3 +321,33 @@ def test_the_inbox_quota_counts_what_waits_there(make_server, spool):  # noqa: F
         t.close()
     wait_for(lambda: spool.names() == [("lincoln", "ok.zip")])
     assert not (srv.inbox("lincoln") / "new.zip").exists()
+
+
+def test_parallel_uploads_share_the_inbox_quota(make_server, spool, monkeypatch):  # noqa: F811
+    from processor.intake import sftp_server
+
+    monkeypatch.setattr(sftp_server, "QUOTA_CHECK_BYTES", 32768)
+    srv = make_server(limits=UploadLimits(max_inbox_bytes=300_000))
+    t1, t2 = password_transport(srv), password_transport(srv)
+    try:
+        files = [paramiko.SFTPClient.from_transport(t).open(f"p{i}.zip", "wb") for i, t in enumerate((t1, t2))]
+        for f in files:
+            f.set_pipelined(False)
+        chunk = b"q" * 32768
+        refused = []
+        for _ in range(7):  # 2 x 7 x 32 KiB = 448 KiB into an inbox that may hold 300,000 bytes
+            for f in files:
+                try:
+                    f.write(chunk)
+                except OSError as exc:
+                    refused.append(str(exc))
+        assert refused and all("quota exceeded" in r for r in refused)
+        for f in files:
+            try:
+                f.close()
+            except OSError:
+                pass
+    finally:
+        t1.close()
+        t2.close()
+    wait_for(lambda: sum(p.stat().st_size for p in srv.inbox("lincoln").iterdir()) <= 300_000)

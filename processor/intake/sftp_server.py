@@ -51,6 +51,7 @@ SSH_LOG = "rosterdrop.intake.ssh"  # paramiko's transport log of our connections
 WINDOW_SIZE = 128 * 1024 * 1024
 MAX_PACKET_SIZE = 32768
 READ_AHEAD = 4 * 1024 * 1024
+QUOTA_CHECK_BYTES = 16 * 1024 * 1024  # how often a long upload measures the inbox again (see _Handle.write)
 RECEIVED_TTL = 300.0  # how long stat() still answers for a file handed over (see _TenantSftp._lstat)
 
 
@@ -194,12 +195,13 @@ class _Handle(paramiko.SFTPHandle):
         self._closed = False
         self.max_bytes: int | None = None  # the size this file may reach (upload and inbox limits)
         self.over_limit: str | None = None  # why a write was refused for going past max_bytes
+        self._unchecked = 0  # bytes written since the inbox was last measured
 
-    def _past_limit(self, size: int) -> int | None:
-        if self.max_bytes is None or size <= self.max_bytes:
+    def _past_limit(self, size: int, reason: str | None = None) -> int | None:
+        if reason is None and (self.max_bytes is None or size <= self.max_bytes):
             return None
         if self.over_limit is None:
-            self.over_limit = self.session.server._limit_reason(self.session.tenant, self.max_bytes)
+            self.over_limit = reason or self.session.server._limit_reason(self.session.tenant, self.max_bytes)
             log.warning("tenant %s: upload of %s refused: %s", self.session.tenant,
                         self.session.jail.rel(self.path), self.over_limit)
         self.failed = True
@@ -208,6 +210,15 @@ class _Handle(paramiko.SFTPHandle):
     def write(self, offset, data):
         if (refused := self._past_limit(offset + len(data))) is not None:
             return refused
+        if self.max_bytes is not None:
+            # Several connections may write at once, each within the room there was when it opened its
+            # file: the inbox is measured again every QUOTA_CHECK_BYTES written.
+            self._unchecked += len(data)
+            if self._unchecked >= QUOTA_CHECK_BYTES:
+                self._unchecked = 0
+                why = self.session.server._inbox_full(self.session, len(data))
+                if why is not None:
+                    return self._past_limit(offset + len(data), why)
         result = super().write(offset, data)
         if result != SFTP_OK:
             self.failed = True
@@ -837,6 +848,12 @@ class SftpServer:
             return 0, (f"quota exceeded: the inbox holds {used:,} bytes, at most {lim.max_inbox_bytes:,} "
                        "(files waiting there count, .part files too)")
         return min(lim.max_upload_bytes, lim.max_inbox_bytes - used), None
+
+    def _inbox_full(self, session: _TenantSftp, more: int) -> str | None:
+        lim = self.limits(session.tenant)
+        if inbox_bytes(session.jail.root) + more > lim.max_inbox_bytes:
+            return f"quota exceeded: the inbox may hold at most {lim.max_inbox_bytes:,} bytes"
+        return None
 
     def _limit_reason(self, tenant: str, max_bytes: int) -> str:
         lim = self.limits(tenant)
