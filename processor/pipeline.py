@@ -11,7 +11,7 @@ import pandas as pd
 from sqlalchemy import Connection, select
 
 from processor.apply import runs as run_store
-from processor.apply.diff import ChangeSet, TableChanges, compute_changes, labels
+from processor.apply.diff import ChangeSet, TableChanges, compute_changes, labels, note_kept
 from processor.apply.holds import check_holds, counts_by_entity
 from processor.apply.store import ENTITY_TABLES, refresh_statistics
 from processor.apply.writer import apply_changes
@@ -130,6 +130,7 @@ def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_ru
         run_store.touch(conn, drop.run_id)
         with _stage(result, "diff"):
             changes = compute_changes(conn, tenant, roster)
+            issues = note_kept(issues, changes, roster)
         result.counts = {e: Counts(**c) for e, c in counts_by_entity(changes, rejected, roster.skipped).items()}
         with _stage(result, "holds"):
             holds = check_holds(conn, tenant, changes, roster, policy) if not force else concat_issues([])

@@ -127,6 +127,8 @@ def test_env_override_wins_and_its_errors_name_the_key(tmp_path):
 def test_process_json_and_exit_codes(tmp_path):
     home = tmp_path / "h"
     run_cli("init", "--tenant", "lincoln", home=home)
+    with (home / "rosterdrop.toml").open("a") as f:  # init's tenant block ends with its [policy] table
+        f.write("min_deactivated_count = 0\n")  # tiny tables: no floor under the percentage
     clean = make_bundle(tmp_path, CLEAN, name="clean")
     applied = run_cli("process", str(clean), "--tenant", "lincoln", "--json", home=home)
     assert applied.returncode == 0, applied.stderr

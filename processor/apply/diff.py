@@ -50,6 +50,8 @@ class ChangeSet:
     before: dict[str, pd.DataFrame] = field(default_factory=dict)  # full current rows of changed ids
     current: dict[str, pd.DataFrame] = field(default_factory=dict)  # what the diff compared against
     data_source: dict[str, pd.DataFrame] = field(default_factory=dict)  # Roster.data_source, for created rows
+    # stored sourcedIds the drop may not touch: rejected rows and the rows that depend on them (kept_ids)
+    kept: dict[str, pd.Index] = field(default_factory=dict)
 
     def total_changed(self) -> int:
         return sum(t.changed for t in self.tables.values())
@@ -138,10 +140,11 @@ def compute_changes(conn: Connection, tenant: str, roster: Roster) -> ChangeSet:
     tables = [t for t in ENTITY_COLUMNS if roster.modes.get(t, "absent") != "absent" and t in roster.tables]
     for table in tables:  # the store is read on this thread's connection only
         cs.current[table] = load_current(conn, tenant, table)
+    cs.kept = kept_ids(conn, tenant, roster, cs.current)
     # The joins of the tables run two at a time (Arrow's hash lookups release the GIL), biggest first.
     with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="diff") as pool:
         diffs = {t: pool.submit(diff_table, t, roster.modes[t], roster.tables[t], cs.current[t],
-                                roster.link_scope if t == "guardian_links" else None)
+                                roster.link_scope if t == "guardian_links" else None, cs.kept.get(t))
                  for t in sorted(tables, key=lambda t: -len(roster.tables[t]))}
         for table in tables:
             # ids are unique per table: validation rejects repeats (convert.roster)
@@ -163,8 +166,75 @@ def _split_rehashed(tc: TableChanges) -> None:
         tc.unchanged += len(tc.rehashed)
 
 
-def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scope: pd.Index | None = None
-               ) -> TableChanges:
+def kept_ids(conn: Connection, tenant: str, roster: Roster, current: dict[str, pd.DataFrame]
+             ) -> dict[str, pd.Index]:
+    """Per table, the stored ids a drop leaves exactly as they are (last-known-good, CONTRACT.md section 7):
+    the ids of its rejected rows, and the stored rows that depend on a kept person or class (their
+    enrollments, guardian links and demographics), which the drop cannot restate without them."""
+    kept = {t: ids for t, ids in roster.kept.items() if len(ids)}
+    people = kept.get("people", pd.Index([], dtype="str"))
+    classes = kept.get("classes", pd.Index([], dtype="str"))
+    if len(people) and "demographics" in current:
+        kept["demographics"] = kept.get("demographics", pd.Index([], dtype="str")).union(people)
+    if len(people) and "guardian_links" in current:
+        cur = current["guardian_links"]
+        student, guardian = link_ends(cur["sourced_id"])
+        linked = cur.loc[isin(student, people) | isin(guardian, people), "sourced_id"]
+        kept["guardian_links"] = pd.Index(linked.unique(), dtype="str")
+    if (len(people) or len(classes)) and "enrollments" in current:
+        ids = _dependent_enrollments(conn, tenant, people, classes)
+        kept["enrollments"] = kept.get("enrollments", pd.Index([], dtype="str")).union(ids)
+    # Only ids that are stored matter to the diff (and to the message that the record was kept).
+    out = {}
+    for table, ids in kept.items():
+        if table in current:
+            stored = current[table]["sourced_id"]
+            out[table] = pd.Index(stored[isin(stored, ids)].unique(), dtype="str")
+    return out
+
+
+KEPT_NOTE = " The record already in the roster was kept as it was."
+
+
+def note_kept(issues: pd.DataFrame, changes: ChangeSet, roster: Roster) -> pd.DataFrame:
+    """Errors of rows whose record is already stored say that it was kept as it was (CONTRACT.md section 7)."""
+    if issues.empty or not any(len(ids) for ids in changes.kept.values()):
+        return issues
+    keys = [name + "\x00" + pd.Series(changes.kept[t], dtype="str")
+            for name, tables in roster.file_tables.items() for t in tables if len(changes.kept.get(t, ()))]
+    if not keys:
+        return issues
+    errors = issues["severity"].eq("error") & issues["sourced_id"].notna() & issues["file"].notna()
+    key = issues["file"].astype("str") + "\x00" + issues["sourced_id"].astype("str")
+    hit = errors & isin(key, pd.concat(keys, ignore_index=True)) & ~issues["message"].astype("str").str.endswith(
+        KEPT_NOTE)
+    if hit.any():
+        issues = issues.copy()
+        issues.loc[hit, "message"] = issues.loc[hit, "message"].astype("str") + KEPT_NOTE
+    return issues
+
+
+def _dependent_enrollments(conn: Connection, tenant: str, people: pd.Index, classes: pd.Index) -> pd.Index:
+    """Stored enrollments of some people or classes, in one query with one parameter per id list."""
+    if conn.dialect.name == "postgresql":
+        sql = "SELECT sourced_id FROM enrollments WHERE tenant = %s AND (person = ANY(%s) OR class_id = ANY(%s))"
+        params: tuple = (tenant, list(people), list(classes))
+    else:
+        sql = ("SELECT sourced_id FROM enrollments WHERE tenant = ? AND (person IN (SELECT value FROM json_each(?))"
+               " OR class_id IN (SELECT value FROM json_each(?)))")
+        params = (tenant, json.dumps(list(people), ensure_ascii=False), json.dumps(list(classes), ensure_ascii=False))
+    cur = conn.connection.dbapi_connection.cursor()
+    try:
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+    finally:
+        cur.close()
+    return pd.Index([r[0] for r in rows], dtype="str")
+
+
+def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scope: pd.Index | None = None,
+               keep: pd.Index | None = None) -> TableChanges:
+    """keep: stored ids the drop leaves as they are (its rejected rows and what depends on them)."""
     cur_active = cur["status"].eq("active")
     # Positional join on sourced_id: hashes stay int64 (a merge would turn them to float64 and lose bits).
     pos = positions(new["sourced_id"], cur["sourced_id"])
@@ -187,15 +257,19 @@ def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scop
     gone = np.zeros(len(cur), dtype=bool)
     gone[pos[deactivate_named]] = True
     active_now = cur_active.to_numpy()
+    missing = np.zeros(len(cur), dtype=bool)
     if mode == "bulk":
         # Rows of the roster that the full set no longer names go inactive (soft, never deleted).
         missing = active_now & ~named
         if scope is not None:
             missing &= _in_scope(cur, scope).to_numpy()
-        gone |= missing
     elif scope is not None:
         # A delta restates the guardian links of the people it names.
-        gone |= active_now & ~named & _in_scope(cur, scope).to_numpy()
+        missing = active_now & ~named & _in_scope(cur, scope).to_numpy()
+    if keep is not None and len(keep) and missing.any():
+        # A rejected row is not an absent one: its stored record, and what depends on it, stay as they are.
+        missing &= ~isin(cur["sourced_id"], keep).to_numpy()
+    gone |= missing
     deactivated = cur[gone & active_now].copy()
     return TableChanges(table, mode, created=new[created], updated=upd, deactivated=deactivated,
                         unchanged=int(unchanged.sum()), current_active=int(cur_active.sum()))
