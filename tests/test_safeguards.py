@@ -192,3 +192,98 @@ def test_policy_keys_are_validated(env):
     env.configure(lincoln={"max_rejected_percent": 150})
     with pytest.raises(ConfigError, match="tenants.lincoln.policy.max_rejected_percent"):
         Context.load(env.home).config.tenant("lincoln")
+
+
+# 5. Releasing a hold erases it -----------------------------------------------------------------------------
+
+
+def _held(env):
+    env.configure(lincoln={"min_deactivated_count": 0})
+    env.process(CLEAN)
+    held = env.process(with_changes(CLEAN, enrollments_csv=ENR_HEADER + "e1,active,,k1,s1,u1,teacher,true,,\n"))
+    assert held.status == "held"
+    return held
+
+
+def _outbox(env) -> list[tuple[str, str]]:
+    from email import message_from_bytes, policy
+
+    from sqlalchemy import select
+
+    from processor.apply.store import outbox
+
+    with env.ctx.engine.connect() as conn:
+        rows = conn.execute(select(outbox.c.kind, outbox.c.message).order_by(outbox.c.id)).all()
+    out = []
+    for kind, raw in rows:
+        msg = message_from_bytes(raw if isinstance(raw, bytes) else raw.encode(), policy=policy.default)
+        out.append((kind, msg.get_body(("plain",)).get_content()))
+    return out
+
+
+def test_release_keeps_the_hold_records_who_and_when_and_writes_its_report_beside_the_holds(env):
+    from pathlib import Path
+
+    from processor.pipeline import release_hold
+    from processor.runs import RunStatus
+
+    held = _held(env)
+    first_report = Path(held.report).read_text()
+    released = release_hold(env.ctx, held.run_id, by="alice@lincoln.example", note="end of term")
+    assert released.status == RunStatus.APPLIED and released.exit_code() == 0
+    assert [i.code for i in released.issues if i.severity == "hold"] == ["mass_deactivation"]
+    assert (released.released.by, released.released.note) == ("alice@lincoln.example", "end of term")
+    assert released.released.at and released.discarded is None
+    assert released.counts["enrollments"].deactivated == 3
+    # The hold's own report is untouched; the release's report is beside it and says what happened.
+    assert Path(held.report).read_text() == first_report
+    assert Path(released.report).parent.name == "release"
+    report = Path(released.report).with_suffix(".txt").read_text()
+    assert "Held for 75% of enrollments would be removed, released by alice@lincoln.example at" in report
+    assert "WHAT THE RELEASE CHANGED" in report and "were deactivated" in report
+    assert (Path(released.report).parent / "changes.csv").exists()
+    from processor.apply.runs import get_result
+
+    stored = get_result(env.ctx.engine, held.run_id)
+    assert stored.released == released.released and stored.status == "applied"
+    kinds = [k for k, _ in _outbox(env)]
+    assert kinds[-2:] == ["run_report", "hold_released"]
+    notice = _outbox(env)[-1][1]
+    assert "released by alice@lincoln.example at" in notice and "Note: end of term" in notice
+    email = _outbox(env)[-2][1]
+    assert email.startswith("HELD DROP RELEASED: ROSTER APPLIED") and "released by alice@lincoln.example" in email
+
+
+def test_releasing_or_discarding_twice_changes_nothing_the_second_time(env):
+    import pytest
+
+    from processor.apply.hold_actions import AlreadyActed
+    from processor.pipeline import discard_hold, release_hold
+
+    held = _held(env)
+    release_hold(env.ctx, held.run_id, by="alice")
+    mails = len(_outbox(env))
+    with pytest.raises(AlreadyActed, match="already released by alice") as again:
+        release_hold(env.ctx, held.run_id, by="bob")
+    assert again.value.same
+    with pytest.raises(AlreadyActed, match="cannot be discarded") as other:
+        discard_hold(env.ctx, held.run_id, by="bob")
+    assert not other.value.same
+    assert len(_outbox(env)) == mails
+    from processor.apply.runs import get_result
+
+    assert get_result(env.ctx.engine, held.run_id).released.by == "alice"
+
+
+def test_discard_records_who_and_why_and_queues_the_notice(env):
+    import getpass
+
+    from processor.pipeline import discard_hold
+
+    held = _held(env)
+    discarded = discard_hold(env.ctx, held.run_id, note="wrong file")
+    assert discarded.status == "discarded" and discarded.discarded.by == getpass.getuser()
+    assert [i.code for i in discarded.issues if i.severity == "hold"] == ["mass_deactivation"]
+    kind, text = _outbox(env)[-1]
+    assert kind == "hold_discarded" and f"discarded by {getpass.getuser()} at" in text and "wrong file" in text
+    assert len(env.export()["enrollments"]) == 4

@@ -39,8 +39,12 @@ def normalise(kind: str, context: dict) -> dict:
     ctx = dict(context)
     ctx.setdefault("run_id", None)
     ctx["received"] = view.when(ctx.get("received_at"))
-    if kind == "hold_released":
-        ctx.setdefault("status", "applied")
+    if kind in ("hold_released", "hold_discarded"):
+        ctx.setdefault("status", "applied" if kind == "hold_released" else "discarded")
+        # Who acted, when and why (CONTRACT.md section 7); absent, the sentence just leaves them out.
+        ctx["by"] = view.clean(ctx.get("by"), 120)
+        ctx["at_text"] = view.when(ctx.get("at")) if ctx.get("at") else ""
+        ctx["note"] = view.clean(ctx.get("note"), 500)
     elif kind == "missing_drop":
         ctx["hours_text"] = _hours(ctx.get("hours"))
         ctx["last"] = view.when(ctx.get("last_received_at"))
