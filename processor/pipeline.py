@@ -79,7 +79,20 @@ def _duplicate(ctx: Context, path: Path, tenant: str, source: str, sha: str, ear
         spooled = str(archive(ctx, taken.parent, tenant, run_id) / taken.name)
     run_store.record_run(ctx.engine, result, path.name, spooled, ctx.config.tenant(tenant).name)
     log.info("run %s tenant %s: duplicate of run %s", run_id, tenant, earlier)
+    if source != "cli":  # a district that uploaded a file hears what became of it; a CLI user sees it
+        _duplicate_notice(ctx, result, earlier, path.name)
     return result
+
+
+def _duplicate_notice(ctx: Context, result: RunResult, earlier: str, result_name: str) -> None:
+    from processor.report.mail import queue_notice
+
+    first = run_store.run_row(ctx.engine, earlier)
+    with ctx.engine.begin() as conn:
+        queue_notice(conn, ctx, result.tenant, "duplicate_drop", {
+            "run_id": result.run_id, "received_at": result.received_at, "earlier_run_id": earlier,
+            "earlier_received_at": first["received_at"], "earlier_status": first["status"],
+            "file_name": result_name})
 
 
 def process_drop(ctx: Context, drop: Drop, dry_run: bool = False, force: bool = False,

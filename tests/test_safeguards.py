@@ -287,3 +287,53 @@ def test_discard_records_who_and_why_and_queues_the_notice(env):
     kind, text = _outbox(env)[-1]
     assert kind == "hold_discarded" and f"discarded by {getpass.getuser()} at" in text and "wrong file" in text
     assert len(env.export()["enrollments"]) == 4
+
+
+# 6. Dry run always exits 0 ---------------------------------------------------------------------------------
+
+
+def test_a_dry_run_exits_with_the_code_of_its_would_be_outcome(env):
+    assert env.process(CLEAN, dry_run=True).exit_code() == 0
+    env.process(CLEAN)
+    held = _held_bundle(env)
+    dry = env.process(held, dry_run=True)
+    assert (dry.status, dry.outcome, dry.exit_code()) == ("dry_run", "held", 3)
+    bad = env.tmp / "bad.zip"
+    bad.write_bytes(b"not a zip")
+    dry = env.process(bad, dry_run=True)
+    assert (dry.status, dry.outcome, dry.exit_code()) == ("dry_run", "rejected", 2)
+    assert [k for k, _ in _outbox(env)].count("run_report") == 1  # only the real run sent a report
+
+
+def _held_bundle(env):
+    env.configure(lincoln={"min_deactivated_count": 0})
+    return with_changes(CLEAN, enrollments_csv=ENR_HEADER + "e1,active,,k1,s1,u1,teacher,true,,\n")
+
+
+# 7. No re-send after discard; a duplicate upload sends nothing ---------------------------------------------
+
+
+def test_the_same_file_sent_again_after_a_discard_is_a_new_run(env):
+    from processor.pipeline import discard_hold
+
+    env.process(CLEAN)
+    path = env.bundle(_held_bundle(env))
+    held = env.process(path)
+    discard_hold(env.ctx, held.run_id)
+    again = env.process(path)
+    assert again.status == "held" and again.run_id != held.run_id
+    assert env.process(path).status == "duplicate"  # held again: now it is a duplicate
+
+
+def test_a_duplicate_upload_queues_a_notice_to_the_district(env):
+    from processor.pipeline import process_path
+
+    path = env.bundle(CLEAN)
+    first = env.process(path)
+    cli_dup = env.process(path)
+    assert cli_dup.status == "duplicate" and [k for k, _ in _outbox(env)] == ["run_report"]  # the CLI user sees it
+    dup = process_path(env.ctx, path, "lincoln", source="sftp")
+    assert dup.status == "duplicate" and dup.exit_code() == 4
+    kind, text = _outbox(env)[-1]
+    assert kind == "duplicate_drop"
+    assert f"already processed in run {first.run_id} on 20" in text and "nothing was done" in text
