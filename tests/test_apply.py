@@ -71,7 +71,8 @@ def test_exclude_roles_stores_no_such_people_and_counts_them_skipped(env):
     assert set(people(env)) == {"u1", "u4", "a1"}
     assert {e["person"] for e in env.export()["enrollments"]} == {"u1", "u4"}
     assert env.export()["guardians"] == []
-    assert issue_rows(result) == [("excluded_role", "users.csv", None, None)]
+    assert issue_rows(result) == [("excluded_role", "users.csv", 3, None)]  # the first one: u2 on line 3
+    assert result.issues[0].sourced_id == "u2" and "sourcedId u2 and 2 more" in result.issues[0].message
 
 
 def test_same_drop_again_is_a_duplicate_and_an_equal_export_changes_nothing(env):

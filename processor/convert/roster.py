@@ -88,10 +88,13 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
         excluded = roles.isin(policy.exclude_roles)
         if excluded.any():
             roster.skipped = int(excluded.sum())
+            first = users.loc[excluded[excluded].index[0]]  # the alert names one of them, for tracing
+            more = f" and {roster.skipped - 1:,} more" if roster.skipped > 1 else ""
             roster.issues.append(one_issue(
                 "excluded_role", f"{roster.skipped} people with an excluded role "
-                f"({', '.join(sorted(set(roles[excluded])))}) were not stored, as your district's settings ask.",
-                file=roster.files["users"]))
+                f"({', '.join(sorted(set(roles[excluded])))}) were not stored, as your district's settings ask "
+                f"(first on line {first[LINE]}, sourcedId {first['sourcedId']}{more}).",
+                file=roster.files["users"], line=int(first[LINE]), sourced_id=str(first["sourcedId"])))
             users, roles = users[~excluded], roles[~excluded]
             gone = kept["users"].loc[excluded[excluded].index, "sourcedId"]
             if "enrollments" in kept:
