@@ -239,7 +239,7 @@ def test_release_keeps_the_hold_records_who_and_when_and_writes_its_report_besid
     assert Path(held.report).read_text() == first_report
     assert Path(released.report).parent.name == "release"
     report = Path(released.report).with_suffix(".txt").read_text()
-    assert "Held for 75% of enrollments would be removed, released by alice@lincoln.example at" in report
+    assert "Held for review (75% of enrollments would be removed), released by alice@lincoln.example at" in report
     assert "WHAT THE RELEASE CHANGED" in report and "were deactivated" in report
     assert (Path(released.report).parent / "changes.csv").exists()
     from processor.apply.runs import get_result

@@ -90,7 +90,7 @@ def outcome_phrase(result: RunResult, issues: pd.DataFrame, changes: pd.DataFram
         parts = [plural(totals[s], s) for s in ("error", "alert") if totals[s]]
         applied = "applied with " + ", ".join(parts) if parts else "applied, no problems found"
         if result.released is not None:
-            return f"held for {hold_reason(issues)}, released by {clean(result.released.by, 60)} and {applied}"
+            return f"held for review ({hold_reason(issues)}), released by {clean(result.released.by, 60)} and {applied}"
         return applied
     if status == "duplicate":
         return "was a duplicate of an earlier drop; nothing done"
@@ -215,13 +215,13 @@ def banner(result: RunResult, issues: pd.DataFrame) -> Banner:
         # Rows were rejected: the roster is applied but not whole; amber, never the all-clear green.
         kind, title = ("partial", f"Roster applied with {plural(errors, 'error')}") if errors else (
             "applied", "Roster applied")
-        subtitle = (f"The drop was applied except {plural(errors, 'row')} with errors, which were not imported "
-                    f"(records already in the roster kept as they were); {found}." if errors
-                    else f"The drop was applied; {found}.")
-        if result.released is not None:
+        alerts = f"; {plural(totals['alert'], 'alert')}" if totals["alert"] else ""
+        subtitle = (f"{plural(errors, 'row')} with errors {'was' if errors == 1 else 'were'} not imported (what the "
+                    f"roster already had for them was kept as it was); the rest of the drop was applied{alerts}."
+                    if errors else f"The drop was applied; {found}.")
+        if result.released is not None:  # the report's first lines say what it was held for, and who released it
             title = "Held drop released: " + title[0].lower() + title[1:]
-            subtitle = released_line(result, issues) + " " + subtitle
-        return Banner(kind, title, subtitle)
+        return Banner(kind, title, subtitle[0].upper() + subtitle[1:])
     if status == "held":
         return Banner("held", "Roster ON HOLD: nothing was applied",
                       "A change in this drop needs a person's OK: " + _sentence(hold_reason(issues)))
@@ -232,12 +232,13 @@ def banner(result: RunResult, issues: pd.DataFrame) -> Banner:
 
 
 def released_line(result: RunResult, issues: pd.DataFrame) -> str:
-    """'Held for 52% of people would be removed, released by alice at 2026-12-01 22:10 UTC ("note").'"""
+    """'Held for review (52% of people would be removed), released by alice at 2026-12-01 22:10 UTC ("note").'"""
     action = result.released
     if action is None:
         return ""
     note = f' ("{clean(action.note, 200)}")' if action.note else ""
-    return (f"Held for {hold_reason(issues)}, released by {clean(action.by, 120)} at {when(action.at)}{note}.")
+    return (f"Held for review ({hold_reason(issues)}), released by {clean(action.by, 120)} at {when(action.at)}"
+            f"{note}.")
 
 
 def _sentence(text: str) -> str:
