@@ -337,3 +337,20 @@ def test_a_duplicate_upload_queues_a_notice_to_the_district(env):
     kind, text = _outbox(env)[-1]
     assert kind == "duplicate_drop"
     assert f"already processed in run {first.run_id} on 20" in text and "nothing was done" in text
+
+
+def test_the_catalogue_has_the_hold_codes_of_contract_section_7():
+    import re
+    from pathlib import Path
+
+    import pytest
+
+    from processor.validate.issues import CATALOGUE
+
+    contract = Path(__file__).resolve().parents[2] / "shared" / "CONTRACT.md"
+    if not contract.exists():
+        pytest.skip("../shared/CONTRACT.md is not beside this clone")
+    section = contract.read_text().split("## 7.")[1].split("## 8.")[0]
+    rows = re.findall(r"^\| `([a-z_]+)` \| ([a-z ,]+?) \|", section, re.M)
+    assert {code for code, _ in rows} == {"mass_deactivation", "rejected_rows", "mass_update"}
+    assert all(CATALOGUE[code].severity == severity.strip() for code, severity in rows)
