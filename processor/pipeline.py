@@ -365,7 +365,12 @@ def release_hold(ctx: Context, run_id: str, by: str | None = None, note: str | N
     if not hold_actions.claim(ctx.engine, run_id, RunStatus.PROCESSING):
         _acted_meanwhile(ctx, run_id, "release")
     log.info("run %s tenant %s: hold released", run_id, row["tenant"])
-    return process_drop(ctx, drop, force=True, release=held)
+    try:
+        return process_drop(ctx, drop, force=True, release=held)
+    except BaseException:
+        # Not applied (the tenant was busy, the store went away): the hold stays open to be released again.
+        hold_actions.unclaim(ctx.engine, run_id)
+        raise
 
 
 def _acted_meanwhile(ctx: Context, run_id: str, action: str) -> None:

@@ -354,3 +354,21 @@ def test_the_catalogue_has_the_hold_codes_of_contract_section_7():
     rows = re.findall(r"^\| `([a-z_]+)` \| ([a-z ,]+?) \|", section, re.M)
     assert {code for code, _ in rows} == {"mass_deactivation", "rejected_rows", "mass_update"}
     assert all(CATALOGUE[code].severity == severity.strip() for code, severity in rows)
+
+
+def test_a_release_that_fails_before_it_applies_leaves_the_hold_open(env, monkeypatch):
+    import pytest
+
+    import processor.pipeline as pipeline
+    from processor.context import UserError
+
+    held = _held(env)
+
+    def busy(*args, **kwargs):
+        raise UserError("tenant lincoln is busy with another run; try again later")
+
+    monkeypatch.setattr(pipeline, "process_drop", busy)
+    with pytest.raises(UserError, match="busy"):
+        pipeline.release_hold(env.ctx, held.run_id)
+    monkeypatch.undo()
+    assert pipeline.release_hold(env.ctx, held.run_id, by="alice").status == "applied"

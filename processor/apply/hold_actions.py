@@ -66,6 +66,13 @@ def claim(engine: Engine, run_id: str, to: RunStatus) -> bool:
     return moved == 1
 
 
+def unclaim(engine: Engine, run_id: str) -> None:
+    """Give a claimed release back (it failed before it finished): the run is held again."""
+    with engine.begin() as conn:
+        conn.execute(update(runs).where(runs.c.run_id == run_id, runs.c.status == RunStatus.PROCESSING.value)
+                     .values(status=RunStatus.HELD.value))
+
+
 def hold_issues(result: RunResult) -> pd.DataFrame:
     """The hold issues a run was held for, as an issue frame: a release keeps them in its result."""
     rows = [i.model_dump() for i in result.issues if i.severity == "hold"]
