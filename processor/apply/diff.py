@@ -52,6 +52,8 @@ class ChangeSet:
     data_source: dict[str, pd.DataFrame] = field(default_factory=dict)  # Roster.data_source, for created rows
     # stored sourcedIds the drop may not touch: rejected rows and the rows that depend on them (kept_ids)
     kept: dict[str, pd.Index] = field(default_factory=dict)
+    kept_people: pd.Index = field(default_factory=lambda: pd.Index([], dtype="str"))  # ...of kept rows
+    kept_classes: pd.Index = field(default_factory=lambda: pd.Index([], dtype="str"))
 
     def total_changed(self) -> int:
         return sum(t.changed for t in self.tables.values())
@@ -140,7 +142,8 @@ def compute_changes(conn: Connection, tenant: str, roster: Roster) -> ChangeSet:
     tables = [t for t in ENTITY_COLUMNS if roster.modes.get(t, "absent") != "absent" and t in roster.tables]
     for table in tables:  # the store is read on this thread's connection only
         cs.current[table] = load_current(conn, tenant, table)
-    cs.kept = kept_ids(conn, tenant, roster, cs.current)
+    cs.kept = kept_ids(roster, cs.current)
+    cs.kept_people, cs.kept_classes = cs.kept.get("people", cs.kept_people), cs.kept.get("classes", cs.kept_classes)
     # The joins of the tables run two at a time (Arrow's hash lookups release the GIL), biggest first.
     with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="diff") as pool:
         diffs = {t: pool.submit(diff_table, t, roster.modes[t], roster.tables[t], cs.current[t],
@@ -153,6 +156,8 @@ def compute_changes(conn: Connection, tenant: str, roster: Roster) -> ChangeSet:
             tc.updated["data"] = data_json(roster.data_source.get(table), tc.updated.index)
             ids = _changed_ids(tc)
             cs.before[table] = _full_rows(conn, tenant, table, ids) if len(ids) else pd.DataFrame()
+            if table == "enrollments":
+                _keep_dependent_enrollments(tc, cs)
             _describe_updates(tc, cs.before[table])
             _split_rehashed(tc)
     return cs
@@ -166,14 +171,12 @@ def _split_rehashed(tc: TableChanges) -> None:
         tc.unchanged += len(tc.rehashed)
 
 
-def kept_ids(conn: Connection, tenant: str, roster: Roster, current: dict[str, pd.DataFrame]
-             ) -> dict[str, pd.Index]:
+def kept_ids(roster: Roster, current: dict[str, pd.DataFrame]) -> dict[str, pd.Index]:
     """Per table, the stored ids a drop leaves exactly as they are (last-known-good, CONTRACT.md section 7):
     the ids of its rejected rows, and the stored rows that depend on a kept person or class (their
     enrollments, guardian links and demographics), which the drop cannot restate without them."""
     kept = {t: ids for t, ids in roster.kept.items() if len(ids)}
     people = kept.get("people", pd.Index([], dtype="str"))
-    classes = kept.get("classes", pd.Index([], dtype="str"))
     if len(people) and "demographics" in current:
         kept["demographics"] = kept.get("demographics", pd.Index([], dtype="str")).union(people)
     if len(people) and "guardian_links" in current:
@@ -181,10 +184,9 @@ def kept_ids(conn: Connection, tenant: str, roster: Roster, current: dict[str, p
         student, guardian = link_ends(cur["sourced_id"])
         linked = cur.loc[isin(student, people) | isin(guardian, people), "sourced_id"]
         kept["guardian_links"] = pd.Index(linked.unique(), dtype="str")
-    if (len(people) or len(classes)) and "enrollments" in current:
-        ids = _dependent_enrollments(conn, tenant, people, classes)
-        kept["enrollments"] = kept.get("enrollments", pd.Index([], dtype="str")).union(ids)
-    # Only ids that are stored matter to the diff (and to the message that the record was kept).
+    # Enrollments of kept people and classes: _keep_dependent_enrollments, after the diff (the snapshot it
+    # reads has no person or class column and the store no index on them: only the few rows the drop would
+    # deactivate are looked at). Only ids that are stored matter to the diff (and to the message that the record was kept).
     out = {}
     for table, ids in kept.items():
         if table in current:
@@ -214,22 +216,23 @@ def note_kept(issues: pd.DataFrame, changes: ChangeSet, roster: Roster) -> pd.Da
     return issues
 
 
-def _dependent_enrollments(conn: Connection, tenant: str, people: pd.Index, classes: pd.Index) -> pd.Index:
-    """Stored enrollments of some people or classes, in one query with one parameter per id list."""
-    if conn.dialect.name == "postgresql":
-        sql = "SELECT sourced_id FROM enrollments WHERE tenant = %s AND (person = ANY(%s) OR class_id = ANY(%s))"
-        params: tuple = (tenant, list(people), list(classes))
-    else:
-        sql = ("SELECT sourced_id FROM enrollments WHERE tenant = ? AND (person IN (SELECT value FROM json_each(?))"
-               " OR class_id IN (SELECT value FROM json_each(?)))")
-        params = (tenant, json.dumps(list(people), ensure_ascii=False), json.dumps(list(classes), ensure_ascii=False))
-    cur = conn.connection.dbapi_connection.cursor()
-    try:
-        cur.execute(sql, params)
-        rows = cur.fetchall()
-    finally:
-        cur.close()
-    return pd.Index([r[0] for r in rows], dtype="str")
+def _keep_dependent_enrollments(tc: TableChanges, cs: ChangeSet) -> None:
+    """Enrollments the drop would deactivate whose person or class was kept (its row rejected) stay as
+    stored: the drop could not say anything about them. They count as unchanged."""
+    people, classes = cs.kept_people, cs.kept_classes
+    if tc.deactivated.empty or not (len(people) or len(classes)):
+        return
+    before = cs.before["enrollments"]
+    gone = before[isin(before["sourced_id"], tc.deactivated["sourced_id"])]
+    dependent = gone.loc[isin(gone["person"].astype("str"), people) | isin(gone["class_id"].astype("str"), classes),
+                         "sourced_id"]
+    if dependent.empty:
+        return
+    stay = isin(tc.deactivated["sourced_id"], dependent)
+    tc.deactivated = tc.deactivated[~stay]
+    tc.unchanged += int(stay.sum())
+    old = cs.kept.get("enrollments", pd.Index([], dtype="str"))
+    cs.kept["enrollments"] = old.union(pd.Index(dependent.astype("str").unique(), dtype="str"))
 
 
 def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scope: pd.Index | None = None,
