@@ -221,6 +221,20 @@ def _outbox(env) -> list[tuple[str, str]]:
     return out
 
 
+def _attachments(env) -> list[list[str]]:
+    from email import message_from_bytes, policy
+
+    from sqlalchemy import select
+
+    from processor.apply.store import outbox
+
+    with env.ctx.engine.connect() as conn:
+        raws = conn.execute(select(outbox.c.message).order_by(outbox.c.id)).scalars().all()
+    return [[a.get_filename() for a in message_from_bytes(r if isinstance(r, bytes) else r.encode(),
+                                                          policy=policy.default).iter_attachments()]
+            for r in raws]
+
+
 def test_release_keeps_the_hold_records_who_and_when_and_writes_its_report_beside_the_holds(env):
     from pathlib import Path
 
@@ -252,6 +266,7 @@ def test_release_keeps_the_hold_records_who_and_when_and_writes_its_report_besid
     assert "released by alice@lincoln.example at" in notice and "Note: end of term" in notice
     email = _outbox(env)[-2][1]
     assert email.startswith("HELD DROP RELEASED: ROSTER APPLIED") and "released by alice@lincoln.example" in email
+    assert _attachments(env)[-2] == ["issues.csv", "changes.csv"]
 
 
 def test_releasing_or_discarding_twice_changes_nothing_the_second_time(env):
