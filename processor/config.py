@@ -83,6 +83,12 @@ class Policy(_Strict):
     exclude_roles: list[AppRole] = []
     max_deactivated_percent: float = Field(10, ge=0, le=100)
     max_guardians_per_student: int = Field(5, ge=0)
+    # Safeguards of CONTRACT.md section 7 (each hold's default is argued in README.md, "Holds").
+    min_deactivated_count: int = Field(10, ge=0)
+    max_deactivated_percent_per_school: float = Field(25, ge=0, le=100)
+    max_rejected_percent: float = Field(10, ge=0, le=100)
+    min_rejected_count: int = Field(10, ge=0)
+    max_updated_percent: float = Field(50, ge=0, le=100)
     role_map: dict[str, AppRole] = {}
     require: RequireConfig = RequireConfig()
     role_overrides: list[RoleOverride] = []

@@ -42,6 +42,11 @@ port = 2222
 # exclude_roles = []
 # max_deactivated_percent = 10
 # max_guardians_per_student = 5
+# min_deactivated_count = 10              # a mass_deactivation hold also needs more than this many rows
+# max_deactivated_percent_per_school = 25 # hold if one school would lose more than this % of its people
+# max_rejected_percent = 10               # hold if more than this % of a file's rows are rejected ...
+# min_rejected_count = 10                 # ... and more than this many (an export cut short)
+# max_updated_percent = 50                # hold if more than this % of an entity's rows would be updated
 # role_map = {}                # e.g. { aide = "teacher" }
 #
 # [tenants.demo.policy.require]

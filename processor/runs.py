@@ -95,6 +95,8 @@ class RunResult(BaseModel):
     discarded: HoldAction | None = None
 
     def exit_code(self) -> int:
+        if self.status == RunStatus.DRY_RUN and self.outcome:
+            return EXIT_CODES[RunStatus(self.outcome)]  # a dry run exits with its would-be outcome's code
         return EXIT_CODES[self.status]
 
     def to_json(self) -> dict:

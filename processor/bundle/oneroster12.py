@@ -250,8 +250,14 @@ def _alert_extensions(bf: BundleFile, issues: list[pd.DataFrame]) -> None:
                 if name == "role" and bf.entity in ("users", "roles") else "")
         issues.append(one_issue(
             "extension_value", f"{int(ext.sum())} value(s) of {name} in {bf.name} are OneRoster 1.2 extensions "
-            f"({values}); they were accepted as sent.{tail}", file=bf.name, line=int(df.at[first, LINE]),
+            f"({values}), first on line {int(df.at[first, LINE])}" + _more(int(ext.sum()))
+            + f"; they were accepted as sent.{tail}", file=bf.name, line=int(df.at[first, LINE]),
+            sourced_id=str(df.at[first, "sourcedId"]) if "sourcedId" in df.columns else None,
             field=name, value=str(df.at[first, name])))
+
+
+def _more(n: int) -> str:
+    return f" and {n - 1:,} more" if n > 1 else ""
 
 
 def _renamed_files(raw: Unpacked, issues: list[pd.DataFrame]) -> None:

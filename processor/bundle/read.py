@@ -297,6 +297,7 @@ def _parse_python(text: str, header: list[str], name: str) -> tuple[pd.DataFrame
     next(reader, None)
     width = len(header)
     rows, lines, bad_lines, bad_text, trimmed = [], [], [], [], 0
+    first_trimmed: tuple[int, list[str]] | None = None
     start = reader.line_num + 1
     for row in reader:
         line = start
@@ -310,6 +311,8 @@ def _parse_python(text: str, header: list[str], name: str) -> tuple[pd.DataFrame
                 continue
             row = row[:width]
             trimmed += 1
+            if first_trimmed is None:
+                first_trimmed = (line, row)
         elif len(row) < width:
             bad_lines.append(line)
             bad_text.append(",".join(row)[:200])
@@ -320,8 +323,13 @@ def _parse_python(text: str, header: list[str], name: str) -> tuple[pd.DataFrame
     frame[LINE] = pd.array(lines, dtype="int64") if lines else pd.array([], dtype="int64")
     issues = []
     if trimmed:
-        issues.append(one_issue("normalized_value", f"{trimmed} row(s) of {name} end with extra empty "
-                                "fields; they were ignored.", file=name))
+        line, row = first_trimmed
+        ids = [i for i, h in enumerate(header) if h.strip().lstrip("\ufeff").lower() == "sourcedid"]
+        sid = row[ids[0]] if ids and row[ids[0]].strip() else None
+        more = f" and {trimmed - 1:,} more" if trimmed > 1 else ""
+        issues.append(one_issue("normalized_value", f"{trimmed:,} row(s) of {name} end with extra empty "
+                                f"fields, first on line {line}" + (f" (sourcedId {sid})" if sid else "") + more
+                                + "; the empty fields were ignored.", file=name, line=line, sourced_id=sid))
     if bad_lines:
         issues.append(issue_frame(
             "malformed_row", name, bad_lines, None, None, bad_text,
@@ -389,9 +397,9 @@ def _clean_values(spec: FileSpec, frame: pd.DataFrame, issues: list[pd.DataFrame
             frame[c] = pd.Series(trimmed, index=frame.index, dtype="str")
     for f in spec.fields:
         if f.kind == "enum":
-            frame[f.name] = _normalize_enum(spec, f.name, f.enum, frame[f.name], issues)
+            frame[f.name] = _normalize_enum(spec, f.name, f.enum, frame[f.name], issues, frame)
         elif f.kind == "bool":
-            frame[f.name] = _normalize_bool(spec, f.name, frame[f.name], issues)
+            frame[f.name] = _normalize_bool(spec, f.name, frame[f.name], issues, frame)
         elif f.many:
             col = frame[f.name]
             spaced = col.str.contains(", ", regex=False)
@@ -401,7 +409,7 @@ def _clean_values(spec: FileSpec, frame: pd.DataFrame, issues: list[pd.DataFrame
 
 
 def _normalize_enum(spec: FileSpec, name: str, allowed: tuple[str, ...], col: pd.Series,
-                    issues: list[pd.DataFrame]) -> pd.Series:
+                    issues: list[pd.DataFrame], frame: pd.DataFrame | None = None) -> pd.Series:
     lookup = {a.lower(): a for a in allowed}
     if name == "status":
         lookup |= LEGACY_STATUS
@@ -413,24 +421,40 @@ def _normalize_enum(spec: FileSpec, name: str, allowed: tuple[str, ...], col: pd
         canon = lookup.get(u.lower())
         if canon is not None:
             mapping[u] = canon
-    return _apply_mapping(spec, name, col, mapping, "in their OneRoster spelling", issues)
+    return _apply_mapping(spec, name, col, mapping, "in their OneRoster spelling", issues, frame)
 
 
-def _normalize_bool(spec: FileSpec, name: str, col: pd.Series, issues: list[pd.DataFrame]) -> pd.Series:
+def _normalize_bool(spec: FileSpec, name: str, col: pd.Series, issues: list[pd.DataFrame],
+                    frame: pd.DataFrame | None = None) -> pd.Series:
     uniques = [u for u in pc.unique(arrow(col)).to_pylist() if u is not None]  # Arrow's hash: ~5x pandas'
     mapping = {u: BOOL_VALUES[u.lower()] for u in uniques
                if u not in ("", "true", "false") and u.lower() in BOOL_VALUES}
-    return _apply_mapping(spec, name, col, mapping, "as booleans", issues)
+    return _apply_mapping(spec, name, col, mapping, "as booleans", issues, frame)
 
 
 def _apply_mapping(spec: FileSpec, name: str, col: pd.Series, mapping: dict[str, str], how: str,
-                   issues: list[pd.DataFrame]) -> pd.Series:
-    """Replace the mapped spellings, with one normalized_value alert per file and field."""
+                   issues: list[pd.DataFrame], frame: pd.DataFrame | None = None) -> pd.Series:
+    """Replace the mapped spellings, with one normalized_value alert per file and field, which names the
+    first row it changed (line, sourcedId) and how many more: `inactive` → `tobedeleted` deactivates people,
+    and an admin must be able to find them."""
     if not mapping:
         return col
     changed = isin(col, list(mapping))
+    n = int(changed.sum())
     examples = ", ".join(f"{k!r} → {v!r}" for k, v in list(mapping.items())[:5])
+    line = sid = None
+    where = ""
+    if frame is not None and n:
+        first = int(changed.to_numpy().argmax())  # the first changed row
+        line = int(frame[LINE].iloc[first]) if LINE in frame.columns else None
+        if "sourcedId" in frame.columns and frame["sourcedId"].iloc[first]:
+            sid = str(frame["sourcedId"].iloc[first])
+        if line is not None:
+            where = f", first on line {line}" + (f" (sourcedId {sid})" if sid else "")
+            where += f" and {n - 1:,} more" if n > 1 else ""
+    deactivates = " Rows read as 'tobedeleted' are deactivated." if name == "status" and "tobedeleted" in \
+        mapping.values() else ""
     issues.append(one_issue(
-        "normalized_value", f"{int(changed.sum())} value(s) of {name} in {spec.filename} were read {how} "
-        f"({examples}).", file=spec.filename, field=name))
+        "normalized_value", f"{n:,} value(s) of {name} in {spec.filename} were read {how} "
+        f"({examples}){where}.{deactivates}", file=spec.filename, line=line, sourced_id=sid, field=name))
     return col.replace(mapping)

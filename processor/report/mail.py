@@ -162,7 +162,7 @@ def _report_files(report_dir: Path, data: ReportData) -> tuple[RenderedReport, b
     csv_path = report_dir / "issues.csv"
     issues_bytes = csv_path.read_bytes() if csv_path.exists() else issues_csv(issues)
     changes_bytes = None
-    if view.effective_status(data.result) == "held":
+    if view.effective_status(data.result) == "held" or data.result.released:  # a release lists what it changed
         ch_path = report_dir / "changes.csv"
         changes_bytes = ch_path.read_bytes() if ch_path.exists() else changes_csv(data.changes)
     return rendered, issues_bytes, changes_bytes

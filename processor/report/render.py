@@ -103,6 +103,7 @@ def report_context(data: ReportData, rows_per_code: int = view.ROWS_PER_CODE) ->
     totals = view.severity_totals(issues)
     subject = view.subject(result, data.tenant_name, issues)
     dry = result.status == RunStatus.DRY_RUN
+    released = result.released is not None and not dry
     return {
         "subject": subject,
         "preheader": view.outcome_phrase(result, issues),
@@ -132,9 +133,13 @@ def report_context(data: ReportData, rows_per_code: int = view.ROWS_PER_CODE) ->
         "totals": totals,
         "capped": any(g["more"] for g in groups),
         "rows_per_code": rows_per_code,
-        "deactivations": deactivations if status == "held" else [],
+        # A released run lists what it changed, as its hold listed what it would change.
+        "deactivations": deactivations if status == "held" or released else [],
         "deactivations_total": deactivations_total,
-        "change_totals": view.change_totals(data.changes) if status == "held" else [],
+        "change_totals": view.change_totals(data.changes) if status == "held" or released else [],
+        "removed_heading": "What the release changed" if released else "What would be removed",
+        "deactivated_verb": "were deactivated" if released else "would be deactivated",
+        "released_line": view.released_line(result, issues) if released else "",
         "release_command": data.release_command,
         "discard_command": data.discard_command,
     }
@@ -178,7 +183,7 @@ def write_report(report_dir: Path, data: ReportData) -> Path:
     _write_atomic(report_dir / "report.html", rendered.html.encode())
     _write_atomic(report_dir / "report.txt", rendered.text.encode())
     _write_atomic(report_dir / "issues.csv", issues_csv(_empty_issues_if_none(data.issues)))
-    if view.effective_status(data.result) == "held":
+    if view.effective_status(data.result) == "held" or data.result.released:
         _write_atomic(report_dir / "changes.csv", changes_csv(data.changes))
     return report_dir / "report.html"
 

@@ -105,8 +105,18 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in [
          "A newer drop was applied after this one was held, so releasing it would undo newer data.",
          "No action needed; the newer drop is the current roster."),
     Code("mass_deactivation", "hold", False, "Too many records would be removed",
-         "This full (bulk) drop would deactivate more records than your district's threshold allows; nothing was applied.",
+         "This full (bulk) drop would deactivate more records than your district's threshold allows (for the whole "
+         "district or for one school); nothing was applied.",
          "If the removal is intended, release the hold; otherwise fix the export and send it again."),
+    Code("rejected_rows", "hold", False, "Too many rows of a file were rejected",
+         "So many rows of one file have errors that the export looks broken or cut short (for example a students "
+         "file that stops early while the enrollments still name everyone); nothing was applied.",
+         "Fix the export so the file is complete and send it again; release the hold only if the rest of the "
+         "drop should be applied without those rows."),
+    Code("mass_update", "hold", False, "Too many records would change",
+         "This drop would update more of a file's records than your district's threshold allows, as a drop "
+         "from another district or an SIS that renumbered its ids would; nothing was applied.",
+         "Check that the drop is your district's current export; if the changes are intended, release the hold."),
     Code("too_many_guardians", "hold", False, "A student has too many guardian contacts",
          "A student has more guardian links than your district's threshold allows; nothing was applied.",
          "Correct the student's contacts in your SIS, or release the hold if they are right."),
