@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import math
 import os
 import platform
@@ -117,7 +118,7 @@ def pct(values: list[float], p: float) -> float:
     return s[max(0, math.ceil(len(s) * p / 100) - 1)]
 
 
-def latency(port: int, engine, uploads: int) -> None:
+def latency(port: int, engine, uploads: int) -> dict:
     import paramiko
 
     t = paramiko.Transport(("127.0.0.1", port))
@@ -148,6 +149,8 @@ def latency(port: int, engine, uploads: int) -> None:
           f"max {max(rest):.3f} s")
     print(f"  all {uploads} uploads:              median {pct(lat, 50):.3f} s, p95 {pct(lat, 95):.3f} s")
     print(f"  of which the client's close (spool + record on the server): median {pct(close, 50) * 1000:.0f} ms")
+    return {"first": lat[0], "nightlies": rest, "median": pct(rest, 50), "p95": pct(rest, 95),
+            "statuses": sorted(statuses)}
 
 
 def throughput(port: int, key: Path, size_mb: int, tmp: Path) -> None:
@@ -187,6 +190,7 @@ def main() -> None:
     ap.add_argument("--uploads", type=int, default=20)
     ap.add_argument("--size-mb", type=int, default=100)
     ap.add_argument("--keep", type=Path, help="keep the home here instead of a temporary folder")
+    ap.add_argument("--json-out", type=Path, help="also write the latency figures here as JSON (pipeline_bench)")
     args = ap.parse_args()
     print(versions())
     tmp = Path(tempfile.mkdtemp(prefix="rosterdrop-latency-"))
@@ -201,7 +205,9 @@ def main() -> None:
         engine = open_store("sqlite:///" + str(home / "rosterdrop.db"))
         workers = os.cpu_count()
         print(f"daemon: `rosterdrop serve`, SQLite store, {workers} workers, report emails as .eml files")
-        latency(port, engine, args.uploads)
+        figures = latency(port, engine, args.uploads)
+        if args.json_out:
+            args.json_out.write_text(json.dumps(figures))
         if args.size_mb:
             throughput(port, key, args.size_mb, tmp)
     finally:
