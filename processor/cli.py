@@ -167,17 +167,41 @@ def _already_acted(args, done) -> int:
 
 
 def cmd_roster_export(args, home: Path) -> int:
-    from processor.apply.export import export_roster
+    from processor.apply.export import count_roster, export_roster
 
     ctx = Context.load(home)
     ctx.config.tenant(args.tenant)
-    roster = export_roster(ctx.engine, args.tenant, include_inactive=args.all)
-    if args.json:
-        _print_json(roster)
+    if args.format in ("jsonl", "csv"):
+        return _roster_stream(args, ctx)
+    if args.json or args.format == "json":
+        _print_json(export_roster(ctx.engine, args.tenant, include_inactive=args.all))
     else:
+        counts = count_roster(ctx.engine, args.tenant, include_inactive=args.all)
         for key in ("schools", "people", "classes", "enrollments"):
-            print(f"{key}: {len(roster[key])}")
-        print("(use --json for the rows)")
+            print(f"{key}: {counts[key]}")
+        print("(use --json for the rows, --format jsonl or csv to stream them)")
+    return 0
+
+
+def _roster_stream(args, ctx: Context) -> int:
+    """`roster export --format jsonl|csv`: rows streamed to stdout, a progress bar on a terminal's stderr."""
+    from processor.apply.export import CSV_COLUMNS, count_roster, write_csv, write_jsonl
+    from processor.progress import enabled, progress
+
+    if args.format == "csv" and not args.entity:
+        raise UserError(f"--format csv writes one entity: add --entity {'|'.join(CSV_COLUMNS)}")
+    sections = [args.entity] if args.entity else None
+    total = None
+    if enabled():
+        counts = count_roster(ctx.engine, args.tenant, include_inactive=args.all)
+        total = sum(counts[s] for s in sections or counts)
+    with progress(total, f"export {args.tenant}", unit="rows") as bar:
+        if args.format == "csv":
+            write_csv(ctx.engine, args.tenant, args.entity, sys.stdout, include_inactive=args.all, on_rows=bar.update)
+        else:
+            write_jsonl(ctx.engine, args.tenant, sys.stdout, include_inactive=args.all, sections=sections,
+                        on_rows=bar.update)
+    sys.stdout.flush()
     return 0
 
 
@@ -186,8 +210,17 @@ def cmd_generate(args, home: Path) -> int:
 
     if (args.nightly is None) != (args.changes is None):
         raise UserError("--nightly and --changes go together: --nightly PATH --changes PCT")
-    summary = generate_bundles(Path(args.out), schools=args.schools, students=args.students, seed=args.seed,
-                               nightly=Path(args.nightly) if args.nightly else None, changes=args.changes)
+    from processor.generate import generate_steps
+    from processor.progress import progress
+
+    with progress(generate_steps(args.nightly is not None), "generate") as bar:
+        def step(name: str) -> None:
+            bar.set_description(f"generate: {name}")
+            bar.update()
+
+        summary = generate_bundles(Path(args.out), schools=args.schools, students=args.students, seed=args.seed,
+                                   nightly=Path(args.nightly) if args.nightly else None, changes=args.changes,
+                                   step=step)
     if args.json:
         _print_json(summary)
     else:
@@ -337,6 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("export", cmd_roster_export, "the tenant's current roster (active rows)", roster_sub)
     sp.add_argument("--tenant", required=True, metavar="ID")
     sp.add_argument("--all", action="store_true", help="include inactive (deactivated) rows")
+    sp.add_argument("--format", choices=["json", "jsonl", "csv"],
+                    help="json: the whole document (as --json); jsonl: streamed, one record a line with its kind; "
+                         "csv: one entity (--entity), streamed")
+    sp.add_argument("--entity", choices=["schools", "people", "classes", "enrollments", "guardians"],
+                    help="with --format csv (required) or jsonl: only this section")
 
     sp = add("generate", cmd_generate, "write a realistic synthetic OneRoster 1.1 bundle (zip)")
     sp.add_argument("--out", required=True, metavar="PATH", help="the zip to write")

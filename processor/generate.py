@@ -15,7 +15,7 @@ import os
 import time
 import unicodedata
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -1248,24 +1248,33 @@ def _write_csv(zf: zipfile.ZipFile, name: str, tables: Iterator[pa.Table] | list
     return rows
 
 
-def _write_bundle(d: District, path: Path) -> dict[str, int]:
-    """Write the district as a zip, atomically: an inbox watcher never sees a half-written bundle."""
+def _write_bundle(d: District, path: Path, step: Callable[[str], None] = lambda _name: None) -> dict[str, int]:
+    """Write the district as a zip, atomically: an inbox watcher never sees a half-written bundle.
+    `step(file)` is called after each file (BUNDLE_STEPS in all), for a progress bar."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
     rows: dict[str, int] = {}
     try:
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
             _write_csv(zf, "manifest", [_manifest()])
+            step("manifest")
             rows["orgs"] = _write_csv(zf, "orgs", [_orgs(d)])
+            step("orgs")
             rows["academicSessions"] = _write_csv(zf, "academicSessions", [_sessions()])
+            step("academicSessions")
             rows["courses"] = _write_csv(zf, "courses", [_courses(d)], lists=True)
+            step("courses")
             staff = _staff_users(d)
             surnames = staff.column("familyName").combine_chunks()
             rows["classes"] = _write_csv(zf, "classes", [_classes(d, surnames)], lists=True)
+            step("classes")
             rows["users"] = _write_csv(zf, "users", _users(d, staff), lists=True)
+            step("users")
             del staff
             rows["enrollments"] = _write_csv(zf, "enrollments", _enrollment_chunks(d))
+            step("enrollments")
             rows["demographics"] = _write_csv(zf, "demographics", [_demographics(d)])
+            step("demographics")
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -1281,9 +1290,12 @@ def _users(d: District, staff: pa.Table) -> Iterator[pa.Table]:
 
 
 def generate_bundles(out: Path, schools: int = 5, students: int = 2000, seed: int = 1,
-                     nightly: Path | None = None, changes: float | None = None) -> dict:
+                     nightly: Path | None = None, changes: float | None = None,
+                     step: Callable[[str], None] = lambda _name: None) -> dict:
     """Write a synthetic OneRoster 1.1 bulk bundle of one district to `out`; with `nightly`, also the same
-    district a day later with `changes` percent of its students touched. Returns what was written."""
+    district a day later with `changes` percent of its students touched. Returns what was written.
+    `step(name)` is called after each piece of work (generate_steps(nightly) in all), for a progress bar;
+    from two threads while the bundles are written."""
     if schools < 1 or students < 1:
         raise UserError("--schools and --students must be at least 1")
     if seed < 0:
@@ -1296,14 +1308,16 @@ def generate_bundles(out: Path, schools: int = 5, students: int = 2000, seed: in
         raise UserError("--nightly must name another file than --out")
     started = time.perf_counter()
     district = _build_district(seed, schools, students)
+    step("district")
     summary: dict = {"out": str(out), "district": district.name, "seed": seed, "schools": schools,
                      "students": students}
     # the two bundles are written side by side: compression and CSV writing release the GIL
     with ThreadPoolExecutor(max_workers=2) as pool:
-        base_rows = pool.submit(_write_bundle, district, Path(out))
+        base_rows = pool.submit(_write_bundle, district, Path(out), step)
         if nightly is not None:
             later, counts = _nightly(district, seed, float(changes))
-            nightly_rows = pool.submit(_write_bundle, later, Path(nightly))
+            step("nightly")
+            nightly_rows = pool.submit(_write_bundle, later, Path(nightly), step)
         summary.update({"rows": base_rows.result(), "zip_bytes": Path(out).stat().st_size})
         if nightly is not None:
             summary.update({"nightly": str(nightly), "changes_percent": changes, "changes": counts,
@@ -1311,3 +1325,11 @@ def generate_bundles(out: Path, schools: int = 5, students: int = 2000, seed: in
                             "nightly_zip_bytes": Path(nightly).stat().st_size})
     summary["seconds"] = round(time.perf_counter() - started, 2)
     return summary
+
+
+BUNDLE_STEPS = 8  # the files _write_bundle writes
+
+
+def generate_steps(nightly: bool) -> int:
+    """How many times generate_bundles calls `step`."""
+    return 1 + BUNDLE_STEPS + ((1 + BUNDLE_STEPS) if nightly else 0)

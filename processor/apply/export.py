@@ -1,42 +1,158 @@
-"""`roster export`: the tenant's current roster in the contract's shape (CONTRACT.md section 6)."""
+"""`roster export`: the tenant's current roster in the contract's shape (CONTRACT.md section 6).
+
+`export_roster` builds the whole document (the `--json` output, and what the API may call); the streaming
+writers beside it (`write_jsonl`, `write_csv`) go section by section, a batch of rows at a time, so a
+300k-student roster (~230 MB of JSON) is never held in memory. Every form has the same records.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, select
+import csv
+import json
+from collections.abc import Callable, Iterator
+from typing import TextIO
+
+from sqlalchemy import Connection, Engine, func, select
 
 from processor.apply.store import ENTITY_TABLES
+
+BATCH = 5000
 
 
 def _split(value: str | None) -> list[str]:
     return [v for v in (value or "").split(",") if v]
 
 
-def export_roster(engine: Engine, tenant: str, include_inactive: bool = False) -> dict:
-    def rows(table: str, *cols: str):
-        t = ENTITY_TABLES[table]
-        q = select(*[t.c[c] for c in cols]).where(t.c.tenant == tenant).order_by(t.c.sourced_id)
-        if not include_inactive:
-            q = q.where(t.c.status == "active")
-        return conn.execute(q).mappings().all()
+def _school(r) -> dict:
+    return {"sourced_id": r["sourced_id"], "name": r["name"], "identifier": r["identifier"] or "",
+            "type": r["type"], "status": r["status"]}
 
+
+def _person(r) -> dict:
+    return {"sourced_id": r["sourced_id"], "role": r["role"], "email": r["email"] or "",
+            "given_name": r["given_name"] or "", "family_name": r["family_name"] or "",
+            "username": r["username"] or "", "school": r["school"] or None,
+            "schools": _split(r["schools"]), "status": r["status"]}
+
+
+def _class(r) -> dict:
+    return {"sourced_id": r["sourced_id"], "title": r["title"], "grades": _split(r["grades"]),
+            "school": r["school"], "status": r["status"]}
+
+
+def _enrollment(r) -> dict:
+    return {"sourced_id": r["sourced_id"], "class": r["class_id"], "person": r["person"],
+            "role": r["role"], "status": r["status"]}
+
+
+def _guardian(r) -> dict:
+    return {"student": r["student"], "guardian": r["guardian"], "status": r["status"]}
+
+
+# section -> (JSON-lines kind, table, stored columns, record builder), in the document's order
+SECTIONS: dict[str, tuple[str, str, tuple[str, ...], Callable[..., dict]]] = {
+    "schools": ("school", "orgs", ("sourced_id", "name", "identifier", "type", "status"), _school),
+    "people": ("person", "people", ("sourced_id", "role", "email", "given_name", "family_name", "username",
+                                    "school", "schools", "status"), _person),
+    "classes": ("class", "classes", ("sourced_id", "title", "grades", "school", "status"), _class),
+    "enrollments": ("enrollment", "enrollments", ("sourced_id", "class_id", "person", "role", "status"),
+                    _enrollment),
+    "guardians": ("guardian", "guardian_links", ("student", "guardian", "status"), _guardian),
+}
+
+# CSV header per section: the record's keys, in order (lists are comma-joined in one cell, as in OneRoster)
+CSV_COLUMNS: dict[str, tuple[str, ...]] = {
+    "schools": ("sourced_id", "name", "identifier", "type", "status"),
+    "people": ("sourced_id", "role", "email", "given_name", "family_name", "username", "school", "schools",
+               "status"),
+    "classes": ("sourced_id", "title", "grades", "school", "status"),
+    "enrollments": ("sourced_id", "class", "person", "role", "status"),
+    "guardians": ("student", "guardian", "status"),
+}
+
+
+def _where(q, t, section: str, tenant: str, include_inactive: bool):
+    q = q.where(t.c.tenant == tenant)
+    if section == "schools":
+        q = q.where(t.c.type.in_(("school", "district")))
+    if not include_inactive:
+        q = q.where(t.c.status == "active")
+    return q
+
+
+def iter_section(conn: Connection, tenant: str, section: str, include_inactive: bool = False) -> Iterator[dict]:
+    """One section's records in sourcedId order, fetched BATCH rows at a time."""
+    _kind, table, cols, build = SECTIONS[section]
+    t = ENTITY_TABLES[table]
+    q = _where(select(*[t.c[c] for c in cols]), t, section, tenant, include_inactive).order_by(t.c.sourced_id)
+    for r in conn.execution_options(yield_per=BATCH).execute(q).mappings():
+        yield build(r)
+
+
+def count_section(conn: Connection, tenant: str, section: str, include_inactive: bool = False) -> int:
+    t = ENTITY_TABLES[SECTIONS[section][1]]
+    return conn.execute(_where(select(func.count()).select_from(t), t, section, tenant, include_inactive)).scalar()
+
+
+def count_roster(engine: Engine, tenant: str, include_inactive: bool = False) -> dict[str, int]:
     with engine.connect() as conn:
-        schools = [{"sourced_id": r["sourced_id"], "name": r["name"], "identifier": r["identifier"] or "",
-                    "type": r["type"], "status": r["status"]}
-                   for r in rows("orgs", "sourced_id", "name", "identifier", "type", "status")
-                   if r["type"] in ("school", "district")]
-        people = [{"sourced_id": r["sourced_id"], "role": r["role"], "email": r["email"] or "",
-                   "given_name": r["given_name"] or "", "family_name": r["family_name"] or "",
-                   "username": r["username"] or "", "school": r["school"] or None,
-                   "schools": _split(r["schools"]), "status": r["status"]}
-                  for r in rows("people", "sourced_id", "role", "email", "given_name", "family_name", "username",
-                                "school", "schools", "status")]
-        classes = [{"sourced_id": r["sourced_id"], "title": r["title"], "grades": _split(r["grades"]),
-                    "school": r["school"], "status": r["status"]}
-                   for r in rows("classes", "sourced_id", "title", "grades", "school", "status")]
-        enrollments = [{"sourced_id": r["sourced_id"], "class": r["class_id"], "person": r["person"],
-                        "role": r["role"], "status": r["status"]}
-                       for r in rows("enrollments", "sourced_id", "class_id", "person", "role", "status")]
-        guardians = [{"student": r["student"], "guardian": r["guardian"], "status": r["status"]}
-                     for r in rows("guardian_links", "student", "guardian", "status")]
-    return {"tenant": tenant, "schools": schools, "people": people, "classes": classes,
-            "enrollments": enrollments, "guardians": guardians}
+        return {s: count_section(conn, tenant, s, include_inactive) for s in SECTIONS}
+
+
+def export_roster(engine: Engine, tenant: str, include_inactive: bool = False) -> dict:
+    with engine.connect() as conn:
+        body = {s: list(iter_section(conn, tenant, s, include_inactive)) for s in SECTIONS}
+    return {"tenant": tenant, **body}
+
+
+def write_jsonl(engine: Engine, tenant: str, out: TextIO, include_inactive: bool = False,
+                sections: list[str] | None = None, on_rows: Callable[[int], None] | None = None) -> int:
+    """JSON lines: first `{"kind": "roster", "tenant": ..., "include_inactive": ...}`, then one record a
+    line with its `kind` (school, person, class, enrollment, guardian) first. Returns the records written."""
+    out.write(json.dumps({"kind": "roster", "tenant": tenant, "include_inactive": include_inactive}) + "\n")
+    written = 0
+    with engine.connect() as conn:
+        for section in sections or list(SECTIONS):
+            kind = SECTIONS[section][0]
+            lines = []
+            for record in iter_section(conn, tenant, section, include_inactive):
+                lines.append(json.dumps({"kind": kind, **record}, ensure_ascii=False))
+                if len(lines) == BATCH:
+                    written += _flush_lines(out, lines, on_rows)
+            written += _flush_lines(out, lines, on_rows)
+    return written
+
+
+def _flush_lines(out: TextIO, lines: list[str], on_rows: Callable[[int], None] | None) -> int:
+    n = len(lines)
+    if n:
+        out.write("\n".join(lines) + "\n")
+        lines.clear()
+        if on_rows:
+            on_rows(n)
+    return n
+
+
+def write_csv(engine: Engine, tenant: str, section: str, out: TextIO, include_inactive: bool = False,
+              on_rows: Callable[[int], None] | None = None) -> int:
+    """One section as CSV with a header (CSV_COLUMNS): lists comma-joined in one quoted cell, no school as
+    an empty cell. Returns the rows written."""
+    cols = CSV_COLUMNS[section]
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(cols)
+    written, batch = 0, []
+    with engine.connect() as conn:
+        for record in iter_section(conn, tenant, section, include_inactive):
+            batch.append([",".join(v) if isinstance(v, list) else "" if v is None else v
+                          for v in (record[c] for c in cols)])
+            if len(batch) == BATCH:
+                w.writerows(batch)
+                written += len(batch)
+                batch.clear()
+                if on_rows:
+                    on_rows(BATCH)
+        w.writerows(batch)
+        written += len(batch)
+        if on_rows and batch:
+            on_rows(len(batch))
+    return written
