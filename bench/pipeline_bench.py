@@ -194,7 +194,7 @@ def print_table(store: str, sizes: list[dict], lat: dict | None, repeat: int) ->
         rss = [max(r["first"]["maxrss_mb"], r["nightly"]["maxrss_mb"]) / GB for r in reps]
         rrss = [r["read_floor_first"]["maxrss_mb"] / GB for r in reps]
         target = "<= 2 GB at 300k" if s["students"] >= 300000 else "(<= 2 GB at 300k)"
-        print(f"| peak RSS, {n} students (first, nightly) | {mm(rss, '{:.2f}')} GB | read floor {mm(rrss)} GB "
+        print(f"| peak RSS, {n} students (first, nightly) | {mm(rss, '{:.2f}')} GiB | read floor {mm(rrss)} GiB "
               f"| {mm(ratios(rss, rrss), '{:.1f}x')} | {target} |")
     if lat:
         print(f"| small district, upload closed -> applied ({len(lat['nightlies'])} no-change nightlies) "
