@@ -167,36 +167,38 @@ def _already_acted(args, done) -> int:
 
 
 def cmd_roster_export(args, home: Path) -> int:
-    from processor.apply.export import count_roster, export_roster
+    from processor.apply.export import count_roster
 
     ctx = Context.load(home)
     ctx.config.tenant(args.tenant)
-    if args.format in ("jsonl", "csv"):
+    if args.json or args.format:
         return _roster_stream(args, ctx)
-    if args.json or args.format == "json":
-        _print_json(export_roster(ctx.engine, args.tenant, include_inactive=args.all))
-    else:
-        counts = count_roster(ctx.engine, args.tenant, include_inactive=args.all)
-        for key in ("schools", "people", "classes", "enrollments"):
-            print(f"{key}: {counts[key]}")
-        print("(use --json for the rows, --format jsonl or csv to stream them)")
+    counts = count_roster(ctx.engine, args.tenant, include_inactive=args.all)
+    for key in ("schools", "people", "classes", "enrollments"):
+        print(f"{key}: {counts[key]}")
+    print("(use --json for the rows, --format jsonl or csv to stream them)")
     return 0
 
 
 def _roster_stream(args, ctx: Context) -> int:
-    """`roster export --format jsonl|csv`: rows streamed to stdout, a progress bar on a terminal's stderr."""
-    from processor.apply.export import CSV_COLUMNS, count_roster, write_csv, write_jsonl
+    """`roster export --json` / `--format json|jsonl|csv`: rows streamed to stdout, a progress bar on a
+    terminal's stderr."""
+    from processor.apply.export import CSV_COLUMNS, count_roster, write_csv, write_json, write_jsonl
     from processor.progress import enabled, progress
 
     if args.format == "csv" and not args.entity:
         raise UserError(f"--format csv writes one entity: add --entity {'|'.join(CSV_COLUMNS)}")
+    if args.format in ("json", None) and args.entity:
+        raise UserError("--entity goes with --format jsonl or --format csv (the JSON document has every entity)")
     sections = [args.entity] if args.entity else None
     total = None
     if enabled():
         counts = count_roster(ctx.engine, args.tenant, include_inactive=args.all)
         total = sum(counts[s] for s in sections or counts)
     with progress(total, f"export {args.tenant}", unit="rows") as bar:
-        if args.format == "csv":
+        if args.format in ("json", None):  # --json: the whole document (CONTRACT section 6)
+            write_json(ctx.engine, args.tenant, sys.stdout, include_inactive=args.all, on_rows=bar.update)
+        elif args.format == "csv":
             write_csv(ctx.engine, args.tenant, args.entity, sys.stdout, include_inactive=args.all, on_rows=bar.update)
         else:
             write_jsonl(ctx.engine, args.tenant, sys.stdout, include_inactive=args.all, sections=sections,

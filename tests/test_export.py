@@ -34,7 +34,7 @@ def without_pat(env):
     users = "".join(line for line in USERS.splitlines(keepends=True) if not line.startswith("u4,"))
     enrollments = "".join(line for line in CLEAN["enrollments.csv"].splitlines(keepends=True)
                           if not line.startswith("e4,"))
-    env.configure(lincoln={"max_deactivated_percent": 100, "min_deactivated_count": 100})
+    env.configure(lincoln={"max_deactivated_percent": 100, "min_deactivated_count": 100}, roosevelt={})
     assert env.process(with_changes(CLEAN, users_csv=users, enrollments_csv=enrollments)).status.value == "applied"
 
 
@@ -64,6 +64,18 @@ def test_json_is_the_contract_document(env, capsys):
                                 {"student": "u3", "guardian": "g1", "status": "active"}]
     # --format json is the same document, and the API's export_roster is what both print
     assert json.loads(cli(env, capsys, "--format", "json")[1]) == doc == env.export()
+
+
+@pytest.mark.parametrize("include_inactive", [False, True])
+def test_json_is_streamed_byte_for_byte_as_the_whole_document_was(env, capsys, monkeypatch, include_inactive):
+    without_pat(env)
+    monkeypatch.setattr(export, "BATCH", 2)
+    args = ["--all"] if include_inactive else []
+    for tenant in ("lincoln", "roosevelt"):  # roosevelt has no rows: every list is []
+        whole = json.dumps(env.export(tenant, include_inactive), indent=2, ensure_ascii=False) + "\n"
+        code = main(["--home", str(env.home), "roster", "export", "--tenant", tenant, "--json", *args])
+        assert code == 0 and capsys.readouterr().out == whole
+        assert ('"given_name": "José"' if tenant == "lincoln" else '"people": [],') in whole
 
 
 @pytest.mark.parametrize("include_inactive", [False, True])
@@ -115,6 +127,8 @@ def test_csv_without_an_entity_is_a_usage_error(sqlite_env, capsys):
     assert json.loads(out) == {"error": "--format csv writes one entity: add --entity "
                                         "schools|people|classes|enrollments|guardians"}
     assert err.count("\n") == 1 and "--entity" in err
+    code, out, err = cli(sqlite_env, capsys, "--json", "--entity", "people")
+    assert code == 1 and "--entity goes with --format jsonl or --format csv" in json.loads(out)["error"]
 
 
 def test_text_summary_counts_the_rows(env, capsys):

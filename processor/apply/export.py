@@ -105,6 +105,37 @@ def export_roster(engine: Engine, tenant: str, include_inactive: bool = False) -
     return {"tenant": tenant, **body}
 
 
+def write_json(engine: Engine, tenant: str, out: TextIO, include_inactive: bool = False,
+               on_rows: Callable[[int], None] | None = None) -> int:
+    """The `--json` document, streamed: byte for byte what `json.dumps(export_roster(...), indent=2,
+    ensure_ascii=False)` and a newline give, without holding the roster (7.8 GB of Python objects at 300k
+    students). Returns the records written."""
+    out.write('{\n  "tenant": ' + json.dumps(tenant, ensure_ascii=False))
+    written = 0
+    with engine.connect() as conn:
+        for section in SECTIONS:
+            out.write(f",\n  {json.dumps(section)}: ")
+            parts: list[str] = []
+            n = 0
+            for record in iter_section(conn, tenant, section, include_inactive):
+                # indent=2 inside a record, then shifted under the list: structural newlines only (a newline
+                # inside a value is escaped by json.dumps)
+                parts.append(("[\n    " if n == 0 else ",\n    ")
+                             + json.dumps(record, indent=2, ensure_ascii=False).replace("\n", "\n    "))
+                n += 1
+                if len(parts) == BATCH:
+                    out.write("".join(parts))
+                    parts.clear()
+                    if on_rows:
+                        on_rows(BATCH)
+            out.write("".join(parts) + ("\n  ]" if n else "[]"))
+            if on_rows and parts:
+                on_rows(len(parts))
+            written += n
+    out.write("\n}\n")
+    return written
+
+
 def write_jsonl(engine: Engine, tenant: str, out: TextIO, include_inactive: bool = False,
                 sections: list[str] | None = None, on_rows: Callable[[int], None] | None = None) -> int:
     """JSON lines: first `{"kind": "roster", "tenant": ..., "include_inactive": ...}`, then one record a
