@@ -131,6 +131,7 @@ def report_context(data: ReportData, rows_per_code: int = view.ROWS_PER_CODE) ->
         "alert_groups": [g for g in groups if g["severity"] == "alert"],
         "totals": totals,
         "capped": any(g["more"] for g in groups),
+        "unlisted": any(g["unlisted"] for g in groups),
         "rows_per_code": rows_per_code,
         "deactivations": deactivations if status == "held" else [],
         "deactivations_total": deactivations_total,
@@ -196,8 +197,10 @@ def run_summary_text(result: RunResult) -> str:
         lines.append(f"  {'':<12}" + "".join(f"{f:>12}" for f in fields))
         for entity, c in result.counts.items():
             lines.append(f"  {entity:<12}" + "".join(f"{getattr(c, f):>12,}" for f in fields))
-    by_code = Counter((i.severity, i.code) for i in result.issues)
-    totals = Counter(i.severity for i in result.issues)
+    by_code, totals = Counter(), Counter()
+    for i in result.issues:  # i.count: an issue past the cap per code and file stands for many
+        by_code[(i.severity, i.code)] += i.count
+        totals[i.severity] += i.count
     lines.append("")
     lines.append("issues: " + ", ".join(view.plural(totals.get(s, 0), s) for s in ("hold", "error", "alert")))
     for (severity, code), n in sorted(by_code.items(), key=lambda kv: (SEVERITY_ORDER.get(kv[0][0], 9),

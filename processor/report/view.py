@@ -13,7 +13,7 @@ from datetime import datetime
 import pandas as pd
 
 from processor.runs import COUNTED, RunResult, RunStatus
-from processor.validate.issues import CATALOGUE, SEVERITY_ORDER
+from processor.validate.issues import CATALOGUE, SEVERITY_ORDER, issue_counts
 
 ROWS_PER_CODE = 50
 SCHOOLS_SHOWN = 50
@@ -70,7 +70,8 @@ def effective_status(result: RunResult) -> str:
 
 
 def severity_totals(issues: pd.DataFrame) -> dict[str, int]:
-    counts = issues["severity"].value_counts() if len(issues) else pd.Series(dtype="int64")
+    # A row past the cap per code and file counts many occurrences (validate/issues.py cap_issues).
+    counts = issue_counts(issues).groupby(issues["severity"]).sum() if len(issues) else pd.Series(dtype="int64")
     return {s: int(counts.get(s, 0)) for s in ("hold", "error", "alert")}
 
 
@@ -285,7 +286,10 @@ def issue_groups(issues: pd.DataFrame, rows_per_code: int = ROWS_PER_CODE) -> li
     if issues is None or issues.empty:
         return []
     keys = ["severity", "code"]
-    sizes = issues.groupby(keys, sort=False).size().rename("count").reset_index()
+    occurrences = issue_counts(issues)
+    grouped = occurrences.groupby([issues[k] for k in keys], sort=False)
+    sizes = grouped.sum().rename("count").rename_axis(keys).reset_index()
+    rows_of = grouped.size()
     # Holds, errors, alerts; within errors the fatal ones first (they are why a run was rejected), most
     # fundamental first, then the biggest groups.
     fatal_rank = {c.code: i for i, c in enumerate(c for c in CATALOGUE.values() if c.fatal)}
@@ -309,6 +313,8 @@ def issue_groups(issues: pd.DataFrame, rows_per_code: int = ROWS_PER_CODE) -> li
             "count": int(count),
             "rows": rows,
             "more": int(count) - len(rows),
+            # occurrences issues.csv counts on a summary row instead of listing them
+            "unlisted": int(count) - int(rows_of.get((severity, code), 0)),
         })
     return groups
 
