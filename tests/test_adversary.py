@@ -278,3 +278,18 @@ def test_a_million_invalid_rows_are_counted_not_listed_within_a_gigabyte(tmp_pat
     assert sum(f.stat().st_size for f in folder.iterdir()) < 5_000_000
     # ru_maxrss of children is the largest of them: init's is far smaller, so this is process's.
     assert peak_kb >= before and peak_kb * 1024 < 1_000_000_000
+
+
+def test_twelve_thousand_invalid_rows_keep_the_first_thousand_in_full_and_count_the_rest(env):
+    # Big enough for issue frames to keep their Arrow columns until they are capped (issues.py _col).
+    head = USERS.splitlines()[0]
+    rows = "".join(f"x{i},active,,,s1,student,x{i},,Given,Family,,,,,,,,,\n" for i in range(12_000))
+    result = env.process(with_changes(CLEAN, users_csv=head + "\n" + rows))
+    missing = [i for i in result.issues if i.code == "missing_value" and i.file == "users.csv"]
+    listed = [i for i in missing if i.count == 1]
+    assert len(listed) == 1000 and [i.count for i in missing if i.count > 1] == [11_000]
+    assert [(i.line, i.sourced_id, i.field, i.value) for i in listed[:2]] == [
+        (2, "x0", "enabledUser", ""), (3, "x1", "enabledUser", "")]
+    assert result.counts["users"].rejected == 12_000
+    stored = get_result(env.ctx.engine, result.run_id)  # the JSON as saved in the store reads back alike
+    assert sum(i.count for i in stored.issues) == sum(i.count for i in result.issues)

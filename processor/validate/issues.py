@@ -152,7 +152,17 @@ def _col(v, n, dtype):
         return pd.Series([None] * n, dtype=dtype)
     if isinstance(v, str):
         return pd.Series([v] * n, dtype="object")
+    if isinstance(v, pd.Series) and n > _ARROW_ROWS:
+        # A check over a big file: keep its Arrow strings (no Python object per row) and its integers as
+        # they are; the issues are capped per code and file right after, and only those become objects.
+        if dtype == "object" and v.dtype == "str":
+            return pd.Series(v.array, dtype="str")
+        if dtype == "Int64":
+            return pd.Series(pd.array(v.to_numpy(), dtype="Int64"))
     return pd.Series(np.asarray(v, dtype=object) if dtype == "object" else list(v), dtype=dtype)
+
+
+_ARROW_ROWS = 10_000
 
 
 def empty_issues() -> pd.DataFrame:
