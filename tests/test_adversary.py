@@ -220,7 +220,8 @@ def test_issues_past_the_cap_per_code_and_file_are_one_row_that_counts_them_ever
     rows = list(csv.DictReader(io.StringIO((report / "issues.csv").read_text(encoding="utf-8-sig"))))
     assert sum(int(r["count"]) for r in rows if r["code"] == "missing_value") == 6
     text = (report / "report.txt").read_text()
-    assert "counted there, not listed one by one" in text
+    assert "4 more missing_value errors in users.csv are counted here" in text  # the counting row is shown
+    assert "10 rows to fix" in text  # 6 users and the 4 enrollments of the rejected ones
     from processor.report.render import run_summary_text
 
     assert "missing_value                        6" in run_summary_text(result)
@@ -291,5 +292,7 @@ def test_twelve_thousand_invalid_rows_keep_the_first_thousand_in_full_and_count_
     assert [(i.line, i.sourced_id, i.field, i.value) for i in listed[:2]] == [
         (2, "x0", "enabledUser", ""), (3, "x1", "enabledUser", "")]
     assert result.counts["users"].rejected == 12_000
+    text = (Path(result.report).parent / "report.txt").read_text()
+    assert "and 11,950 more in issues.csv (11,000 of them counted there, not listed one by one)" in text
     stored = get_result(env.ctx.engine, result.run_id)  # the JSON as saved in the store reads back alike
     assert sum(i.count for i in stored.issues) == sum(i.count for i in result.issues)
