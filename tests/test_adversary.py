@@ -141,6 +141,26 @@ def test_a_fifo_named_users_csv_in_a_folder_is_refused_without_waiting_on_it(env
     _assert_one_clear_issue(result, "users.csv", None, "not a regular file", "folder")
 
 
+def test_line_separators_in_a_folder_file_name_or_the_upload_name_are_escaped_in_the_issue(sqlite_env):
+    env = sqlite_env
+    folder = make_bundle(env.tmp, {**CLEAN, "notes\u2028x.csv": "a\n"}, as_zip=False, name="folder")
+    result = env.process(folder)
+    _assert_one_clear_issue(result, "folder", None, "U+2028", "folder")
+    assert "notes\\u2028x.csv" in result.issues[0].message
+    upload = env.tmp / "drop\x85.zip"
+    upload.write_bytes(b"not a zip")
+    result = env.process(upload)
+    _assert_one_clear_issue(result, "drop\\x85.zip", None, "not a zip file", "")
+
+
+def test_the_default_limits_are_the_config_defaults():
+    from processor.bundle.unpack import Limits
+    from processor.config import LimitsConfig
+
+    assert Limits(**LimitsConfig().model_dump()) == Limits()
+    assert Limits().max_total_bytes < 4 * 1024**3
+
+
 def test_hostile_bundles_through_rosterdrop_process_exit_2_with_json(tmp_path):
     home = tmp_path / "home"
     subprocess.run([RD, "--home", str(home), "init", "--tenant", "lincoln"], check=True, capture_output=True)

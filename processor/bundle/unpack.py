@@ -65,7 +65,7 @@ def unpack(path: Path, limits: Limits | None = None) -> Unpacked:
     out = _unpack_folder(path, limits) if path.is_dir() else _unpack_zip(path, limits)
     out.limits = limits
     for frame in out.issues:
-        frame["file"] = frame["file"].fillna(path.name)  # a bundle-level problem names the upload itself
+        frame["file"] = frame["file"].fillna(shown(path.name))  # a bundle-level problem names the upload itself
     return out
 
 
