@@ -118,7 +118,7 @@ class LimitsConfig(_Strict):
     max_members: int = Field(200, ge=1)  # entries in one zip
     max_rows_per_file: int = Field(10_000_000, ge=1)
     max_columns_per_file: int = Field(500, ge=1)
-    max_field_bytes: int = Field(128 * 1024, ge=1024)  # one value (characters)
+    max_field_chars: int = Field(128 * 1024, ge=1024)  # one value (characters)
     max_issues_per_code_and_file: int = Field(1000, ge=1)  # past this, one more issue counts the rest
 
 

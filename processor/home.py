@@ -38,7 +38,7 @@ port = 2222
 # max_members = 200                  # entries in one zip
 # max_rows_per_file = 10000000
 # max_columns_per_file = 500
-# max_field_bytes = 131072           # the longest one value may be (characters)
+# max_field_chars = 131072           # the longest one value may be (characters)
 # max_issues_per_code_and_file = 1000  # past this, one issue per code and file counts the rest
 
 # An example tenant (one district). Copy it, or run `rosterdrop init --tenant ID`.

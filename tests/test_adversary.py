@@ -218,7 +218,7 @@ def test_columns_rows_and_size_past_their_limits_reject_the_bundle_naming_the_li
     _limits(env, max_total_bytes=1000)
     result = env.process(clean(3))
     assert result.status == "rejected" and "1,000-byte limit" in result.issues[0].message
-    _limits(env, max_field_bytes=2048)
+    _limits(env, max_field_chars=2048)
     result = env.process(with_changes(clean(4), users_csv=_users_with(row_suffix="x" * 3000)))
     _assert_one_clear_issue(result, "users.csv", 2, "longer than 2,048 characters", "")
     _limits(env)

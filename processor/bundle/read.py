@@ -287,15 +287,15 @@ def _csv_problem(name: str, line: int, exc: csv.Error, limits: Limits) -> pd.Dat
 
 
 def _long_value(name: str, line: int, limits: Limits) -> pd.DataFrame:
-    return one_issue("bad_bundle", f"{name} line {line} has a value longer than {limits.max_field_bytes:,} "
+    return one_issue("bad_bundle", f"{name} line {line} has a value longer than {limits.max_field_chars:,} "
                      "characters, which is usually a quote that is never closed (the rest of the file then "
                      "reads as one value). Fix the quoting in the export and send it again.", file=name, line=line)
 
 
 def _field_limit(limits: Limits) -> None:
     # The csv module's limit is process-wide; every read of this process uses the same configured value.
-    if csv.field_size_limit() != limits.max_field_bytes:
-        csv.field_size_limit(limits.max_field_bytes)
+    if csv.field_size_limit() != limits.max_field_chars:
+        csv.field_size_limit(limits.max_field_chars)
 
 
 def _parse(raw: bytes, name: str, text, limits: Limits
@@ -364,8 +364,8 @@ def _check_lengths(table: pa.Table, name: str, limits: Limits) -> None:
     for column in table.columns:
         lengths = pc.utf8_length(column)
         longest = pc.max(lengths).as_py()
-        if longest is not None and longest > limits.max_field_bytes:
-            row = pc.index(pc.greater(lengths, limits.max_field_bytes), True).as_py()
+        if longest is not None and longest > limits.max_field_chars:
+            row = pc.index(pc.greater(lengths, limits.max_field_chars), True).as_py()
             raise _Unusable(_long_value(name, row + 2, limits))
 
 

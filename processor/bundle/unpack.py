@@ -39,7 +39,7 @@ class Limits:
     max_members: int = 200
     max_rows_per_file: int = 10_000_000
     max_columns_per_file: int = 500
-    max_field_bytes: int = 128 * 1024  # the csv module's own default limit, applied on every read path
+    max_field_chars: int = 128 * 1024  # the csv module's own default limit, applied on every read path
     max_issues_per_code_and_file: int = 1000
 
 
