@@ -136,11 +136,23 @@ class DaemonConfig(_Strict):
     weekly_digest: str | None = None  # crontab expression, e.g. "0 7 * * mon"; unset: no digest
 
 
+class LimitsConfig(_Strict):
+    """What one run may take in and collect (processor/bundle/unpack.py Limits has the same fields)."""
+    max_total_bytes: int = Field(1024**3, ge=1)  # the bundle's files once unzipped, all together
+    max_ratio: float = Field(100, gt=1)  # how many times its compressed size a zip member may expand
+    max_members: int = Field(200, ge=1)  # entries in one zip
+    max_rows_per_file: int = Field(10_000_000, ge=1)
+    max_columns_per_file: int = Field(500, ge=1)
+    max_field_chars: int = Field(128 * 1024, ge=1024)  # one value (characters)
+    max_issues_per_code_and_file: int = Field(1000, ge=1)  # past this, one more issue counts the rest
+
+
 class Config(_Strict):
     store: StoreConfig = StoreConfig()
     sftp: SftpConfig = SftpConfig()
     smtp: SmtpConfig | None = None
     daemon: DaemonConfig = DaemonConfig()
+    limits: LimitsConfig = LimitsConfig()
     tenants: dict[str, Tenant] = {}
     home: Path = Field(default=Path("."), exclude=True)
 

@@ -31,6 +31,16 @@ port = 2222
 # password_env = "ROSTERDROP_SMTP_PASSWORD"
 # sender = "Roster Sync <sync@example.org>"
 
+# What one run may take in; a bundle over a size limit is rejected (bad_bundle) before it is read further.
+# [limits]
+# max_total_bytes = 1073741824       # the files once unzipped, together (1 GiB; ~2.5x a 300,000-student district)
+# max_ratio = 100                    # a zip member may expand at most this many times its compressed size
+# max_members = 200                  # entries in one zip
+# max_rows_per_file = 10000000
+# max_columns_per_file = 500
+# max_field_chars = 131072           # the longest one value may be (characters)
+# max_issues_per_code_and_file = 1000  # past this, one issue per code and file counts the rest
+
 # An example tenant (one district). Copy it, or run `rosterdrop init --tenant ID`.
 # [tenants.demo]
 # name = "Demo District"

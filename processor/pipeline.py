@@ -17,13 +17,14 @@ from processor.apply.holds import check_holds, counts_by_entity
 from processor.apply.store import ENTITY_TABLES, refresh_statistics
 from processor.apply.writer import apply_changes
 from processor.bundle.read import read_bundle
+from processor.bundle.unpack import Limits
 from processor.config import Policy
 from processor.context import Context, UserError
 from processor.convert.roster import TABLE_OF, Roster, convert
 from processor.intake.spool import Drop, archive, open_drop, take
 from processor.runs import Counts, IssueOut, RunResult, RunStatus, new_run_id, now_iso
 from processor.validate.current import CurrentRoster
-from processor.validate.issues import concat_issues, issues_to_records, sort_issues
+from processor.validate.issues import cap_issues, concat_issues, issues_to_records, sort_issues
 from processor.validate.run import validate
 
 log = logging.getLogger("rosterdrop.pipeline")
@@ -129,7 +130,7 @@ def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_ru
     if not dry_run:
         run_store.set_status(engine, drop.run_id, RunStatus.PROCESSING)
     with _stage(result, "read"):
-        bundle = read_bundle(drop.path)
+        bundle = read_bundle(drop.path, Limits(**ctx.config.limits.model_dump()))
     result.format = bundle.format
     with _stage(result, "validate"):
         with engine.connect() as conn:
@@ -193,6 +194,7 @@ def _finish(ctx: Context, drop: Drop, result: RunResult, issues: pd.DataFrame, c
     else:
         result.status = status
     result.finished_at = now_iso()
+    issues = cap_issues(issues, ctx.config.limits.max_issues_per_code_and_file)
     result.issues = [IssueOut.model_construct(**r) for r in issues_to_records(issues)]
     # A release writes its report beside the hold's, which stays readable (CONTRACT.md section 7).
     report_dir = ctx.path("reports", drop.run_id, *(["release"] if result.released else []))

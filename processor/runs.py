@@ -68,6 +68,7 @@ class IssueOut(BaseModel):
     field: str | None = None
     value: str | None = None
     message: str
+    count: int = 1  # how many occurrences this issue stands for: past the cap per code and file, one counts the rest
 
 
 class HoldAction(BaseModel):
