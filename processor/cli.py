@@ -22,16 +22,9 @@ def _print_json(obj) -> None:
 
 
 def cmd_init(args, home: Path) -> int:
-    from processor.apply.store import open_store
     from processor.home import init_home
 
     created = init_home(home, args.tenant or [])
-    ctx = Context.load(home)
-    db_existed = _sqlite_file_exists(ctx)
-    engine = open_store(ctx.config.store_url())
-    engine.dispose()
-    if not db_existed:
-        created.append(ctx.config.store_url())
     if args.json:
         _print_json({"home": str(home), "created": created})
     elif created:
@@ -39,11 +32,6 @@ def cmd_init(args, home: Path) -> int:
     else:
         print(f"{home} is already set up; nothing created")
     return 0
-
-
-def _sqlite_file_exists(ctx: Context) -> bool:
-    url = ctx.config.store_url()
-    return not url.startswith("sqlite:///") or Path(url[len("sqlite:///"):]).exists()
 
 
 def cmd_serve(args, home: Path) -> int:
@@ -234,6 +222,45 @@ def cmd_tenant_add_key(args, home: Path) -> int:
     return 0
 
 
+def cmd_db_upgrade(args, home: Path) -> int:
+    from processor.apply import schema
+    from processor.config import load_config
+
+    url = load_config(home).store_url()
+    engine = schema.open_engine(url)
+    try:
+        before, after = schema.upgrade(engine)
+    finally:
+        engine.dispose()
+    if args.json:
+        _print_json({"store": schema.display_url(url), "from": before, "to": after})
+    elif before == after:
+        print(f"store {schema.display_url(url)} is at {after}, the current schema; nothing to do")
+    else:
+        print(f"store {schema.display_url(url)} upgraded from {before or '(empty)'} to {after}")
+    return 0
+
+
+def cmd_db_current(args, home: Path) -> int:
+    from processor.apply import schema
+    from processor.config import load_config
+
+    url = load_config(home).store_url()
+    engine = schema.open_engine(url)
+    try:
+        with engine.connect() as conn:
+            rev = schema.current(conn)
+    finally:
+        engine.dispose()
+    head = schema.head()
+    if args.json:
+        _print_json({"store": schema.display_url(url), "revision": rev, "head": head, "current": rev == head})
+    else:
+        note = "current" if rev == head else f"this version needs {head}: run `rosterdrop db upgrade`"
+        print(f"{rev or '(none)'} ({note})")
+    return 0
+
+
 def _print_table(rows: list[dict], cols: list[str]) -> None:
     if not rows:
         print("(none)")
@@ -336,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
              tenant_sub)
     sp.add_argument("tenant_id", metavar="ID")
     sp.add_argument("pubkey_file", metavar="PUBKEY_FILE")
+
+    db = sub.add_parser("db", help="the store's schema: current revision, upgrade",
+                        description="the store's schema: current revision, upgrade")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    add("upgrade", cmd_db_upgrade, "migrate the store to the schema of this version (Alembic)", db_sub)
+    add("current", cmd_db_current, "print the store's schema revision", db_sub)
     return p
 
 

@@ -94,7 +94,21 @@ def init_home(home: Path, tenants: list[str]) -> list[str]:
     if not key.exists():
         write_host_key(key)
         created.append(str(key))
+    created += init_store(home)
     return created
+
+
+def init_store(home: Path) -> list[str]:
+    """A new store at the current schema revision, for the URL the home's config names; [] if it has tables."""
+    from processor.apply.schema import create_at_head, display_url, open_engine
+    from processor.config import load_config
+
+    url = load_config(home).store_url()
+    engine = open_engine(url)
+    try:
+        return [f"store {display_url(url)}"] if create_at_head(engine) else []
+    finally:
+        engine.dispose()
 
 
 def write_host_key(path: Path) -> None:
