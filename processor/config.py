@@ -297,7 +297,8 @@ def _format_errors(err: ValidationError, path: Path, from_env: dict[tuple[str, s
         loc = tuple(str(p) for p in e["loc"])
         var = from_env.get(loc[:2]) if len(loc) >= 2 else None
         if var:
-            in_env.append(f"{var}: " + _format_error_list([e]).split(": ", 1)[1])
+            in_env.append(f"{var} ({_format_error_list([e]).split(': ', 1)[0]}): "
+                          + _format_error_list([e]).split(": ", 1)[1])
         else:
             in_file.append(e)
     return "; ".join(([f"{path}: {_format_error_list(in_file)}"] if in_file else []) + in_env)

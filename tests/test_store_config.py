@@ -115,9 +115,9 @@ def test_an_environment_variable_error_names_the_variable_not_the_file(tmp_path,
     home = tmp_path / "home"
     configure(home, 'url = "sqlite:///rosterdrop.db"')
     line = one_line_error(capsys, home, "runs", "list", environ={"ROSTERDROP_SFTP__PORT": "twenty-two"})
-    assert line.startswith("rosterdrop: error: ROSTERDROP_SFTP__PORT: ") and "rosterdrop.toml" not in line
+    assert line.startswith("rosterdrop: error: ROSTERDROP_SFTP__PORT (sftp.port): ") and "rosterdrop.toml" not in line
     line = one_line_error(capsys, home, "runs", "list", environ={"ROSTERDROP_STORE__PASWORD_ENV": "X"})
-    assert line.startswith("rosterdrop: error: ROSTERDROP_STORE__PASWORD_ENV: unknown key")
+    assert line.startswith("rosterdrop: error: ROSTERDROP_STORE__PASWORD_ENV (store.pasword_env): unknown key")
 
 
 @pytest.mark.parametrize(("tenant", "key", "says"), [
