@@ -248,7 +248,7 @@ def _format_error_list(errors: list) -> str:
         loc = ".".join(str(p) for p in e["loc"] if p not in ("function-after",))
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (check its spelling against CONTRACT.md section 2)"
+            msg = "unknown key (check its spelling against docs/configuration.md)"
         elif e["type"] == "missing":
             msg = "required key is missing"
         elif e["type"] == "value_error" and "error" in e.get("ctx", {}):

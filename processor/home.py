@@ -11,7 +11,8 @@ FOLDERS = ("inbox", "spool", "archive", "outbox", "reports")
 HOST_KEY = "ssh_host_ed25519_key"
 
 CONFIG_HEADER = """\
-# Rosterdrop configuration. Every key is optional unless marked; see CONTRACT.md section 2.
+# Rosterdrop configuration. Every key is optional unless marked; each is described in docs/configuration.md
+# (in the Rosterdrop source; `python -m processor.configdoc` prints it too).
 # [store], [sftp] and [smtp] keys can be overridden by ROSTERDROP_<SECTION>__<KEY> environment variables.
 
 [store]
