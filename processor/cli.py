@@ -234,15 +234,17 @@ def cmd_db_upgrade(args, home: Path) -> int:
     url = load_config(home).store_url()
     engine = schema.open_engine(url)
     try:
-        before, after = schema.upgrade(engine)
+        before, after, adopted = schema.upgrade(engine)
     finally:
         engine.dispose()
+    origin = f"the first release's schema (no revision; taken as {schema.BASELINE})" if adopted else \
+        before or "(empty)"
     if args.json:
-        _print_json({"store": schema.display_url(url), "from": before, "to": after})
+        _print_json({"store": schema.display_url(url), "from": before, "to": after, "adopted": adopted})
     elif before == after:
         print(f"store {schema.display_url(url)} is at {after}, the current schema; nothing to do")
     else:
-        print(f"store {schema.display_url(url)} upgraded from {before or '(empty)'} to {after}")
+        print(f"store {schema.display_url(url)} upgraded from {origin} to {after}")
     return 0
 
 

@@ -214,7 +214,9 @@ def restart_needed(old: Config, new: Config) -> list[str]:
     for section in ("store", "sftp", "daemon"):
         if getattr(old, section) != getattr(new, section):
             out.append(section)
-    if {t: c.pull for t, c in old.tenants.items()} != {t: c.pull for t, c in new.tenants.items()}:
+    # a pull of a tenant added or changed while running only starts at the next start
+    if any(c.pull is not None and (t not in old.tenants or old.tenants[t].pull != c.pull)
+           for t, c in new.tenants.items()):
         out.append("tenants.*.pull")
     return out
 

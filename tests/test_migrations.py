@@ -100,7 +100,7 @@ def test_an_unversioned_store_of_the_first_release_is_adopted_by_db_upgrade(env,
     code, _, err = cli(capsys, env, "holds", "list")
     assert code == 1 and "no schema revision" in err and "rosterdrop db upgrade" in err
     code, out, _ = cli(capsys, env, "db", "upgrade")
-    assert code == 0, out
+    assert code == 0 and "upgraded from the first release's schema" in out, out
     assert drift(engine) == []
     engine.dispose()
 

@@ -74,11 +74,13 @@ def create_at_head(engine: Engine) -> bool:
     return True
 
 
-def upgrade(engine: Engine) -> tuple[str | None, str]:
-    """Migrate the store to head (an empty one is built from the baseline up); (before, after) revisions."""
+def upgrade(engine: Engine) -> tuple[str | None, str, bool]:
+    """Migrate the store to head (an empty one is built from the baseline up); the revisions before and
+    after, and whether an unversioned store of the first release was adopted at the baseline."""
     with engine.begin() as conn:
         before = current(conn)
-        if before is None and not is_empty(conn):
+        adopted = before is None and not is_empty(conn)
+        if adopted:
             # Made by the release before migrations: its schema is the baseline, whose tables it must have.
             missing = sorted(BASELINE_TABLES - set(inspect(conn).get_table_names()))
             if missing:
@@ -87,7 +89,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
                     "it is not a Rosterdrop store; give [store] url a database of its own")
             command.stamp(alembic_config(conn), BASELINE)
         command.upgrade(alembic_config(conn), "head")
-        return before, current(conn) or ""
+        return before, current(conn) or "", adopted
 
 
 def stamp(engine: Engine, revision: str) -> None:
