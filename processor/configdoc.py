@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 import types
-import typing
 from typing import Annotated, Literal, Union, get_args, get_origin
 
 import annotated_types
@@ -117,8 +116,6 @@ def _type_name(tp) -> str:
         return f"table of {_type_name(key)} → {_type_name(value)}"
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return "table"
-    if isinstance(tp, typing.TypeAliasType if hasattr(typing, "TypeAliasType") else ()):
-        return _type_name(tp.__value__)
     return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 

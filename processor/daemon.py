@@ -94,7 +94,7 @@ def serve(home: Path, burst: bool = False, create: bool = False) -> int:
     from processor.service import ServeLock, startup_warnings
 
     if not home.exists():
-        if not (create or sys.stdin.isatty()):
+        if not (create or (sys.stdin is not None and sys.stdin.isatty())):
             raise UserError(f"{home} does not exist; create it with `rosterdrop init --home {home}` (or "
                             "`rosterdrop serve --init`), or give the right --home / ROSTERDROP_HOME")
         first_start(home)

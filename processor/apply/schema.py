@@ -209,3 +209,33 @@ def describe_failure(exc: BaseException) -> str:
             return cause
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return (lines[-1] if lines else type(exc).__name__)[:200]
+
+
+# ---------------------------------------------------------------- writing the next revision
+
+
+def write_revision(message: str, rev_id: str | None = None) -> None:
+    """Autogenerate the next revision: `metadata` compared with a scratch SQLite store built by the
+    existing revisions. Review the file it writes (renames come out as drop + add) before committing."""
+    import tempfile
+
+    from sqlalchemy import create_engine
+
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = create_engine(f"sqlite:///{tmp}/scratch.db")
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "head")
+            command.revision(alembic_config(conn), message=message, autogenerate=True, rev_id=rev_id)
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m processor.apply.schema",
+                                     description="write the next schema revision into processor/migrations")
+    parser.add_argument("command", choices=["revision"])
+    parser.add_argument("-m", "--message", required=True, help="what the revision changes")
+    parser.add_argument("--rev-id", help="revision id, e.g. 0003_web_sessions (default: random)")
+    args = parser.parse_args()
+    write_revision(args.message, args.rev_id)
