@@ -209,7 +209,6 @@ def refresh_statistics(engine: Engine, tables: list[str], run_id: str) -> None:
              time.perf_counter() - start)
 
 
-
 # A tenant whose SFTP logins are refused (`rosterdrop tenant disable`): one row while it is disabled.
 # Kept in the store, not in rosterdrop.toml, so the command takes effect at the next login without a reload.
 tenant_access = Table(
