@@ -170,3 +170,58 @@ def test_smtp_password_env_unset_is_a_warning_at_serve_start(tmp_path):
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "WARNING" in done.stderr and "RD_TEST_SMTP_UNSET" in done.stderr and "is not set" in done.stderr
+
+
+INITDB = Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.fixture
+def scram_server():
+    """A private PostgreSQL cluster that checks passwords (the shared one trusts 127.0.0.1)."""
+    import pwd
+    import shutil
+    import socket
+
+    if os.geteuid() != 0 or not (INITDB / "initdb").exists():
+        pytest.skip("needs root and PostgreSQL 15's initdb to start a private cluster")
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("no postgres user")
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="rd-test-pg-"))  # not under pytest's tmp: postgres must reach it
+    as_pg = ["runuser", "-u", "postgres", "--"]
+    try:
+        shutil.chown(root, "postgres")
+        (root / "pw").write_text("right-password\n")
+        shutil.chown(root / "pw", "postgres")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        subprocess.run([*as_pg, str(INITDB / "initdb"), "-D", str(root / "data"), "-U", "postgres",
+                        "--auth=scram-sha-256", f"--pwfile={root / 'pw'}"], check=True, capture_output=True)
+        subprocess.run([*as_pg, str(INITDB / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "log"), "-w",
+                        "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"], check=True,
+                       capture_output=True)
+        yield port
+    finally:
+        subprocess.run([*as_pg, str(INITDB / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "-w", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_authentication_failure_is_one_line_and_the_right_password_from_password_env_works(tmp_path, capsys,
+                                                                                            scram_server):
+    home = tmp_path / "home"
+    configure(home, f'url = "postgresql+psycopg://postgres@127.0.0.1:{scram_server}/postgres"\n'
+                    'password_env = "RD_TEST_STORE_PW"')
+    line = one_line_error(capsys, home, "runs", "list", environ={"RD_TEST_STORE_PW": "wrong-password"})
+    assert "authentication failed" in line and "wrong-password" not in line and "postgres:***@" in line
+    os.environ["RD_TEST_STORE_PW"] = "right-password"
+    try:
+        assert main(["--home", str(home), "init"]) == 0
+        assert main(["--home", str(home), "runs", "list"]) == 0
+    finally:
+        del os.environ["RD_TEST_STORE_PW"]
+    assert "right-password" not in capsys.readouterr().out
