@@ -22,34 +22,27 @@ def _print_json(obj) -> None:
 
 
 def cmd_init(args, home: Path) -> int:
-    from processor.apply.store import open_store
     from processor.home import init_home
+    from processor.tenants import credential_hint
 
     created = init_home(home, args.tenant or [])
-    ctx = Context.load(home)
-    db_existed = _sqlite_file_exists(ctx)
-    engine = open_store(ctx.config.store_url())
-    engine.dispose()
-    if not db_existed:
-        created.append(ctx.config.store_url())
+    hints = [credential_hint(t) for t in dict.fromkeys(args.tenant or [])]
     if args.json:
-        _print_json({"home": str(home), "created": created})
-    elif created:
+        _print_json({"home": str(home), "created": created, "next": hints})
+        return 0
+    if created:
         print("created:\n  " + "\n  ".join(created))
     else:
         print(f"{home} is already set up; nothing created")
+    for hint in hints:
+        print("next: " + hint)
     return 0
-
-
-def _sqlite_file_exists(ctx: Context) -> bool:
-    url = ctx.config.store_url()
-    return not url.startswith("sqlite:///") or Path(url[len("sqlite:///"):]).exists()
 
 
 def cmd_serve(args, home: Path) -> int:
     from processor.daemon import serve
 
-    return serve(home, burst=args.burst)
+    return serve(home, burst=args.burst, create=args.init)
 
 
 def cmd_process(args, home: Path) -> int:
@@ -256,6 +249,174 @@ def cmd_tenant_add_key(args, home: Path) -> int:
     return 0
 
 
+def cmd_db_upgrade(args, home: Path) -> int:
+    from processor.apply import schema
+    from processor.config import load_config
+
+    url = load_config(home).store_url()
+    engine = schema.open_engine(url)
+    try:
+        before, after, adopted = schema.upgrade(engine)
+    finally:
+        engine.dispose()
+    origin = f"the first release's schema (no revision; taken as {schema.BASELINE})" if adopted else \
+        before or "(empty)"
+    if args.json:
+        _print_json({"store": schema.display_url(url), "from": before, "to": after, "adopted": adopted})
+    elif before == after:
+        print(f"store {schema.display_url(url)} is at {after}, the current schema; nothing to do")
+    else:
+        print(f"store {schema.display_url(url)} upgraded from {origin} to {after}")
+    return 0
+
+
+def cmd_db_current(args, home: Path) -> int:
+    from processor.apply import schema
+    from processor.config import load_config
+
+    url = load_config(home).store_url()
+    engine = schema.open_engine(url)
+    try:
+        with engine.connect() as conn:
+            rev = schema.current(conn)
+    finally:
+        engine.dispose()
+    head = schema.head()
+    if args.json:
+        _print_json({"store": schema.display_url(url), "revision": rev, "head": head, "current": rev == head})
+    else:
+        note = "current" if rev == head else f"this version needs {head}: run `rosterdrop db upgrade`"
+        print(f"{rev or '(none)'} ({note})")
+    return 0
+
+
+def cmd_status(args, home: Path) -> int:
+    from processor.status import status
+
+    ctx = Context.load(home)
+    state = status(ctx)
+    if args.json:
+        _print_json(state)
+        return 0
+    daemon = state["daemon"]
+    print(f"home {state['home']}: daemon " + (f"running (PID {daemon['pid']})" if daemon["running"] else "not running"))
+    rows = [{**t, "last_applied": (t["last_applied"] or {}).get("at"),
+             "disabled": "yes" if t["disabled"] else ""} for t in state["tenants"]]
+    _print_table(rows, ["tenant", "last_received_at", "last_applied", "open_holds", "unfinished_runs",
+                        "failed_runs", "emails_waiting", "disabled"])
+    return 0
+
+
+def cmd_runs_changes(args, home: Path) -> int:
+    from processor.status import run_changes
+
+    ctx = Context.load(home)
+    changes = run_changes(ctx, args.run_id)
+    if args.json:
+        _print_json(changes)
+    else:
+        rows = [{**c, "fields": ", ".join(c["fields"])} for c in changes["changes"]]
+        _print_table(rows, ["entity", "sourced_id", "action", "fields"])
+    return 0
+
+
+def cmd_runs_revert(args, home: Path) -> int:
+    from processor.status import RevertRefused, revert
+
+    ctx = Context.load(home)
+    try:
+        done = revert(ctx, args.run_id)
+    except RevertRefused as exc:
+        _fail(args, str(exc))
+        return 2
+    if args.json:
+        _print_json(done)
+    else:
+        print(f"run {done['run_id']} of tenant {done['tenant']} reverted: {done['records_undone']} audit records "
+              "undone; the roster is as it was before the run")
+    return 0
+
+
+def cmd_tenant_list(args, home: Path) -> int:
+    from processor.tenants import list_tenants
+
+    ctx = Context.load(home)
+    rows = list_tenants(ctx)
+    if args.json:
+        _print_json({"tenants": rows})
+    else:
+        _print_table([{**r, "password": "set" if r["password"] else "", "disabled": "yes" if r["disabled"] else "",
+                       "report_to": ", ".join(r["report_to"])} for r in rows],
+                     ["tenant", "name", "password", "keys", "disabled", "report_to"])
+    return 0
+
+
+def cmd_tenant_keys(args, home: Path) -> int:
+    from processor.tenants import keys
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant_id)
+    rows = keys(ctx.engine, args.tenant_id)
+    if args.json:
+        _print_json({"tenant": args.tenant_id, "keys": rows})
+    elif not rows:
+        print(f"tenant {args.tenant_id} has no authorized keys")
+    else:
+        for r in rows:
+            print(f"{r['fingerprint']} {r['type']} added {r['added_at']}")
+    return 0
+
+
+def cmd_tenant_remove_key(args, home: Path) -> int:
+    from processor.tenants import remove_key
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant_id)
+    removed = remove_key(ctx.engine, args.tenant_id, args.fingerprint)
+    if args.json:
+        _print_json({"tenant": args.tenant_id, "removed": removed})
+    else:
+        print(f"key {removed} of tenant {args.tenant_id} removed; it can no longer log in with it")
+    return 0
+
+
+def cmd_tenant_disable(args, home: Path) -> int:
+    from processor.tenants import disable
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant_id)
+    changed = disable(ctx.engine, args.tenant_id)
+    if args.json:
+        _print_json({"tenant": args.tenant_id, "disabled": True, "changed": changed})
+    else:
+        print(f"tenant {args.tenant_id} disabled: its SFTP logins are refused" + ("" if changed else " (already)"))
+    return 0
+
+
+def cmd_tenant_enable(args, home: Path) -> int:
+    from processor.tenants import enable
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant_id)
+    changed = enable(ctx.engine, args.tenant_id)
+    if args.json:
+        _print_json({"tenant": args.tenant_id, "disabled": False, "changed": changed})
+    else:
+        print(f"tenant {args.tenant_id} enabled: its SFTP logins are accepted" + ("" if changed else " (already)"))
+    return 0
+
+
+def cmd_server_fingerprint(args, home: Path) -> int:
+    from processor.tenants import host_key_fingerprint
+
+    key_type, _, fp = host_key_fingerprint(home).partition(" ")
+    if args.json:
+        _print_json({"type": key_type, "fingerprint": fp})
+    else:
+        print(f"{fp} {key_type}")
+    return 0
+
+
 def _print_table(rows: list[dict], cols: list[str]) -> None:
     if not rows:
         print("(none)")
@@ -273,6 +434,8 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors exit 1 (CONTRACT.md section 3), not argparse's 2, which means "rejected" here."""
 
     def error(self, message: str):
+        if "--json" in _ARGV:  # still exactly one JSON object on stdout (CONTRACT.md section 9)
+            _print_json({"error": f"{self.prog}: {message}"})
         self.print_usage(sys.stderr)
         self.exit(1, f"{self.prog}: error: {message}\n")
 
@@ -287,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--json", action="store_true", **d, help="print exactly one JSON object on stdout")
         sp.add_argument("-v", "--verbose", action="count", **({"default": 0} | d),
                         help="more log output (-vv: debug)")
+        sp.add_argument("--log-format", choices=["text", "json"], **({"default": "text"} | d),
+                        help="log lines on stderr as text (default) or JSON objects with ISO timestamps")
         return sp
 
     common = shared(suppress=True)
@@ -294,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rosterdrop", parents=[shared(suppress=False)],
         description="Receive district OneRoster CSV drops, validate, apply them to the roster store, "
                     "and email a sync report.")
+    from processor import __version__
+
+    p.add_argument("--version", action="version", version=f"rosterdrop {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name, func, help_, parent=sub):
@@ -306,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("serve", cmd_serve, "run the daemon: SFTP server, inbox watcher, scheduler and workers")
     sp.add_argument("--burst", action="store_true", help="process what is waiting in the inboxes, then exit")
+    sp.add_argument("--init", action="store_true",
+                    help="if the home does not exist, create it with a demo tenant (a terminal implies this)")
 
     sp = add("process", cmd_process, "process one bundle (a .zip or a folder of CSVs) now, as the daemon would")
     sp.add_argument("path", metavar="PATH", help="the bundle: a .zip file or a folder of CSV files")
@@ -360,25 +530,108 @@ def build_parser() -> argparse.ArgumentParser:
              tenant_sub)
     sp.add_argument("tenant_id", metavar="ID")
     sp.add_argument("pubkey_file", metavar="PUBKEY_FILE")
+
+    db = sub.add_parser("db", help="the store's schema: current revision, upgrade",
+                        description="the store's schema: current revision, upgrade")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    add("upgrade", cmd_db_upgrade, "migrate the store to the schema of this version (Alembic)", db_sub)
+    add("current", cmd_db_current, "print the store's schema revision", db_sub)
+
+    add("status", cmd_status, "per tenant: last drop received and applied, open holds, unfinished runs, "
+                              "emails waiting")
+    sp = add("changes", cmd_runs_changes, "what an applied run changed: entity, sourcedId, action, fields",
+             runs_sub)
+    sp.add_argument("run_id", metavar="RUN_ID")
+    sp = add("revert", cmd_runs_revert, "undo the tenant's latest applied run (from the audit log)", runs_sub)
+    sp.add_argument("run_id", metavar="RUN_ID")
+
+    add("list", cmd_tenant_list, "configured tenants, their credentials and whether they are disabled",
+        tenant_sub)
+    sp = add("keys", cmd_tenant_keys, "the tenant's authorized public keys, with SHA256 fingerprints", tenant_sub)
+    sp.add_argument("tenant_id", metavar="ID")
+    sp = add("remove-key", cmd_tenant_remove_key, "revoke one of the tenant's public keys by fingerprint",
+             tenant_sub)
+    sp.add_argument("tenant_id", metavar="ID")
+    sp.add_argument("fingerprint", metavar="FINGERPRINT", help="SHA256:... as `tenant keys` prints it")
+    sp = add("disable", cmd_tenant_disable, "refuse the tenant's SFTP logins (drops already received go on)",
+             tenant_sub)
+    sp.add_argument("tenant_id", metavar="ID")
+    sp = add("enable", cmd_tenant_enable, "accept the tenant's SFTP logins again", tenant_sub)
+    sp.add_argument("tenant_id", metavar="ID")
+
+    server = sub.add_parser("server", help="the SFTP server's identity", description="the SFTP server's identity")
+    server_sub = server.add_subparsers(dest="server_command", metavar="ACTION", required=True)
+    add("fingerprint", cmd_server_fingerprint, "the SSH host key's SHA256 fingerprint (tell districts)",
+        server_sub)
     return p
 
 
-def setup_logging(verbose: int) -> None:
+def setup_logging(verbose: int, log_format: str = "text") -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    from processor.service import apply_log_format
+
+    apply_log_format(log_format)
+
+
+_ARGV: list[str] = []  # the arguments being parsed, for _Parser.error
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _ARGV
+    _ARGV = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose if args.command != "serve" else max(args.verbose, 1))
+    setup_logging(args.verbose if args.command != "serve" else max(args.verbose, 1), args.log_format)
     home = resolve_home(args.home)
+    stdout, sys.stdout = sys.stdout, _QuietPipe(sys.stdout)
     try:
         return args.func(args, home)
     except (ConfigError, UserError) as exc:
         return _fail(args, str(exc))
     except KeyboardInterrupt:
         return _fail(args, "interrupted")
+    finally:
+        sys.stdout = stdout
+
+
+class _QuietPipe:
+    """stdout that a closed pipe (`rosterdrop runs list | head`) silences instead of raising: the command
+    finishes and exits with its own code, and nothing more is written."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._silence()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._silence()
+
+    def _silence(self) -> None:
+        self.broken = True
+        try:  # the interpreter flushes stdout again at exit: point fd 1 at /dev/null so that is quiet too
+            import os
+
+            if self._stream.fileno() == 1:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 1)
+                os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def _fail(args, message: str) -> int:

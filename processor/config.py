@@ -6,9 +6,18 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 APP_ROLES = ("district_admin", "school_admin", "teacher", "staff", "student", "guardian")
 AppRole = Literal["district_admin", "school_admin", "teacher", "staff", "student", "guardian"]
@@ -26,6 +35,7 @@ class _Strict(BaseModel):
 
 class StoreConfig(_Strict):
     url: str = "sqlite:///rosterdrop.db"
+    password_env: str | None = None  # the database password is read from this environment variable
 
 
 class SftpConfig(_Strict):
@@ -71,10 +81,10 @@ class RoleOverride(_Strict):
 
 
 class RequireConfig(_Strict):
-    users: list[str] = []
-    students: list[str] = []
-    classes: list[str] = []
-    schools: list[str] = []
+    users: list[Annotated[str, AfterValidator(lambda c: check_required_column("users", c))]] = []
+    students: list[Annotated[str, AfterValidator(lambda c: check_required_column("students", c))]] = []
+    classes: list[Annotated[str, AfterValidator(lambda c: check_required_column("classes", c))]] = []
+    schools: list[Annotated[str, AfterValidator(lambda c: check_required_column("schools", c))]] = []
 
 
 class Policy(_Strict):
@@ -115,11 +125,59 @@ class TenantLimits(_Strict):
 
 class Tenant(_Strict):
     name: str
-    report_to: list[str] = []
+    report_to: list[Annotated[str, AfterValidator(lambda a: check_address(a))]] = []
     policy: Policy = Policy()
     limits: TenantLimits | None = None
     pull: PullConfig | None = None
     expect_drop_every_hours: float | None = Field(None, gt=0)
+
+    # Both reach email headers, subjects and every run's report: a line break or separator in them made
+    # every run of the tenant fail at the email (issue 13), so they are refused here, at start-up.
+    @field_validator("name")
+    @classmethod
+    def _one_line_name(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be blank")
+        return no_control_characters(v)
+
+
+# C0/C1 controls (CR, LF, NUL, U+0085 ...), U+2028/U+2029 and the bidirectional overrides, which would
+# break a header or make a report show something other than what it says.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_ADDRESS = re.compile(r"^[^@\s\"(),:;<>\[\\\]]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\.[A-Za-z0-9-]{2,}$")
+
+
+def no_control_characters(v: str) -> str:
+    m = _CONTROL.search(v)
+    if m:
+        raise ValueError(f"contains the control character U+{ord(m.group()):04X} (line breaks and separators "
+                         "are not allowed)")
+    return v
+
+
+def check_address(v: str) -> str:
+    """An email address, `it@district.org` or `District IT <it@district.org>`; ValueError otherwise."""
+    from email.utils import getaddresses
+
+    no_control_characters(v)
+    pairs = getaddresses([v])
+    if len(pairs) != 1 or not _ADDRESS.match(pairs[0][1]) or "," in v:
+        raise ValueError(f"{v!r} is not an email address (one per list item, e.g. \"it@district.example\")")
+    return v
+
+
+def check_required_column(file_key: str, column: str) -> str:
+    """policy.require names a column of the OneRoster file it is about, or a metadata.* column."""
+    from processor.bundle.formats import SPECS
+
+    entity = {"users": "users", "students": "users", "classes": "classes", "schools": "orgs"}[file_key]
+    spec = SPECS[entity]
+    if column.lower().startswith("metadata.") and len(column) > len("metadata."):
+        return column
+    if column.lower() not in {c.lower() for c in spec.columns}:
+        raise ValueError(f"{column!r} is not a column of {spec.filename} (OneRoster: {', '.join(spec.columns)}; "
+                         "or a metadata.* column)")
+    return column
 
 
 class DaemonConfig(_Strict):
@@ -155,6 +213,7 @@ class Config(_Strict):
     limits: LimitsConfig = LimitsConfig()
     tenants: dict[str, Tenant] = {}
     home: Path = Field(default=Path("."), exclude=True)
+    _store_password: str | None = PrivateAttr(None)  # from the variable [store] password_env names
 
     @model_validator(mode="after")
     def _tenant_ids(self) -> Config:
@@ -174,19 +233,26 @@ class Config(_Strict):
             ) from None
 
     def store_url(self) -> str:
-        """The store URL with a relative SQLite path made relative to the home."""
+        """The store URL with a relative SQLite path made relative to the home, and the password that
+        [store] password_env names put in (show it only through processor.apply.schema.display_url)."""
         url = self.store.url
         prefix = "sqlite:///"
         if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
             return prefix + str((self.home / url[len(prefix):]).resolve())
+        if self._store_password is not None:
+            from sqlalchemy.engine import make_url
+
+            return make_url(url).set(password=self._store_password).render_as_string(hide_password=False)
         return url
 
 
 ENV_SECTIONS = ("store", "sftp", "smtp", "daemon")
 
 
-def _env_overrides(raw: dict, environ: dict[str, str]) -> None:
-    """Apply ROSTERDROP_<SECTION>__<KEY> variables on top of the file's values (env wins)."""
+def _env_overrides(raw: dict, environ: dict[str, str]) -> dict[tuple[str, str], str]:
+    """Apply ROSTERDROP_<SECTION>__<KEY> variables on top of the file's values (env wins); which
+    (section, key) came from which variable, so that an error names the variable, not the file."""
+    used: dict[tuple[str, str], str] = {}
     for name, value in environ.items():
         if not name.startswith("ROSTERDROP_") or "__" not in name:
             continue
@@ -195,6 +261,8 @@ def _env_overrides(raw: dict, environ: dict[str, str]) -> None:
         if section not in ENV_SECTIONS or not key:
             continue
         raw.setdefault(section, {})[key] = _parse_env_value(value)
+        used[(section, key)] = name
+    return used
 
 
 def _parse_env_value(value: str):
@@ -208,14 +276,20 @@ def _parse_env_value(value: str):
 
 
 def _format_error(err: ValidationError) -> str:
+    return _format_error_list(err.errors())
+
+
+def _format_error_list(errors: list) -> str:
     lines = []
-    for e in err.errors():
+    for e in errors:
         loc = ".".join(str(p) for p in e["loc"] if p not in ("function-after",))
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (check its spelling against CONTRACT.md section 2)"
+            msg = "unknown key (check its spelling against docs/configuration.md)"
         elif e["type"] == "missing":
             msg = "required key is missing"
+        elif e["type"] == "value_error" and "error" in e.get("ctx", {}):
+            msg = str(e["ctx"]["error"])
         elif e["type"].startswith("literal_error"):
             msg = f"expected {e['ctx']['expected']}" if "ctx" in e else msg
         lines.append(f"{loc or '(top level)'}: {msg}" + (f" (got {e['input']!r})" if _show_input(e) else ""))
@@ -238,13 +312,33 @@ def load_config(home: Path, environ: dict[str, str] | None = None) -> Config:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text") from None
-    _env_overrides(raw, environ)
+    from_env = _env_overrides(raw, environ)
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_format_error(exc)}") from None
+        raise ConfigError(_format_errors(exc, path, from_env)) from None
     cfg.home = home
+    if cfg.store.password_env:
+        cfg._store_password = environ.get(cfg.store.password_env)
+        if cfg._store_password is None:
+            where = from_env.get(("store", "password_env")) or f"{path}: store.password_env"
+            raise ConfigError(f"{where}: the environment variable {cfg.store.password_env} is not set "
+                              "(it must hold the database password; see docs/operations.md)")
     return cfg
+
+
+def _format_errors(err: ValidationError, path: Path, from_env: dict[tuple[str, str], str]) -> str:
+    """One line: errors in the file after its path, errors in a ROSTERDROP_* value after the variable."""
+    in_file, in_env = [], []
+    for e in err.errors():
+        loc = tuple(str(p) for p in e["loc"])
+        var = from_env.get(loc[:2]) if len(loc) >= 2 else None
+        if var:
+            in_env.append(f"{var} ({_format_error_list([e]).split(': ', 1)[0]}): "
+                          + _format_error_list([e]).split(": ", 1)[1])
+        else:
+            in_file.append(e)
+    return "; ".join(([f"{path}: {_format_error_list(in_file)}"] if in_file else []) + in_env)
 
 
 def resolve_home(arg: str | None, environ: dict[str, str] | None = None) -> Path:

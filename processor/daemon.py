@@ -83,17 +83,26 @@ TRANSIENT_FIRST_DELAY = 5.0
 # ---------------------------------------------------------------- entry point
 
 
-def serve(home: Path, burst: bool = False) -> int:
+def serve(home: Path, burst: bool = False, create: bool = False) -> int:
     """Run the daemon until SIGTERM/SIGINT (with burst: until nothing is left); the exit code.
 
     A home that does not exist yet is created with a `demo` tenant whose SFTP password is printed once,
-    so that the first `rosterdrop serve` on a new machine just works. ConfigError and UserError go to
-    the caller, which prints them.
+    so that the first `rosterdrop serve` on a new machine just works: on a terminal, or with create
+    (`serve --init`). Without a terminal (a service, a script) a missing home is an error: a mistyped
+    path must not quietly become a new, empty home. ConfigError and UserError go to the caller, which
+    prints them. One daemon per home (service.ServeLock).
     """
+    from processor.service import ServeLock, startup_warnings
+
     if not home.exists():
+        if not (create or (sys.stdin is not None and sys.stdin.isatty())):
+            raise UserError(f"{home} does not exist; create it with `rosterdrop init --home {home}` (or "
+                            "`rosterdrop serve --init`), or give the right --home / ROSTERDROP_HOME")
         first_start(home)
     ctx = Context.load(home)
-    code = Daemon(ctx, burst=burst).run()
+    with ServeLock(home):
+        startup_warnings(ctx.config)
+        code = Daemon(ctx, burst=burst).run()
     _exit_if_threads_linger(code)
     return code
 
@@ -193,7 +202,9 @@ class Daemon:
                 self._open_doors()
                 self._start_scheduler()
                 self._mailer.start()
+                self._service_ready()
             while not self.stopping.is_set():
+                self._service_tick()
                 self._handle_events(TICK_SECONDS)
                 if self.burst and self._idle():
                     break
@@ -524,6 +535,7 @@ class Daemon:
             return  # run() in a thread (tests): request_stop() is the way to stop it
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+        self._old_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_sighup)
 
     def _restore_signal_handlers(self) -> None:
         for sig, handler in self._old_handlers.items():
@@ -541,6 +553,9 @@ class Daemon:
 
     def _shutdown(self) -> int:
         """Close the doors, let current runs finish (daemon.stop_timeout_seconds), stop the workers."""
+        from processor.service import sd_notify
+
+        sd_notify("STOPPING=1")
         self._close_doors()
         if not self.burst:
             log.info("stopping: doors closed; waiting for %d current runs", len(self._running))
@@ -562,6 +577,51 @@ class Daemon:
             _deliver(self.ctx, force=True)
         log.info("stopped")
         return 1 if self.burst and self.errors else 0
+
+    # ------------------------------------------------------------ service: systemd notify, live reload
+
+    def _service_ready(self) -> None:
+        from processor.service import ConfigWatch, Watchdog, sd_notify
+
+        self._config_watch = ConfigWatch(self.ctx.home)
+        self._watchdog = Watchdog()
+        sd_notify(f"READY=1\nSTATUS=serving {len(self.tenants)} tenants\nMAINPID={os.getpid()}")
+
+    def _service_tick(self) -> None:
+        """From the main loop: ping systemd's watchdog; take a changed rosterdrop.toml (or SIGHUP)."""
+        if getattr(self, "_config_watch", None) is None:
+            return
+        self._watchdog.tick()
+        new = self._config_watch.poll()
+        if new is not None:
+            self.reload(new)
+
+    def _on_sighup(self, signum, frame) -> None:
+        if getattr(self, "_config_watch", None) is not None:
+            self._config_watch.requested = True  # a flag only: the main loop reloads within a tick
+
+    def reload(self, new: Config) -> None:
+        """Take a new configuration without dropping a connection: tenants added or removed, their names,
+        report_to and policies. Credentials and disabled tenants live in the store and need nothing."""
+        from processor.service import restart_needed, watch_new_inboxes
+
+        old = self.config
+        added = sorted(set(new.tenants) - set(old.tenants))
+        removed = sorted(set(old.tenants) - set(new.tenants))
+        for tenant in added:  # before any door can hand a drop of it over
+            self._receive_locks.setdefault(tenant, threading.RLock())
+            self.ctx.path("inbox", tenant).mkdir(parents=True, exist_ok=True)
+        self.config = self.ctx.config = new
+        self.tenants = sorted(new.tenants)
+        if self.sftp is not None:
+            self.sftp.tenants = frozenset(self.tenants)
+        if self.watcher is not None:
+            self.watcher.tenants = frozenset(self.tenants)
+            watch_new_inboxes(self.watcher, added)
+        log.info("configuration reloaded: %d tenants%s%s", len(self.tenants),
+                 f"; added {', '.join(added)}" if added else "", f"; removed {', '.join(removed)}" if removed else "")
+        for section in restart_needed(old, new):
+            log.warning("configuration reloaded, but %s changed: that takes effect at the next start", section)
 
     # ------------------------------------------------------------ scheduler
 
@@ -636,6 +696,9 @@ def _worker_init(home: str, config: Config, parent_pid: int, log_level: int) -> 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(parent_pid)
     logging.basicConfig(level=log_level, stream=sys.stderr, format=LOG_FORMAT)
+    from processor.service import apply_log_format
+
+    apply_log_format()  # the daemon's --log-format, passed on in the environment
     for name in ("apscheduler", "paramiko", "watchdog"):
         logging.getLogger(name).setLevel(logging.WARNING)
     _WORKER_CTX = Context(home=Path(home), config=config)
@@ -663,6 +726,9 @@ def _process_in_worker(drop: Drop) -> str:
     """Process one drop in a worker process; its final status. RunFailed if it raised."""
     ctx = _WORKER_CTX
     assert ctx is not None, "worker not initialised"
+    from processor.service import refresh_worker_config
+
+    refresh_worker_config(ctx)  # policies changed in rosterdrop.toml apply to the next drop
     try:
         row = run_store.run_row(ctx.engine, drop.run_id)
         if row["status"] not in UNFINISHED:

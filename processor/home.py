@@ -11,7 +11,8 @@ FOLDERS = ("inbox", "spool", "archive", "outbox", "reports")
 HOST_KEY = "ssh_host_ed25519_key"
 
 CONFIG_HEADER = """\
-# Rosterdrop configuration. Every key is optional unless marked; see CONTRACT.md section 2.
+# Rosterdrop configuration. Every key is optional unless marked; each is described in docs/configuration.md
+# (in the Rosterdrop source; `python -m processor.configdoc` prints it too).
 # [store], [sftp] and [smtp] keys can be overridden by ROSTERDROP_<SECTION>__<KEY> environment variables.
 
 [store]
@@ -109,7 +110,21 @@ def init_home(home: Path, tenants: list[str]) -> list[str]:
     if not key.exists():
         write_host_key(key)
         created.append(str(key))
+    created += init_store(home)
     return created
+
+
+def init_store(home: Path) -> list[str]:
+    """A new store at the current schema revision, for the URL the home's config names; [] if it has tables."""
+    from processor.apply.schema import create_at_head, display_url, open_engine
+    from processor.config import load_config
+
+    url = load_config(home).store_url()
+    engine = open_engine(url)
+    try:
+        return [f"store {display_url(url)}"] if create_at_head(engine) else []
+    finally:
+        engine.dispose()
 
 
 def write_host_key(path: Path) -> None:

@@ -100,6 +100,18 @@ def issue_rows(result: RunResult, severity: str | None = None) -> list[tuple]:
                   if severity is None or i.severity == severity)
 
 
+def reset_store(url: str) -> None:
+    """An empty store at the newest schema revision (as `rosterdrop init` makes it)."""
+    from processor.apply.schema import VERSION_TABLE, create_at_head
+
+    engine = open_store(url, create=False)
+    metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {VERSION_TABLE}")
+    create_at_head(engine)
+    engine.dispose()
+
+
 @pytest.fixture(params=ENGINES)
 def env(request, tmp_path) -> Env:
     home = tmp_path / "home"
@@ -107,10 +119,7 @@ def env(request, tmp_path) -> Env:
     url = None
     if request.param == "postgresql":
         url = PG_URL
-        engine = open_store(url, create=False)
-        metadata.drop_all(engine)
-        metadata.create_all(engine)
-        engine.dispose()
+        reset_store(url)
     e = Env(home=home, tmp=tmp_path, store_url=url)
     e.configure(lincoln={}, roosevelt={})
     yield e

@@ -291,7 +291,9 @@ def test_a_million_invalid_rows_are_counted_not_listed_within_a_gigabyte(tmp_pat
                        capture_output=True, text=True)
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     out = json.loads(p.stdout)
-    assert p.returncode == 0 and out["status"] == "applied"
+    # 1M of 1M rows rejected is a broken export: held whole (rejected_rows), nothing applied.
+    assert p.returncode == 3 and out["status"] == "held"
+    assert any(i["code"] == "rejected_rows" and i["file"] == "users.csv" for i in out["issues"])
     assert out["counts"]["users"]["rejected"] == 1_000_000
     assert len(out["issues"]) <= 2 * 1001 + 10
     assert sum(i["count"] for i in out["issues"] if i["code"] == "missing_value") == 1_000_000

@@ -346,8 +346,9 @@ def test_loose_csvs_and_manifest_make_one_run(served):
 def test_serve_on_a_missing_home_creates_it_prints_a_working_password_and_stops_on_sigterm(tmp_path):
     home = tmp_path / "new-home"
     port = free_port()
+    # without a terminal (as here) only `serve --init` creates a missing home (test_service.py)
     daemon = DaemonProcess(home, {"ROSTERDROP_SFTP__PORT": str(port), "ROSTERDROP_DAEMON__WORKERS": "1"},
-                           stdout=subprocess.PIPE)
+                           "--init", stdout=subprocess.PIPE)
     try:
         daemon.wait_log("serving 1 tenants")
         out = daemon.proc.stdout.read1().decode()

@@ -174,14 +174,18 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 
 
 def open_store(url: str, create: bool = True) -> Engine:
-    """An engine for the store; creates missing tables (the schema is not released yet: no migrations)."""
+    """An engine for the store. create: an empty database gets every table, stamped at the newest schema
+    revision (processor.apply.schema); a database with tables is left as it is. Commands never create:
+    they open the store through Context, which checks its revision (init and `db upgrade` make it)."""
     # hide_parameters: a logged database error must never carry roster values (names, emails).
     engine = create_engine(url, future=True, hide_parameters=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
         create_private_sqlite(engine.url.database)  # 0600, not the umask's 0644: it holds the roster
     if create:
-        metadata.create_all(engine)
+        from processor.apply.schema import create_at_head
+
+        create_at_head(engine)
     return engine
 
 
@@ -207,3 +211,12 @@ def refresh_statistics(engine: Engine, tables: list[str], run_id: str) -> None:
     log.info("run %s: refreshed PostgreSQL planner statistics of %s (%.1f s)", run_id, ", ".join(tables),
              time.perf_counter() - start)
 
+
+# A tenant whose SFTP logins are refused (`rosterdrop tenant disable`): one row while it is disabled.
+# Kept in the store, not in rosterdrop.toml, so the command takes effect at the next login without a reload.
+tenant_access = Table(
+    "tenant_access", metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("disabled_at", Float, nullable=False),
+    Column("disabled_by", Text),
+)
