@@ -111,11 +111,30 @@ class DaemonConfig(_Strict):
     weekly_digest: str | None = None  # crontab expression, e.g. "0 7 * * mon"; unset: no digest
 
 
+class WebConfig(_Strict):
+    """The console and signed links (CONTRACT.md section 8)."""
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    base_url: str = "http://127.0.0.1:8080"
+    secret_env: str = "ROSTERDROP_WEB_SECRET"
+    link_days: float = Field(7, gt=0)
+    support_contact: str | None = None  # shown in emails and pages: who a district admin asks for help
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http:// or https:// address, e.g. 'https://roster.example.org'")
+        return v.rstrip("/")
+
+
 class Config(_Strict):
     store: StoreConfig = StoreConfig()
     sftp: SftpConfig = SftpConfig()
     smtp: SmtpConfig | None = None
     daemon: DaemonConfig = DaemonConfig()
+    web: WebConfig = WebConfig()
     tenants: dict[str, Tenant] = {}
     home: Path = Field(default=Path("."), exclude=True)
 
@@ -145,7 +164,7 @@ class Config(_Strict):
         return url
 
 
-ENV_SECTIONS = ("store", "sftp", "smtp", "daemon")
+ENV_SECTIONS = ("store", "sftp", "smtp", "daemon", "web")
 
 
 def _env_overrides(raw: dict, environ: dict[str, str]) -> None:
