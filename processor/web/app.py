@@ -80,9 +80,9 @@ class Console:
 # ---------------------------------------------------------------- helpers
 
 
-def page(template: str, status: int = 200, **context) -> HTMLResponse:
+def page(template: str, code: int = 200, **context) -> HTMLResponse:
     html = environment().get_template(f"web/{template}").render(**context)
-    return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+    return HTMLResponse(html, status_code=code, headers=SECURITY_HEADERS)
 
 
 def message(title: str, text: str, status: int, session: Session | None = None, link: tuple | None = None,
