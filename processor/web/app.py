@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from email.utils import parseaddr
 from urllib.parse import quote, urlsplit
 
 from starlette.applications import Starlette
@@ -95,6 +96,11 @@ def forbidden(session: Session | None = None, text: str | None = None) -> HTMLRe
                    text or "The link is not valid: it may have been changed, it may have expired, or it is "
                    "for another district. Nothing was changed. Ask for a new link from the console's sign-in "
                    "page or from your Rosterdrop operator.", 403, session, kind="rejected")
+
+
+def report_to(tcfg) -> set[str]:
+    """The tenant's report_to as bare lower-case addresses ("Ann <ann@x>" is ann@x)."""
+    return {(parseaddr(a)[1] or a).lower() for a in tcfg.report_to}
 
 
 def _same_origin(request: Request, console: Console) -> bool:
@@ -192,7 +198,7 @@ def _check_hold_link(console: Console, token: str):
     """The HoldLink of a valid token whose recipient is still one of the tenant's report_to; BadLink otherwise."""
     link = console.signer.check_hold(token)
     tcfg = console.ctx.config.tenants.get(link.tenant)
-    if tcfg is None or link.address.lower() not in {a.lower() for a in tcfg.report_to}:
+    if tcfg is None or link.address.lower() not in report_to(tcfg):
         raise BadLink("recipient no longer configured")
     return link
 
@@ -337,7 +343,7 @@ def signin_request(request: Request, form: dict) -> Response:
         return page("signin.html", 429, session=None, csrf=value, sent=False,
                     error="Too many sign-in requests. Wait 15 minutes and try again.")
     tenants = [t for t, cfg in sorted(console.ctx.config.tenants.items())
-               if address and address in {a.lower() for a in cfg.report_to}]
+               if address and address in report_to(cfg)]
     if tenants:
         from processor.web.emails import queue_signin_email
 
@@ -372,7 +378,7 @@ def signin_complete(request: Request, form: dict) -> Response:
     except BadLink:
         return forbidden()
     cfg = console.ctx.config.tenants.get(tenant)
-    if cfg is None or address not in {a.lower() for a in cfg.report_to}:
+    if cfg is None or address not in report_to(cfg):
         return forbidden()
     if not _same_origin(request, console) or not console.signer.csrf_ok(token, form.get("csrf")):
         return forbidden(text="The sign-in form was out of date (CSRF check). Open the link from your email again.")

@@ -9,6 +9,7 @@ mail.py asks `with_links` for the per-recipient bodies just before it builds the
 from __future__ import annotations
 
 import logging
+from email.utils import parseaddr
 from html import escape
 
 from sqlalchemy import Connection
@@ -105,7 +106,8 @@ def _with_links(ctx: Context, tenant: str, run_id: str | None, held: bool, recip
     signer = Signer.of(ctx)
     out = []
     for address in recipients:
-        url = hold_url(ctx, tenant, run_id, address, signer)
+        # the bare address in the token: it is what a release records as `by`
+        url = hold_url(ctx, tenant, run_id, parseaddr(address)[1] or address, signer)
         button_html, button_text = _review_block(url)
         body_html = _insert_html(html, REVIEW_MARK, button_html)
         out.append(([address], RenderedReport(rendered.subject, body_html, button_text + text)))
