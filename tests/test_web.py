@@ -5,20 +5,26 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
-from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import func, select
 
 from processor.apply.runs import get_result
 from processor.apply.store import outbox, runs, web_sessions
 from processor.context import Context
-from processor.web.links import HOLD_SALT, Signer, web_secret
+from processor.web.links import Signer, web_secret
 from processor.web.server import WebServer
 from tests.bundles import CLEAN, USERS, with_changes
-from tests.webtools import LINCOLN_ADMINS, MASS_WITHDRAWAL, csrf_of, outbox_files, sign_in, start_console
+from tests.webtools import (
+    LINCOLN_ADMINS,
+    MASS_WITHDRAWAL,
+    csrf_of,
+    expired_hold_token,
+    outbox_files,
+    sign_in,
+    start_console,
+)
 
 
 @pytest.fixture
@@ -59,7 +65,7 @@ def test_hold_email_has_a_review_link_per_recipient_and_releasing_applies_with_b
     assert page.status_code == 200
     assert "on hold" in page.text and "u2" in page.text and "Jane Doe" in page.text  # the records to be removed
     assert "it@lincoln.example" in page.text  # who is acting
-    assert page.headers["referrer-policy"] == "no-referrer"
+    assert page.headers["referrer-policy"] == "same-origin"  # the token never leaves in a Referer
     csv = c.get(it_link + "/changes.csv")
     assert csv.status_code == 200 and "u2" in csv.text and "deactivated" in csv.text
     done = c.post(it_link + "/release", data={"csrf": csrf_of(page.text), "note": "the school closed"})
@@ -106,15 +112,6 @@ def test_acting_twice_changes_nothing_the_second_time(console):
     assert after == before  # no second run, no second email
 
 
-def _expired_token(ctx: Context, tenant: str, run_id: str, address: str) -> str:
-    class EightDaysAgo(TimestampSigner):
-        def get_timestamp(self) -> int:
-            return int(time.time()) - 8 * 86400  # link_days is 7
-
-    serializer = URLSafeTimedSerializer(web_secret(ctx), salt=HOLD_SALT, signer=EightDaysAgo)
-    return serializer.dumps({"t": tenant, "r": run_id, "a": address})
-
-
 def test_tampered_expired_and_foreign_links_get_403_and_change_nothing(console):
     env = console.env
     held = held_run(console)
@@ -127,7 +124,7 @@ def test_tampered_expired_and_foreign_links_get_403_and_change_nothing(console):
         "tampered signature": f"{payload}.{stamp}.{sig[:-2]}{'AA' if sig[-2:] != 'AA' else 'BB'}",
         "tampered run": signer.hold_token("lincoln", other.run_id, "it@lincoln.example").split(".")[0]
         + f".{stamp}.{sig}",
-        "expired": _expired_token(env.ctx, "lincoln", held.run_id, "it@lincoln.example"),
+        "expired": expired_hold_token(env.ctx, "lincoln", held.run_id, "it@lincoln.example"),
         "another install's key": Signer(b"not our secret", 7).hold_token("lincoln", held.run_id, "it@lincoln.example"),
         "another tenant's run": signer.hold_token("lincoln", other.run_id, "it@lincoln.example"),
         "an address not in report_to": signer.hold_token("lincoln", held.run_id, "mallory@evil.example"),

@@ -90,3 +90,19 @@ def sign_in(console: Console, address: str, client: httpx.Client | None = None) 
 
 def outbox_files(home: Path) -> int:
     return len(list(home.joinpath("outbox").glob("*.eml")))
+
+
+def expired_hold_token(ctx, tenant: str, run_id: str, address: str) -> str:
+    """A hold token signed with the right key eight days ago (link_days is 7)."""
+    import time
+
+    from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+
+    from processor.web.links import HOLD_SALT, web_secret
+
+    class EightDaysAgo(TimestampSigner):
+        def get_timestamp(self) -> int:
+            return int(time.time()) - 8 * 86400
+
+    serializer = URLSafeTimedSerializer(web_secret(ctx), salt=HOLD_SALT, signer=EightDaysAgo)
+    return serializer.dumps({"t": tenant, "r": run_id, "a": address})

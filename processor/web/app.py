@@ -8,7 +8,8 @@
   (`rosterdrop web passwd NAME`). Sessions are server-side (sessions.py); every tenant page checks that the
   session may see that tenant, and every query filters by it (queries.py).
 * Pages are server-rendered jinja2 (templates/web/), autoescaped, and work without JavaScript. Responses
-  carry a strict CSP, no-referrer (a hold token in the URL must not leak in a Referer) and no-store.
+  carry a strict CSP, Referrer-Policy same-origin (a hold token in the URL never leaves in a Referer;
+  no-referrer would make browsers send `Origin: null` on our own forms) and no-store.
 
 Endpoints are plain functions: Starlette runs them in its thread pool, so a release (which runs the
 pipeline) never blocks the event loop.
@@ -53,7 +54,7 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
