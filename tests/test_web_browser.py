@@ -92,7 +92,8 @@ def test_tampered_expired_and_foreign_links_show_403_in_the_browser(console, pag
     other = held(console, "roosevelt")
     [link] = console.links("/hold/", to="it@lincoln.example")
     signer = Signer.of(console.env.ctx)
-    bad = [link[:-3] + ("xyz" if not link.endswith("xyz") else "abc"),
+    payload, stamp, sig = link.rsplit("/", 1)[1].split(".")
+    bad = [f"{console.base}/hold/{payload}.{stamp}.{'B' if sig[0] == 'A' else 'A'}{sig[1:]}",
            f"{console.base}/hold/{expired_hold_token(console.env.ctx, 'lincoln', run.run_id, 'it@lincoln.example')}",
            f"{console.base}/hold/{Signer(b'other install', 7).hold_token('lincoln', run.run_id, 'it@lincoln.example')}",
            f"{console.base}/hold/{signer.hold_token('lincoln', other.run_id, 'it@lincoln.example')}"]

@@ -50,6 +50,7 @@ log = logging.getLogger("rosterdrop.web")
 
 LOGIN_CSRF_COOKIE = "rd_csrf"
 NOTE_CHARS = 500
+HOLD_PAGE = 25  # records per page of a hold's review list (the whole list is in changes.csv)
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -179,14 +180,14 @@ def _hold_view(console: Console, tenant: str, run_id: str, page_no: int, action:
         return None
     actions = {"deactivated": ("deactivated",), "updated": ("updated",),
                "all": ("deactivated", "updated", "reactivated")}.get(action, ("deactivated",))
-    rows, total = queries.changes_page(console.ctx, run_id, page_no, actions=actions)
+    rows, total = queries.changes_page(console.ctx, run_id, page_no, size=HOLD_PAGE, actions=actions)
     result = detail["result"]
     return {
         "detail": detail, "result": result, "row": detail["row"], "status": detail["row"]["status"],
         "reasons": queries.hold_reasons(result), "counts": result.get("counts", {}),
         "changes": rows, "changes_total": total, "page": page_no, "action": action if action in
         ("deactivated", "updated", "all") else "deactivated",
-        "pages": max(1, -(-total // queries.PAGE_SIZE)), "superseded": queries.superseded_by(result),
+        "pages": max(1, -(-total // HOLD_PAGE)), "superseded": queries.superseded_by(result),
         "tenant": tenant, "tenant_name": console.ctx.config.tenants[tenant].name,
         "received": view.when(detail["row"]["received_at"]),
         "released": result.get("released"), "discarded": result.get("discarded"),

@@ -67,7 +67,7 @@ def _links_block(ctx: Context, tenant: str, run_id: str | None) -> tuple[str, st
 
 def _review_block(url: str) -> tuple[str, str]:
     u = escape(url, quote=True)
-    html = (f'<div style="margin:12px 0 12px 0"><a href="{u}" style="{_BUTTON}">Review this hold</a>'
+    html = (f'<div style="margin:0 0 14px 0"><a href="{u}" style="{_BUTTON}">Review this hold</a>'
             f'<div style="font-size:13px;color:#52606d">Opens a page where you can see what would change and '
             f'release or discard the drop. The link is for you only; do not forward it.</div></div>')
     text = (f"REVIEW THIS HOLD: {url}\n(see what would change, then release or discard the drop; "

@@ -146,7 +146,8 @@ def changes_page(ctx: Context, run_id: str, page: int, size: int = PAGE_SIZE,
 
 
 def issues_preview(result: dict, limit: int = 200) -> list[dict]:
-    return [i for i in (result.get("issues") or []) if i.get("severity") in ("hold", "error", "alert")][:limit]
+    # holds are explained at the top of the page; these are the rows to fix and the alerts
+    return [i for i in (result.get("issues") or []) if i.get("severity") in ("error", "alert")][:limit]
 
 
 def hold_reasons(result: dict) -> list[dict]:
@@ -175,9 +176,10 @@ def schools(ctx: Context, tenant: str) -> list[dict]:
         n_people = dict(conn.execute(select(people.c.school, func.count())
                                      .where(people.c.tenant == tenant, people.c.status == "active")
                                      .group_by(people.c.school)).all())
-    return [{"sourced_id": r.sourced_id, "name": r.name or r.sourced_id, "identifier": r.identifier or "",
-             "type": r.type or "", "classes": int(n_classes.get(r.sourced_id, 0)),
-             "people": int(n_people.get(r.sourced_id, 0))} for r in rows]
+    out = [{"sourced_id": r.sourced_id, "name": r.name or r.sourced_id, "identifier": r.identifier or "",
+            "type": r.type or "", "classes": int(n_classes.get(r.sourced_id, 0)),
+            "people": int(n_people.get(r.sourced_id, 0))} for r in rows]
+    return sorted(out, key=lambda s: s["type"] == "district")  # the schools first, the district after them
 
 
 def school(ctx: Context, tenant: str, school_id: str) -> dict | None:
