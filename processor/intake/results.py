@@ -68,11 +68,21 @@ class ResultsFolder:
         attr.st_atime = attr.st_mtime = int(time.time())
         return attr
 
+    def _retention_days(self) -> int:
+        # read at each listing, so a changed retention applies without a restart
+        try:
+            from processor.config import load_config
+
+            return load_config(self.reports.parent).daemon.retention_days
+        except Exception:  # noqa: BLE001 - an unreadable config keeps the default
+            return self.retention_days
+
     def _run_ids(self) -> list[str]:
+        days = self._retention_days()
         q = (select(runs.c.run_id).where(runs.c.tenant == self.tenant, runs.c.status.in_(FINISHED))
              .order_by(runs.c.received_at.desc()).limit(MAX_LISTED))
-        if self.retention_days > 0:
-            since = (datetime.now(UTC) - timedelta(days=self.retention_days)).isoformat()
+        if days > 0:
+            since = (datetime.now(UTC) - timedelta(days=days)).isoformat()
             q = q.where(runs.c.received_at >= since)
         with self.engine.connect() as conn:
             return list(conn.execute(q).scalars())
