@@ -443,3 +443,28 @@ def test_rosterdrop_serve_serves_healthz_and_metrics_and_stops_on_sigterm(sqlite
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert "/hold/" not in log.read_text()  # request lines (with tokens) are never logged
+
+
+def test_web_config_errors_name_the_key_and_env_overrides_apply(env):
+    from processor.config import ConfigError, load_config
+
+    cfg = env.home / "rosterdrop.toml"
+    cfg.write_text(cfg.read_text() + '\n[web]\nbase_url = "ftp://roster.example.org"\n')
+    with pytest.raises(ConfigError, match=r"web\.base_url: .*http:// or https://"):
+        load_config(env.home)
+    loaded = load_config(env.home, environ={"ROSTERDROP_WEB__BASE_URL": "https://roster.example.org/",
+                                            "ROSTERDROP_WEB__LINK_DAYS": "2", "ROSTERDROP_WEB__ENABLED": "false"})
+    assert loaded.web.base_url == "https://roster.example.org" and loaded.web.link_days == 2
+    assert loaded.web.enabled is False
+
+
+def test_with_the_console_off_a_hold_email_is_one_message_without_links(env):
+    cfg = env.home / "rosterdrop.toml"
+    cfg.write_text(cfg.read_text().replace('report_to = ["it@lincoln.example"]', f"report_to = {LINCOLN_ADMINS}"
+                                           .replace("'", '"')) + "\n[web]\nenabled = false\n")
+    env.__dict__.pop("ctx", None)
+    env.process(CLEAN)
+    held = env.process(MASS_WITHDRAWAL)
+    with env.ctx.engine.connect() as conn:
+        rows = conn.execute(select(outbox.c.recipients, outbox.c.message).where(outbox.c.run_id == held.run_id)).all()
+    assert len(rows) == 1 and b"/hold/" not in rows[0].message and b"rosterdrop holds release" in rows[0].message

@@ -259,7 +259,13 @@ def endpoint(fn):
             except Exception:  # noqa: BLE001 - a malformed body is a bad request, not a traceback
                 return PlainTextResponse("bad form", status_code=400)
             form = {k: v for k, v in data.items() if isinstance(v, str)}
-        return await run_in_threadpool(fn, request, form)
+        try:
+            return await run_in_threadpool(fn, request, form)
+        except Exception as exc:  # noqa: BLE001 - logged without its message: it may quote roster rows
+            log.error("web: %s %s failed: %s", request.method, fn.__name__, type(exc).__name__)
+            log.debug("web: the failure in full", exc_info=True)
+            return message("Something went wrong", "The page could not be shown. Nothing was changed unless "
+                           "the page said so; the operator can find the error in the daemon's log.", 500)
 
     handle.__name__ = fn.__name__
     return handle

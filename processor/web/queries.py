@@ -11,8 +11,12 @@ import io
 import json
 import time
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 from sqlalchemy import and_, func, select
 
 from processor.apply.store import ENTITY_TABLES, outbox, runs
@@ -130,19 +134,28 @@ def report_file(ctx: Context, run_id: str, name: str) -> Path | None:
 
 def changes_page(ctx: Context, run_id: str, page: int, size: int = PAGE_SIZE,
                  actions: tuple[str, ...] = ("deactivated",)) -> tuple[list[dict], int]:
-    """One page of the rows a held run would deactivate (from its changes.csv), and their total."""
+    """One page of the rows a held run would change (from its changes.csv, filtered by action), and their total."""
     path = report_file(ctx, run_id, "changes.csv")
     if path is None:
         return [], 0
-    rows, total, first = [], 0, (page - 1) * size
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        for rec in csv.DictReader(fh):
-            if rec.get("action") not in actions:
-                continue
-            if first <= total < first + size:
-                rows.append({k: (v[1:] if v.startswith("'") else v) for k, v in rec.items() if k})
-            total += 1
-    return rows, total
+    table = _changes_table(str(path), path.stat().st_mtime_ns)
+    table = table.filter(pc.is_in(table["action"], value_set=pa.array(list(actions), pa.string())))
+    first = (page - 1) * size
+    rows = table.slice(first, size).to_pylist()
+    # the CSV is formula-safe for spreadsheets (a leading apostrophe); the page shows the values themselves
+    return [{k: (v[1:] if isinstance(v, str) and v.startswith("'") else (v or "")) for k, v in r.items()}
+            for r in rows], table.num_rows
+
+
+@lru_cache(maxsize=8)
+def _changes_table(path: str, _mtime_ns: int) -> pa.Table:
+    # Arrow's reader (multithreaded, every column as text) instead of csv.DictReader: ~0.3 s instead of
+    # ~2 s for 300k rows, then paging through the cached table costs nothing (bench/web_hold_page.py).
+    names = ["entity", "sourced_id", "action", "label", "fields"]
+    return pacsv.read_csv(path, read_options=pacsv.ReadOptions(encoding="utf-8"),
+                          parse_options=pacsv.ParseOptions(newlines_in_values=True),  # a name may hold one
+                          convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                                               strings_can_be_null=False))
 
 
 def issues_preview(result: dict, limit: int = 200) -> list[dict]:
