@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -468,3 +469,29 @@ def test_with_the_console_off_a_hold_email_is_one_message_without_links(env):
     with env.ctx.engine.connect() as conn:
         rows = conn.execute(select(outbox.c.recipients, outbox.c.message).where(outbox.c.run_id == held.run_id)).all()
     assert len(rows) == 1 and b"/hold/" not in rows[0].message and b"rosterdrop holds release" in rows[0].message
+
+
+def test_the_operators_status_tag_of_each_tenant(env):
+    from processor.web.queries import tenant_status
+
+    cfg = env.home / "rosterdrop.toml"
+    cfg.write_text(cfg.read_text().replace('[tenants.roosevelt]\n', '[tenants.roosevelt]\nexpect_drop_every_hours = 24\n'))
+    env.__dict__.pop("ctx", None)
+    assert tenant_status(env.ctx, "lincoln")["tag"] == "no drops yet"
+    assert tenant_status(env.ctx, "roosevelt")["tag"] == "missing drop"  # expected, never came
+    env.process(CLEAN)
+    assert tenant_status(env.ctx, "lincoln")["tag"] == "up to date"
+    duplicate = "u1,active,,true,s1,teacher,tm2,,Tara,Martin,,T001,tm2@lincoln.example,,,,,,\n"
+    errors = env.process(with_changes(CLEAN, users_csv=USERS + duplicate))
+    assert [i.code for i in errors.issues if i.severity == "error"] == ["duplicate_id"]
+    assert tenant_status(env.ctx, "lincoln")["tag"] == "errors"
+    env.process(with_changes(CLEAN, users_csv=None))  # no users.csv: rejected
+    assert tenant_status(env.ctx, "lincoln")["tag"] == "failing"
+    held = env.process(MASS_WITHDRAWAL)
+    status = tenant_status(env.ctx, "lincoln")
+    assert held.status == "held" and status["tag"] == "held" and status["open_holds"] == 1
+    env.process(CLEAN, tenant="roosevelt")
+    fresh = tenant_status(env.ctx, "roosevelt")
+    assert fresh["tag"] == "up to date" and fresh["next_expected"].endswith("UTC")
+    later = tenant_status(env.ctx, "roosevelt", now=time.time() + 25 * 3600)
+    assert later["tag"] == "missing drop" and later["overdue"]

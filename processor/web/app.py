@@ -97,7 +97,8 @@ def forbidden(session: Session | None = None, text: str | None = None) -> HTMLRe
     return message("This link or page is not available to you",
                    text or "The link is not valid: it may have been changed, it may have expired, or it is "
                    "for another district. Nothing was changed. Ask for a new link from the console's sign-in "
-                   "page or from your Rosterdrop operator.", 403, session, kind="rejected")
+                   "page or from your Rosterdrop operator.", 403, session, kind="rejected",
+                   link=None if session else ("Go to the sign-in page", "/signin"))
 
 
 def report_to(tcfg) -> set[str]:
@@ -358,7 +359,8 @@ def signin_request(request: Request, form: dict) -> Response:
         with console.ctx.engine.begin() as conn:
             for tenant in tenants:
                 queue_signin_email(conn, console.ctx, console.signer, tenant, address)
-        log.info("sign-in link queued for %d tenant(s)", len(tenants))
+        for tenant in tenants:
+            log.info("tenant %s: console sign-in link queued", tenant)
         _deliver_soon(console.ctx)
     # The same answer whether or not the address is known: the form does not tell who is a district admin.
     return page("signin.html", session=None, csrf=value, sent=True)
@@ -400,7 +402,10 @@ def _signed_in(request: Request, console: Console, kind: str, principal: str, te
     # Whatever session id the browser brought is ended and never reused: a fresh id at every sign-in.
     end_session(console.ctx.engine, request.cookies.get(COOKIE))
     session = create_session(console.ctx.engine, kind, principal, tenant)
-    log.info("console sign-in (%s)%s", kind, f" tenant {tenant}" if tenant else "")
+    if tenant:
+        log.info("tenant %s: console sign-in (%s)", tenant, kind)
+    else:
+        log.info("console: %s sign-in", kind)
     response = RedirectResponse(to, status_code=303)
     _set_session_cookie(response, console, session.sid)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
