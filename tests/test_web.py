@@ -496,3 +496,15 @@ def test_the_operators_status_tag_of_each_tenant(env):
     assert fresh["tag"] == "up to date" and fresh["next_expected"].endswith("UTC")
     later = tenant_status(env.ctx, "roosevelt", now=time.time() + 25 * 3600)
     assert later["tag"] == "missing drop" and later["overdue"]
+
+
+def test_notices_without_a_run_link_to_the_districts_page(console):
+    from processor.daemon import check_missing_drops
+
+    cfg = console.env.home / "rosterdrop.toml"
+    cfg.write_text(cfg.read_text().replace("[tenants.lincoln]\n", "[tenants.lincoln]\nexpect_drop_every_hours = 1\n"))
+    console.env.__dict__.pop("ctx", None)
+    console.env.ctx.config.web.base_url = console.base
+    assert check_missing_drops(console.env.ctx, now=time.time() + 7200, started_at=time.time()) == ["lincoln"]
+    text = console.emails()[-1].get_body(("plain",)).get_content()
+    assert f"{console.base}/t/lincoln" in text and "help@vendor.example" in text

@@ -39,7 +39,7 @@ class Console:
     def emails(self) -> list[email.message.EmailMessage]:
         """Every email delivered so far, as the .eml files the outbox wrote (oldest first)."""
         # A page may have started delivering in its own thread: wait until nothing is queued or being sent.
-        wait_for(lambda: deliver_due(self.env.ctx)["waiting"] == 0, timeout=30)
+        wait_for(lambda: deliver_due(self.env.ctx, force=True)["waiting"] == 0, timeout=30)
         files = sorted(self.env.home.joinpath("outbox").glob("*.eml"), key=lambda p: int(p.name.split("-")[0]))
         return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in files]
 

@@ -52,10 +52,13 @@ def _support_text(ctx: Context) -> str:
 def _links_block(ctx: Context, tenant: str, run_id: str | None) -> tuple[str, str]:
     html, text = [], []
     if run_id:
-        url = escape(run_url(ctx, tenant, run_id), quote=True)
-        html.append(f'<div class="p" style="margin:0 0 8px 0">See this drop in the Rosterdrop console: '
-                    f'<a href="{url}" style="color:#1d4ed8">{url}</a></div>')
-        text.append(f"See this drop in the Rosterdrop console: {run_url(ctx, tenant, run_id)}")
+        raw, what = run_url(ctx, tenant, run_id), "See this drop"
+    else:  # a missing-drop notice, the weekly digest: the district's page
+        raw, what = f"{ctx.config.web.base_url}/t/{tenant}", "See your district's drops"
+    url = escape(raw, quote=True)
+    html.append(f'<div class="p" style="margin:0 0 8px 0">{what} in the Rosterdrop console: '
+                f'<a href="{url}" style="color:#1d4ed8">{url}</a></div>')
+    text.append(f"{what} in the Rosterdrop console: {raw}")
     if support := _support_html(ctx):
         html.append(f'<div class="p" style="margin:0 0 8px 0">{support}</div>')
         text.append(_support_text(ctx))
