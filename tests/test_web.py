@@ -309,6 +309,11 @@ def test_operator_signs_in_with_a_password_and_sees_every_tenant(console):
                             input="correct horse battery\n", capture_output=True, text=True, timeout=60,
                             env={**__import__("os").environ, "ROSTERDROP_STORE__URL": env.ctx.config.store_url()})
     assert set_pw.returncode == 0, set_pw.stderr
+    short = subprocess.run([sys.executable, "-m", "processor", "web", "passwd", "ops2", "--home", str(env.home)],
+                           input="short\n", capture_output=True, text=True, timeout=60,
+                           env={**__import__("os").environ, "ROSTERDROP_STORE__URL": env.ctx.config.store_url()})
+    assert short.returncode == 1 and short.stderr.strip() == (
+        "rosterdrop: error: the password must have at least 12 characters; nothing changed")
     c = console.client()
     csrf = csrf_of(c.get("/login").text)
     assert c.post("/login", data={"csrf": csrf, "name": "ops", "password": "wrong password!"}).status_code == 403
