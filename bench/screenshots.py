@@ -52,7 +52,7 @@ def main() -> int:
         drops = ROOT / "sample_drops"
         process_path(ctx, drops / "clean", "lincoln")
         held = process_path(ctx, drops / "mass_withdrawal", "lincoln")
-        process_path(ctx, drops / "row_errors", "adams")
+        errors = process_path(ctx, drops / "row_errors", "adams")
         deliver_due(ctx)
         emls = sorted((ctx.home / "outbox").glob("*.eml"), key=lambda p: int(p.name.split("-")[0]))
         hold_msg = next(m for m in (email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
@@ -76,6 +76,7 @@ def main() -> int:
             "school": (admin, f"{base}/t/lincoln/roster/school?id={school}"),
             "class": (admin, f"{base}/t/lincoln/roster/class?id={klass}"),
             "tenant-operator": (operator, base + "/t/adams"),
+            "run-applied-with-errors": (operator, f"{base}/t/adams/runs/{errors.run_id}"),
         }
         with sync_playwright() as p:
             chromium = shutil.which("chromium") or "/usr/bin/chromium"

@@ -191,6 +191,7 @@ def _hold_view(console: Console, tenant: str, run_id: str, page_no: int, action:
         "pages": max(1, -(-total // HOLD_PAGE)), "superseded": queries.superseded_by(result),
         "tenant": tenant, "tenant_name": console.ctx.config.tenants[tenant].name,
         "received": view.when(detail["row"]["received_at"]),
+        "errors": sum(1 for i in result.get("issues") or [] if i.get("severity") == "error"),
         "released": result.get("released"), "discarded": result.get("discarded"),
         "support": console.ctx.config.web.support_contact,
         "reply_to": console.ctx.config.smtp.reply_to if console.ctx.config.smtp else None,
