@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -414,6 +415,28 @@ def cmd_server_fingerprint(args, home: Path) -> int:
         _print_json({"type": key_type, "fingerprint": fp})
     else:
         print(f"{fp} {key_type}")
+def cmd_web_passwd(args, home: Path) -> int:
+    import getpass
+
+    from processor.web.sessions import set_operator_password
+
+    ctx = Context.load(home)
+    name = args.name
+    if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", name):
+        raise UserError(f"operator name {name!r} must be 1-64 of letters, digits, '_', '.', '@' or '-'")
+    if sys.stdin.isatty():
+        pw = getpass.getpass(f"console password for operator {name}: ")
+        if getpass.getpass("again: ") != pw:
+            raise UserError("the two passwords differ; nothing changed")
+    else:
+        pw = sys.stdin.readline().rstrip("\r\n")
+    if len(pw) < 12:
+        raise UserError("the password must have at least 12 characters; nothing changed")
+    set_operator_password(ctx.engine, name, pw)
+    if args.json:
+        _print_json({"operator": name, "password": "set"})
+    else:
+        print(f"console password set for operator {name}")
     return 0
 
 
@@ -563,6 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
     server_sub = server.add_subparsers(dest="server_command", metavar="ACTION", required=True)
     add("fingerprint", cmd_server_fingerprint, "the SSH host key's SHA256 fingerprint (tell districts)",
         server_sub)
+    web = sub.add_parser("web", help="the web console's operators", description="the web console's operators")
+    web_sub = web.add_subparsers(dest="web_command", metavar="ACTION", required=True)
+    sp = add("passwd", cmd_web_passwd, "set an operator's console password (stdin when not a terminal)", web_sub)
+    sp.add_argument("name", metavar="NAME")
     return p
 
 

@@ -203,6 +203,22 @@ class LimitsConfig(_Strict):
     max_columns_per_file: int = Field(500, ge=1)
     max_field_chars: int = Field(128 * 1024, ge=1024)  # one value (characters)
     max_issues_per_code_and_file: int = Field(1000, ge=1)  # past this, one more issue counts the rest
+class WebConfig(_Strict):
+    """The console and signed links (CONTRACT.md section 8)."""
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    base_url: str = "http://127.0.0.1:8080"
+    secret_env: str = "ROSTERDROP_WEB_SECRET"
+    link_days: float = Field(7, gt=0)
+    support_contact: str | None = None  # shown in emails and pages: who a district admin asks for help
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http:// or https:// address, e.g. 'https://roster.example.org'")
+        return v.rstrip("/")
 
 
 class Config(_Strict):
@@ -211,6 +227,7 @@ class Config(_Strict):
     smtp: SmtpConfig | None = None
     daemon: DaemonConfig = DaemonConfig()
     limits: LimitsConfig = LimitsConfig()
+    web: WebConfig = WebConfig()
     tenants: dict[str, Tenant] = {}
     home: Path = Field(default=Path("."), exclude=True)
     _store_password: str | None = PrivateAttr(None)  # from the variable [store] password_env names
@@ -246,7 +263,7 @@ class Config(_Strict):
         return url
 
 
-ENV_SECTIONS = ("store", "sftp", "smtp", "daemon")
+ENV_SECTIONS = ("store", "sftp", "smtp", "daemon", "web")
 
 
 def _env_overrides(raw: dict, environ: dict[str, str]) -> dict[tuple[str, str], str]:

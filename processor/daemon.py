@@ -452,6 +452,11 @@ class Daemon:
         elif self.sftp is not None:
             # Uploads completed just before a crash were never handed over, and nothing rescans: take them.
             self._sweep_inboxes(self.inbox_source)
+        if cfg.web.enabled:
+            from processor.web.server import WebServer
+
+            self.web = WebServer(self.ctx)
+            self.web.start()  # UserError (one line) when its port is taken
         doors = [f"SFTP on {cfg.sftp.host}:{self.sftp.port}"] if self.sftp else []
         doors += ["watched inboxes"] if self.watcher else []
         doors += [f"pull for {n} tenants"] if (n := sum(1 for t in cfg.tenants.values() if t.pull)) else []
@@ -489,6 +494,8 @@ class Daemon:
                     self._try_hand_over(tenant, path, source)
 
     def _close_doors(self) -> None:
+        if getattr(self, "web", None) is not None:
+            self.web.stop()
         if self.sftp is not None:
             self.sftp.stop()  # uploads in flight become aborted uploads, kept aside
         if self.watcher is not None:

@@ -19,6 +19,8 @@ from tests.bundles import make_bundle
 # CLI and daemon tests start Python processes that import pandas, pyarrow and SQLAlchemy. Where the
 # environment sets PYTHONDONTWRITEBYTECODE, each of them would compile those from source (~1.5 s a process).
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+# Every `rosterdrop serve` a test starts also serves the web console: on a free port, never a fixed one.
+os.environ.setdefault("ROSTERDROP_WEB__PORT", "0")
 
 PG_URL = os.environ.get("ROSTERDROP_TEST_PG_URL")
 # Slow end-to-end tests (big bundles, browsers, many processes) run in CI (`.ci/run` sets CI=true) or with

@@ -141,6 +141,36 @@ ENTITY_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The web console (processor/web). Operators sign in with a password set by `rosterdrop web passwd NAME`.
+web_operators = Table(
+    "web_operators", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# Server-side sessions: the cookie holds a random id, the store only its SHA-256 (a leaked table signs no
+# one in). kind: admin (one tenant, principal = the report_to address) | operator (every tenant).
+web_sessions = Table(
+    "web_sessions", metadata,
+    Column("sid_hash", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("principal", Text, nullable=False),
+    Column("tenant", String(64)),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+# One-time tokens already spent (sign-in links): a second use of the same link is refused.
+web_used_tokens = Table(
+    "web_used_tokens", metadata,
+    Column("nonce", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("used_at", Float, nullable=False),
+)
+
+
 def _entity_table(name: str, fields: tuple[str, ...]) -> Table:
     return Table(
         name, metadata,

@@ -201,9 +201,16 @@ def queue_run_email(conn: Connection, ctx: Context, data: ReportData, report_dir
         log.exception("run %s tenant %s: the report email could not be built; queuing a short one instead",
                       result.run_id, result.tenant)
         rendered, attachments = _short_report(data), []
-    msg = build_message(ctx, recipients, rendered, attachments, tenant=result.tenant, run_id=result.run_id)
-    outbox_id = _insert(conn, tenant=result.tenant, run_id=result.run_id, kind=RUN_REPORT,
-                        recipients=recipients, msg=msg, now=time.time() if now is None else now)
+    from processor.web.emails import with_links
+
+    # One message per recipient for a hold (each carries its own signed review link); else one message.
+    outbox_id = None
+    for to, body in with_links(ctx, result.tenant, result.run_id, view.effective_status(result) == "held",
+                               recipients, rendered):
+        msg = build_message(ctx, to, body, attachments, tenant=result.tenant, run_id=result.run_id)
+        row_id = _insert(conn, tenant=result.tenant, run_id=result.run_id, kind=RUN_REPORT,
+                         recipients=to, msg=msg, now=time.time() if now is None else now)
+        outbox_id = row_id if outbox_id is None else outbox_id
     log.info("run %s tenant %s: report email %d queued for %d recipient(s)", result.run_id, result.tenant,
              outbox_id, len(recipients))
     return outbox_id
@@ -226,10 +233,21 @@ def queue_notice(conn: Connection, ctx: Context, tenant: str, kind: str, context
     if kind == "weekly_digest" and "runs" not in context:
         context = {**digest_context(conn, tenant, now), **context}
     rendered = render_notice(kind, tenant, tenant_name, context)
+    from processor.web.emails import with_links
+
+    [(_, rendered)] = with_links(ctx, tenant, run_id, False, recipients, rendered)  # the run's page, support
     msg = build_message(ctx, recipients, rendered, tenant=tenant, run_id=run_id, kind=kind)
     outbox_id = _insert(conn, tenant=tenant, run_id=run_id, kind=kind, recipients=recipients, msg=msg, now=now)
     log.info("run %s tenant %s: %s notice %d queued", run_id or "-", tenant, kind, outbox_id)
     return outbox_id
+
+
+def queue_message(conn: Connection, ctx: Context, tenant: str, kind: str, recipients: list[str],
+                  rendered: RenderedReport, run_id: str | None = None, now: float | None = None) -> int:
+    """Queue an already rendered email (e.g. the console's sign-in link) in the caller's transaction."""
+    msg = build_message(ctx, recipients, rendered, tenant=tenant, run_id=run_id, kind=kind)
+    return _insert(conn, tenant=tenant, run_id=run_id, kind=kind, recipients=recipients, msg=msg,
+                   now=time.time() if now is None else now)
 
 
 # ---------------------------------------------------------------- delivery
