@@ -58,6 +58,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from processor.apply.store import outbox, runs
+from processor.apply.tenant_lock import tenant_lock
 from processor.config import Config, ConfigError
 from processor.context import Context, UserError
 from processor.failures import record_failed
@@ -613,6 +614,27 @@ class Daemon:
                 with self._lock:
                     self._failed_hand_overs.pop(path, None)
         self._reconcile_spool(at_start=False)
+        self._resume_abandoned()
+
+    def _resume_abandoned(self) -> None:
+        """Runs left `processing` by a process that is gone (an operator's `process` killed mid-run) go back
+        in line now rather than at the next start. A run is processed only under its tenant's lock, and that
+        lock dies with its holder: a `processing` run of a free tenant that this daemon is not running has
+        nobody working on it. Called from the scheduler's thread; the main loop enqueues it."""
+        for row in self._unfinished_runs():
+            tenant = row["tenant"]
+            if (row["status"] != "processing" or row["run_id"] in self._known or tenant not in self.config.tenants
+                    or not row["spool_path"] or not Path(row["spool_path"]).exists()):
+                continue
+            try:
+                with tenant_lock(self.ctx.engine, tenant, row["run_id"], timeout=0):
+                    pass
+            except UserError:
+                continue  # someone is working on the tenant
+            log.warning("run %s tenant %s: left processing by a process that is gone; resumed", row["run_id"],
+                        tenant)
+            self._events.put(("drop", Drop(row["run_id"], tenant, Path(row["spool_path"]), row["sha256"],
+                                           row["received_at"], row["source"], row["original_name"] or "")))
 
 
 # ---------------------------------------------------------------- the worker process side

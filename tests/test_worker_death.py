@@ -333,3 +333,22 @@ def test_two_threads_of_one_process_exclude_each_other(env):
         t.join(10)
     with run_store.tenant_lock(env.ctx.engine, "lincoln", "second", timeout=5):
         pass
+
+
+def test_a_run_left_processing_by_a_killed_command_is_resumed_by_the_running_daemon(tmp_path):
+    home = tmp_path / "home"
+    write_home(home, ["alpha"], daemon={"workers": 1, "watch_inbox": False})
+    daemon = Daemon(Context.load(home))
+    serving = threading.Thread(target=daemon.run)
+    serving.start()
+    try:
+        wait_for(lambda: daemon.scheduler is not None)  # recovery at start is over
+        ctx = Context.load(home)
+        drop = receive(ctx, zip_folder(SAMPLES / "clean", tmp_path / "cli" / "nightly.zip"), "alpha", "cli", False)
+        run_store.set_status(ctx.engine, drop.run_id, RunStatus.PROCESSING)  # `process` was killed mid-run
+        daemon._resume_abandoned()  # what the every-minute job does
+        wait_for(lambda: run_store.run_row(ctx.engine, drop.run_id)["status"] == "applied", timeout=60)
+    finally:
+        daemon.request_stop()
+        serving.join(30)
+    assert audit_rows(ctx.engine, drop.run_id) > 0
