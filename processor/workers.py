@@ -154,6 +154,9 @@ class WorkerPool:
                     future.set_exception(WorkerDied(f"worker process {dead.proc.pid} died "
                                                     f"({_exit_text(dead.proc.exitcode)})"))
                     continue
+                except Exception as exc:  # noqa: BLE001 - a task or an answer that does not pickle; the pipe is intact
+                    future.set_exception(exc)
+                    continue
                 if kind == "ok":
                     future.set_result(value)
                 else:

@@ -352,3 +352,42 @@ def test_a_run_left_processing_by_a_killed_command_is_resumed_by_the_running_dae
         daemon.request_stop()
         serving.join(30)
     assert audit_rows(ctx.engine, drop.run_id) > 0
+
+
+# ---------------------------------------------------------------- the pool itself
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _wait_for_file(path: str) -> int:
+    wait_for(lambda: Path(path).exists(), timeout=30)
+    return os.getpid()
+
+
+def _unpicklable_answer():
+    return threading.Lock()
+
+
+def test_the_pool_fails_only_the_task_whose_worker_died(tmp_path):
+    from processor.workers import WorkerDied, WorkerPool
+
+    pool = WorkerPool(2, eager=True)
+    try:
+        go = tmp_path / "go"
+        survivor = pool.submit(_wait_for_file, str(go))
+        victim = pool.submit(_die)
+        with pytest.raises(WorkerDied, match="killed by signal 9"):
+            victim.result(timeout=60)
+        assert not survivor.done()  # still running in its own worker
+        go.touch()
+        pid = survivor.result(timeout=60)
+        assert pid != os.getpid()
+        with pytest.raises(RuntimeError, match="could not be sent back"):
+            pool.submit(_unpicklable_answer).result(timeout=60)
+        assert pool.submit(_wait_for_file, str(go)).result(timeout=60) > 0  # the pool serves on, two workers
+        assert len(pool.processes()) == 2
+    finally:
+        pool.shutdown()
+    assert pool.processes() == []
