@@ -209,6 +209,22 @@ def test_an_exception_inside_a_stage_ends_the_run_failed_and_retry_applies_it(en
         retry_run(env.ctx, result.run_id)
 
 
+def test_a_dry_run_that_fails_sends_nothing_and_cannot_be_retried_into_an_apply(env, monkeypatch):
+    import processor.pipeline as pipeline
+
+    def broken_diff(*args, **kwargs):
+        raise ValueError("boom")
+
+    monkeypatch.setattr(pipeline, "compute_changes", broken_diff)
+    result = env.process(CLEAN, dry_run=True)
+    assert result.status == "failed" and result.exit_code() == 1
+    assert outbox_kinds(env.ctx.engine, result.run_id) == []  # a dry run sends nothing
+    monkeypatch.undo()
+    with pytest.raises(UserError, match="was a dry run"):
+        retry_run(env.ctx, result.run_id)
+    assert env.export()["people"] == []
+
+
 # ---------------------------------------------------------------- newer drops, decided inside the lock
 
 
