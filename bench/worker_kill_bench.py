@@ -2,10 +2,12 @@
 
     .venv/bin/python bench/worker_kill_bench.py [--trials 20] [--store-url URL] [--keep DIR]
 
-One real `rosterdrop serve` (2 workers, watched inboxes) on a fresh home. Each trial uses two new tenants:
+Each trial starts a real `rosterdrop serve` (2 workers, watched inboxes) on a fresh home with two tenants:
 the same small district (sample_drops/clean) is dropped into both inboxes; a hook (a sitecustomize on the
-daemon's PYTHONPATH) makes each worker pause 2 s in the read stage, holding its tenant's lock, and leaves
-a marker naming its pid. Once both runs are in flight, the victim tenant's worker is killed with SIGKILL.
+daemon's PYTHONPATH) makes each worker wait in the read stage, holding its tenant's lock, and leave a
+marker naming its pid. Once both runs are in flight, the victim tenant's worker is killed with SIGKILL;
+the survivor is let go once the victim's run has started again in a new worker (so the survivor's run is
+still in flight while the daemon deals with the death), and the victim's retry with it.
 Both runs must then end `applied`: the victim's in a new worker, the survivor's in its own worker, once.
 
 Prints per trial and in total:
@@ -44,7 +46,10 @@ if _markers:
     def _slow_read(path, *args, **kwargs):
         tenant = path.parent.parent.name  # spool/<tenant>/<run-id>/<file>
         open(os.path.join(_markers, f"{tenant}.{os.getpid()}"), "w").close()
-        time.sleep(float(os.environ.get("RD_BENCH_PAUSE", "2")))
+        # In flight, holding the tenant's lock, until the bench says go (or 60 s).
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.path.join(_markers, "go." + tenant)) and time.monotonic() < deadline:
+            time.sleep(0.02)
         return _read(path, *args, **kwargs)
     _p.read_bundle = _slow_read
 '''
@@ -143,7 +148,82 @@ def wait_for(predicate, timeout: float, interval: float = 0.05):
 
 
 def markers(folder: Path, tenant: str) -> list[int]:
-    return [int(p.suffix[1:]) for p in folder.glob(f"{tenant}.*")]
+    return [int(p.suffix[1:]) for p in folder.glob(f"{tenant}.[0-9]*")]
+
+
+class Daemon:
+    """`rosterdrop serve` on its own home, with the hook, its log in a file."""
+
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.log_path = home.parent / "daemon.log"
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "processor", "serve", "--home", str(home)],
+                                         stdout=subprocess.DEVNULL, stderr=log, env=env, start_new_session=True)
+
+    def started(self) -> bool:
+        return bool(wait_for(lambda: b"serving" in self.log_path.read_bytes() or self.proc.poll() is not None, 60)) \
+            and self.proc.poll() is None
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def trial(n: int, tmp: Path, env: dict[str, str], store_url: str | None, expected_audit: int) -> tuple[int, int, int]:
+    """One daemon, one kill; (lost, processed twice, wrong status)."""
+    from processor.context import Context
+
+    victim, survivor = f"t{n:02d}victim", f"t{n:02d}survivor"
+    home = tmp / f"trial{n:02d}" / "home"
+    write_home(home, [victim, survivor], store_url)
+    folder = Path(env["RD_BENCH_MARKERS"])
+    start = time.monotonic()
+    daemon = Daemon(home, env)
+    engine = Context.load(home).engine
+    try:
+        if not daemon.started():
+            print(f"trial {n:2d}: the daemon did not start; see {daemon.log_path}")
+            return 2, 0, 0
+        for tenant in (victim, survivor):
+            zip_sample(home / "inbox" / tenant / "nightly.zip")
+        pids = wait_for(lambda: (markers(folder, victim), markers(folder, survivor))
+                        if markers(folder, victim) and markers(folder, survivor) else None, 60)
+        if pids is None:
+            print(f"trial {n:2d}: the two runs were never in flight together; see {daemon.log_path}")
+            return 2, 0, 0
+        os.kill(pids[0][0], signal.SIGKILL)
+        # The survivor stays in flight until the victim's run has been handed to a new worker (or 60 s).
+        wait_for(lambda: len(markers(folder, victim)) >= 2, 60)
+        for tenant in (victim, survivor):
+            (folder / f"go.{tenant}").touch()
+        done = wait_for(lambda: all((rows := tenant_runs(engine, t)) and all(r["status"] in FINAL for r in rows)
+                                    for t in (victim, survivor)), 90)
+        # Anything still on its way (a second processing of the survivor) shows before the daemon stops.
+        time.sleep(1.0)
+        lost = twice = wrong = 0
+        for tenant in (victim, survivor):
+            rows = tenant_runs(engine, tenant)
+            if not rows or not done:
+                lost += 1
+                continue
+            twice += len(rows) > 1  # a second run of the same drop
+            for r in rows:
+                wrong += r["status"] != "applied"
+                twice += audit_count(engine, r["run_id"]) != expected_audit or report_emails(engine, r["run_id"]) != 1
+        twice += len(markers(folder, survivor)) != 1  # the survivor's run started again elsewhere
+        statuses = "/".join(r["status"] for t in (victim, survivor) for r in tenant_runs(engine, t))
+        print(f"trial {n:2d}: {time.monotonic() - start:5.1f} s  victim/survivor {statuses:<20} "
+              f"lost {lost}  twice {twice}  wrong status {wrong}", flush=True)
+        return lost, twice, wrong
+    finally:
+        daemon.stop()
+        engine.dispose()
 
 
 def main() -> int:
@@ -153,74 +233,31 @@ def main() -> int:
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temporary folder)")
     args = ap.parse_args()
     print(versions())
-    print(f"store: {'PostgreSQL' if args.store_url else 'SQLite'}; {args.trials} trials; 2 workers")
+    print(f"store: {'PostgreSQL' if args.store_url else 'SQLite'}; {args.trials} trials, a new daemon each; "
+          "2 workers")
 
     tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="rd-kill-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    expected_audit = reference_audit_rows(tmp)
-    if args.store_url:
-        reset_postgres(args.store_url)
-    pairs = [(f"t{i:02d}victim", f"t{i:02d}survivor") for i in range(1, args.trials + 1)]
-    home = tmp / "home"
-    write_home(home, [t for pair in pairs for t in pair], args.store_url)
-    hook = tmp / "hook"
-    hook.mkdir(exist_ok=True)
-    (hook / "sitecustomize.py").write_text(HOOK)
-    folder = tmp / "markers"
-    folder.mkdir(exist_ok=True)
-    log_path = tmp / "daemon.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)]), "RD_BENCH_MARKERS": str(folder)}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    with log_path.open("wb") as log:
-        daemon = subprocess.Popen([sys.executable, "-m", "processor", "serve", "--home", str(home)],
-                                  stdout=subprocess.DEVNULL, stderr=log, env=env, start_new_session=True)
-    from processor.context import Context
-
-    engine = Context.load(home).engine
-    lost = twice = wrong = 0
     try:
-        if not wait_for(lambda: b"serving" in log_path.read_bytes() or daemon.poll() is not None, 60):
-            print("the daemon did not start; see", log_path)
-            return 1
-        for n, (victim, survivor) in enumerate(pairs, 1):
-            start = time.monotonic()
-            for tenant in (victim, survivor):
-                zip_sample(home / "inbox" / tenant / "nightly.zip")
-            pids = wait_for(lambda v=victim, s=survivor: (markers(folder, v), markers(folder, s))
-                            if markers(folder, v) and markers(folder, s) else None, 60)
-            if pids is None:
-                print(f"trial {n:2d}: the two runs were never in flight together; see {log_path}")
-                lost += 2
-                continue
-            os.kill(pids[0][0], signal.SIGKILL)
-            done = wait_for(lambda v=victim, s=survivor: all(
-                (rows := tenant_runs(engine, t)) and all(r["status"] in FINAL for r in rows) for t in (v, s)), 90)
-            t_lost = t_twice = t_wrong = 0
-            for tenant in (victim, survivor):
-                rows = tenant_runs(engine, tenant)
-                if not rows or not done:
-                    t_lost += 1
-                    continue
-                t_twice += len(rows) > 1  # a second run of the same drop
-                for r in rows:
-                    if r["status"] != "applied":
-                        t_wrong += 1
-                    if audit_count(engine, r["run_id"]) != expected_audit or report_emails(engine, r["run_id"]) != 1:
-                        t_twice += 1
-            t_twice += len(markers(folder, survivor)) != 1  # the survivor's run started again elsewhere
-            lost, twice, wrong = lost + t_lost, twice + t_twice, wrong + t_wrong
-            statuses = "/".join(r["status"] for t in (victim, survivor) for r in tenant_runs(engine, t))
-            print(f"trial {n:2d}: {time.monotonic() - start:5.1f} s  victim/survivor {statuses:<20} "
-                  f"lost {t_lost}  twice {t_twice}  wrong status {t_wrong}", flush=True)
+        expected_audit = reference_audit_rows(tmp)
+        if args.store_url:
+            reset_postgres(args.store_url)
+        hook = tmp / "hook"
+        hook.mkdir(exist_ok=True)
+        (hook / "sitecustomize.py").write_text(HOOK)
+        folder = tmp / "markers"
+        folder.mkdir(exist_ok=True)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)]),
+               "RD_BENCH_MARKERS": str(folder)}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        totals = [0, 0, 0]
+        for n in range(1, args.trials + 1):
+            for i, v in enumerate(trial(n, tmp, env, args.store_url, expected_audit)):
+                totals[i] += v
     finally:
-        try:
-            os.killpg(daemon.pid, signal.SIGTERM)
-            daemon.wait(30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(daemon.pid, signal.SIGKILL)
-        engine.dispose()
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
+    lost, twice, wrong = totals
     print(f"\nruns lost: {lost}\nruns processed twice: {twice}\nruns with a wrong status: {wrong}")
     return 0
 

@@ -35,6 +35,7 @@ from tests.test_daemon import (
     cli,
     emails,
     engine_of,
+    pid_alive,
     runs_of,
     wait_for,
     write_home,
@@ -54,9 +55,11 @@ if _markers or _die or _raise:
         tenant = path.parent.parent.name  # spool/<tenant>/<run-id>/<file>
         if tenant == _die:
             os.kill(os.getpid(), signal.SIGKILL)  # an OOM kill, a segfault
-        if _markers:
+        if _markers:  # in flight, holding the tenant's lock, until the test says go
             open(os.path.join(_markers, f"{tenant}.{os.getpid()}"), "w").close()
-            time.sleep(float(os.environ.get("RD_SLOW_READ_SECONDS", "3")))
+            deadline = time.monotonic() + 60
+            while not os.path.exists(os.path.join(_markers, "go")) and time.monotonic() < deadline:
+                time.sleep(0.02)
         return _read(path, *args, **kwargs)
     _p.read_bundle = _read_hooked
     _apply = _p.apply_changes
@@ -77,7 +80,7 @@ def hooked(tmp_path) -> str:
 
 
 def markers(folder: Path, tenant: str) -> list[int]:
-    return [int(p.suffix[1:]) for p in folder.glob(f"{tenant}.*")]
+    return [int(p.suffix[1:]) for p in folder.glob(f"{tenant}.[0-9]*")]
 
 
 def outbox_kinds(engine, run_id: str) -> list[str]:
@@ -103,10 +106,17 @@ def test_kill_9_of_one_worker_affects_only_its_own_run(tmp_path, hooked):
         [survivor] = wait_for(lambda: markers(folder, "beta"))
         assert victim != survivor
         os.kill(victim, signal.SIGKILL)
+        # The victim's run is tried again in a new worker while the survivor's is still in flight.
+        wait_for(lambda: len(markers(folder, "alpha")) == 2, timeout=60)
+        assert markers(folder, "beta") == [survivor] and pid_alive(survivor)
+        (folder / "go").touch()
         engine = engine_of(home)
         wait_for(lambda: all(r["status"] == "applied" for t in ("alpha", "beta") for r in runs_of(engine, t)),
                  timeout=60)
         assert daemon.proc.poll() is None  # the daemon serves on
+        daemon.signal(signal.SIGTERM)  # and lets whatever it still has in hand finish before it exits
+        rc, _ = daemon.wait(30)
+        assert rc == 0
     finally:
         daemon.kill_all()
     log = daemon.log()
