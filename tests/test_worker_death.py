@@ -417,3 +417,23 @@ def test_the_pool_fails_only_the_task_whose_worker_died(tmp_path):
     finally:
         pool.shutdown()
     assert pool.processes() == []
+
+
+# ---------------------------------------------------------------- the two notices
+
+
+@pytest.mark.parametrize("kind, subject", [
+    ("run_failed", "Lincoln Unified roster: we could not process this drop; the operator has been told"),
+    ("run_superseded", "Lincoln Unified roster: drop not applied, a newer drop was applied first"),
+])
+def test_the_failed_and_superseded_notices_escape_the_districts_file_name(kind, subject):
+    from processor.report.notices import render_notice
+
+    hostile = "<script>x</script>\r\nBcc: evil@example.org.zip"
+    rendered = render_notice(kind, "lincoln", "Lincoln Unified", {"run_id": "r1", "file": hostile,
+                                                                  "received_at": "2024-05-02T02:13:00+00:00",
+                                                                  "newer": "r2"})
+    assert rendered.subject == subject
+    assert "<script>x</script>" not in rendered.html and "&lt;script&gt;" in rendered.html
+    assert "\nBcc:" not in rendered.text and "r1" in rendered.text
+    assert "not applied" in rendered.text.lower() or "nothing from it was applied" in rendered.text.lower()
