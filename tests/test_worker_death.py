@@ -63,8 +63,8 @@ if _markers or _die or _raise:
         return _read(path, *args, **kwargs)
     _p.read_bundle = _read_hooked
     _apply = _p.apply_changes
-    def _apply_hooked(conn, tenant, run_id, changes):
-        _apply(conn, tenant, run_id, changes)  # the rows are written; the transaction is still open
+    def _apply_hooked(conn, tenant, *args, **kwargs):
+        _apply(conn, tenant, *args, **kwargs)  # the rows are written; the transaction is still open
         if tenant == _raise:
             raise RuntimeError("injected failure inside the apply")
     _p.apply_changes = _apply_hooked
@@ -196,8 +196,8 @@ def test_an_exception_inside_a_stage_ends_the_run_failed_and_retry_applies_it(en
 
     quoted = "Núñez"  # an exception message that quotes a roster value
 
-    def broken_apply(conn, tenant, run_id, changes):
-        real_apply(conn, tenant, run_id, changes)
+    def broken_apply(*args, **kwargs):
+        real_apply(*args, **kwargs)
         raise KeyError(quoted)
 
     monkeypatch.setattr(pipeline, "apply_changes", broken_apply)
