@@ -132,10 +132,14 @@ def cmd_holds_list(args, home: Path) -> int:
 
 
 def cmd_holds_release(args, home: Path) -> int:
+    from processor.apply.hold_actions import AlreadyActed
     from processor.pipeline import release_hold
 
     ctx = Context.load(home)
-    result = release_hold(ctx, args.run_id)
+    try:
+        result = release_hold(ctx, args.run_id, by=args.by, note=args.note)
+    except AlreadyActed as done:
+        return _already_acted(args, done)
     _deliver_quietly(ctx)
     if args.json:
         _print_json(result.to_json())
@@ -147,16 +151,34 @@ def cmd_holds_release(args, home: Path) -> int:
 
 
 def cmd_holds_discard(args, home: Path) -> int:
+    from processor.apply.hold_actions import AlreadyActed
     from processor.pipeline import discard_hold
 
     ctx = Context.load(home)
-    result = discard_hold(ctx, args.run_id)
+    try:
+        result = discard_hold(ctx, args.run_id, by=args.by, note=args.note)
+    except AlreadyActed as done:
+        return _already_acted(args, done)
     _deliver_quietly(ctx)
     if args.json:
         _print_json(result.to_json())
     else:
         print(f"run {result.run_id} discarded; nothing was applied")
     return 0
+
+
+def _hold_action_args(sp, done: str) -> None:
+    sp.add_argument("--by", metavar="WHO", help=f"who {done} it, kept in the run (default: the OS user)")
+    sp.add_argument("--note", metavar="TEXT", help="why, kept in the run and sent in the notice")
+
+
+def _already_acted(args, done) -> int:
+    """A second release or discard: nothing changes; the same action again is harmless (exit 0)."""
+    if args.json:
+        _print_json({**done.result.to_json(), "message": str(done)})
+    else:
+        print(str(done))
+    return 0 if done.same else 1
 
 
 def cmd_roster_export(args, home: Path) -> int:
@@ -322,8 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tenant", metavar="ID", help="only this tenant's holds")
     sp = add("release", cmd_holds_release, "apply a held run now (its changes are recomputed)", holds_sub)
     sp.add_argument("run_id", metavar="RUN_ID")
+    _hold_action_args(sp, "released")
     sp = add("discard", cmd_holds_discard, "drop a held run; nothing is applied", holds_sub)
     sp.add_argument("run_id", metavar="RUN_ID")
+    _hold_action_args(sp, "discarded")
 
     roster = sub.add_parser("roster", help="export a tenant's roster", description="export a tenant's roster")
     roster_sub = roster.add_subparsers(dest="roster_command", metavar="ACTION", required=True)

@@ -33,6 +33,15 @@ class SftpConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(2222, ge=0, le=65535)
     quiet_period_seconds: float = Field(60, gt=0)
+    # connection caps: logins in progress are capped per address and in total, below max_connections
+    max_connections: int = Field(64, ge=1)
+    max_unauthenticated: int = Field(32, ge=1)
+    max_unauthenticated_per_address: int = Field(8, ge=1)
+    login_grace_seconds: float = Field(30, gt=0)  # a connection not logged in by then is closed
+    # upload limits (each can be overridden per tenant in [tenants.X.limits])
+    max_upload_bytes: int = Field(2 * 1024**3, ge=1)
+    max_files_per_session: int = Field(100, ge=1)
+    max_inbox_bytes: int = Field(10 * 1024**3, ge=1)
 
 
 class SmtpConfig(_Strict):
@@ -74,6 +83,12 @@ class Policy(_Strict):
     exclude_roles: list[AppRole] = []
     max_deactivated_percent: float = Field(10, ge=0, le=100)
     max_guardians_per_student: int = Field(5, ge=0)
+    # Safeguards of CONTRACT.md section 7 (each hold's default is argued in README.md, "Holds").
+    min_deactivated_count: int = Field(10, ge=0)
+    max_deactivated_percent_per_school: float = Field(25, ge=0, le=100)
+    max_rejected_percent: float = Field(10, ge=0, le=100)
+    min_rejected_count: int = Field(10, ge=0)
+    max_updated_percent: float = Field(50, ge=0, le=100)
     role_map: dict[str, AppRole] = {}
     require: RequireConfig = RequireConfig()
     role_overrides: list[RoleOverride] = []
@@ -91,10 +106,18 @@ class PullConfig(_Strict):
     known_hosts: str | None = None
 
 
+class TenantLimits(_Strict):
+    """Per-tenant overrides of the [sftp] upload limits; unset keys use [sftp]'s."""
+    max_upload_bytes: int | None = Field(None, ge=1)
+    max_files_per_session: int | None = Field(None, ge=1)
+    max_inbox_bytes: int | None = Field(None, ge=1)
+
+
 class Tenant(_Strict):
     name: str
     report_to: list[str] = []
     policy: Policy = Policy()
+    limits: TenantLimits | None = None
     pull: PullConfig | None = None
     expect_drop_every_hours: float | None = Field(None, gt=0)
 
@@ -102,6 +125,8 @@ class Tenant(_Strict):
 class DaemonConfig(_Strict):
     workers: int = Field(0, ge=0)  # 0: one per core
     retention_days: int = Field(30, ge=0)
+    # .part/.tmp/dot files, empty folders and truncated zips left in an inbox are removed after this; 0: never
+    leftover_days: float = Field(7, ge=0)
     polling_observer: bool = False
     rescan_seconds: float = Field(60, gt=0)
     # the watched-folder door; unset: on exactly when the built-in SFTP server is off
@@ -111,11 +136,23 @@ class DaemonConfig(_Strict):
     weekly_digest: str | None = None  # crontab expression, e.g. "0 7 * * mon"; unset: no digest
 
 
+class LimitsConfig(_Strict):
+    """What one run may take in and collect (processor/bundle/unpack.py Limits has the same fields)."""
+    max_total_bytes: int = Field(1024**3, ge=1)  # the bundle's files once unzipped, all together
+    max_ratio: float = Field(100, gt=1)  # how many times its compressed size a zip member may expand
+    max_members: int = Field(200, ge=1)  # entries in one zip
+    max_rows_per_file: int = Field(10_000_000, ge=1)
+    max_columns_per_file: int = Field(500, ge=1)
+    max_field_chars: int = Field(128 * 1024, ge=1024)  # one value (characters)
+    max_issues_per_code_and_file: int = Field(1000, ge=1)  # past this, one more issue counts the rest
+
+
 class Config(_Strict):
     store: StoreConfig = StoreConfig()
     sftp: SftpConfig = SftpConfig()
     smtp: SmtpConfig | None = None
     daemon: DaemonConfig = DaemonConfig()
+    limits: LimitsConfig = LimitsConfig()
     tenants: dict[str, Tenant] = {}
     home: Path = Field(default=Path("."), exclude=True)
 

@@ -33,6 +33,7 @@ stop.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -54,7 +55,7 @@ from pathlib import Path
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from processor.apply.store import outbox, runs
@@ -63,6 +64,7 @@ from processor.config import Config, ConfigError
 from processor.context import Context, UserError
 from processor.failures import record_failed
 from processor.intake import pull
+from processor.intake.leftovers import clean_leftovers
 from processor.intake.loose import LooseCsvCollector, is_ignored, is_loose_csv
 from processor.intake.spool import Drop, archive, spooled_bundle, spooled_runs
 from processor.pipeline import process_drop, receive
@@ -423,6 +425,7 @@ class Daemon:
     # ------------------------------------------------------------ doors
 
     def _open_doors(self) -> None:
+        from processor.intake.limits import sftp_options
         from processor.intake.sftp_server import SftpServer
         from processor.intake.watcher import InboxWatcher
 
@@ -430,7 +433,7 @@ class Daemon:
         if cfg.sftp.enabled:
             self.sftp = SftpServer(self.ctx.home, self.ctx.engine, cfg.sftp.host, cfg.sftp.port, self.tenants,
                                    partial(self.hand_over, source="sftp"),
-                                   quiet_period=cfg.sftp.quiet_period_seconds)
+                                   quiet_period=cfg.sftp.quiet_period_seconds, **sftp_options(cfg))
             try:
                 self.sftp.start()
             except OSError as exc:
@@ -628,13 +631,28 @@ class Daemon:
                 continue
             try:
                 with tenant_lock(self.ctx.engine, tenant, row["run_id"], timeout=0):
-                    pass
+                    self._resume_one(row)
             except UserError:
                 continue  # someone is working on the tenant
-            log.warning("run %s tenant %s: left processing by a process that is gone; resumed", row["run_id"],
-                        tenant)
-            self._events.put(("drop", Drop(row["run_id"], tenant, Path(row["spool_path"]), row["sha256"],
-                                           row["received_at"], row["source"], row["original_name"] or "")))
+
+    def _resume_one(self, row: dict) -> None:
+        # Under the tenant's lock: nobody can be between taking it and working on this run.
+        run_id, tenant = row["run_id"], row["tenant"]
+        with self.ctx.engine.begin() as conn:
+            now = conn.execute(select(runs.c.status, runs.c.result).where(runs.c.run_id == run_id)).first()
+            if now is None or now.status != "processing":
+                return
+            if json.loads(now.result or "{}").get("status") == "held":
+                # A release that claimed the hold and died before applying it: the hold stays open, to be
+                # released again (what a release that fails does itself).
+                conn.execute(update(runs).where(runs.c.run_id == run_id, runs.c.status == "processing")
+                             .values(status="held"))
+                log.warning("run %s tenant %s: a release of this hold was interrupted; it is held again", run_id,
+                            tenant)
+                return
+        log.warning("run %s tenant %s: left processing by a process that is gone; resumed", run_id, tenant)
+        self._events.put(("drop", Drop(run_id, tenant, Path(row["spool_path"]), row["sha256"],
+                                       row["received_at"], row["source"], row["original_name"] or "")))
 
 
 # ---------------------------------------------------------------- the worker process side
@@ -859,6 +877,7 @@ def apply_retention(ctx: Context, now: float | None = None) -> int:
     Runs, issues, reports and the audit log are kept. retention_days = 0 keeps raw drops forever.
     Returns how many entries were deleted.
     """
+    clean_leftovers(ctx, now)  # .part/.tmp/dot files, empty folders, unreadable zips: [daemon] leftover_days
     days = ctx.config.daemon.retention_days
     if days <= 0:
         return 0

@@ -31,6 +31,16 @@ port = 2222
 # password_env = "ROSTERDROP_SMTP_PASSWORD"
 # sender = "Roster Sync <sync@example.org>"
 
+# What one run may take in; a bundle over a size limit is rejected (bad_bundle) before it is read further.
+# [limits]
+# max_total_bytes = 1073741824       # the files once unzipped, together (1 GiB; ~2.5x a 300,000-student district)
+# max_ratio = 100                    # a zip member may expand at most this many times its compressed size
+# max_members = 200                  # entries in one zip
+# max_rows_per_file = 10000000
+# max_columns_per_file = 500
+# max_field_chars = 131072           # the longest one value may be (characters)
+# max_issues_per_code_and_file = 1000  # past this, one issue per code and file counts the rest
+
 # An example tenant (one district). Copy it, or run `rosterdrop init --tenant ID`.
 # [tenants.demo]
 # name = "Demo District"
@@ -42,6 +52,11 @@ port = 2222
 # exclude_roles = []
 # max_deactivated_percent = 10
 # max_guardians_per_student = 5
+# min_deactivated_count = 10              # a mass_deactivation hold also needs more than this many rows
+# max_deactivated_percent_per_school = 25 # hold if one school would lose more than this % of its people
+# max_rejected_percent = 10               # hold if more than this % of a file's rows are rejected ...
+# min_rejected_count = 10                 # ... and more than this many (an export cut short)
+# max_updated_percent = 50                # hold if more than this % of an entity's rows would be updated
 # role_map = {}                # e.g. { aide = "teacher" }
 #
 # [tenants.demo.policy.require]
@@ -107,3 +122,23 @@ def write_host_key(path: Path) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
+
+
+def create_private_sqlite(database: str | None) -> bool:
+    """Create the SQLite store file readable and writable by its owner only (0600), before SQLite does.
+
+    SQLite creates a new file with the process's umask (0644 under the usual 022): every local user
+    could read the roster. An empty file is a valid new database; SQLite gives its -wal and -shm files
+    the database file's permissions. An existing file is left as it is. True if the file was created.
+    """
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return False
+    path = Path(database)
+    if not path.parent.is_dir():
+        return False  # SQLite reports that itself
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True

@@ -11,20 +11,22 @@ import pandas as pd
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import OperationalError
 
+from processor.apply import hold_actions
 from processor.apply import runs as run_store
-from processor.apply.diff import ChangeSet, TableChanges, compute_changes, labels
+from processor.apply.diff import ChangeSet, TableChanges, compute_changes, labels, note_kept
 from processor.apply.holds import check_holds, counts_by_entity
 from processor.apply.store import ENTITY_TABLES, refresh_statistics
 from processor.apply.writer import apply_changes
 from processor.bundle.read import read_bundle
+from processor.bundle.unpack import Limits
 from processor.config import Policy
 from processor.context import Context, UserError
 from processor.convert.roster import TABLE_OF, Roster, convert
 from processor.failures import failure_reason, log_failure, record_failed, supersede_unprocessed
-from processor.intake.spool import Drop, archive, sha256_of, take
+from processor.intake.spool import Drop, archive, open_drop, take
 from processor.runs import Counts, IssueOut, RunResult, RunStatus, new_run_id, now_iso
 from processor.validate.current import CurrentRoster
-from processor.validate.issues import concat_issues, issues_to_records, sort_issues
+from processor.validate.issues import cap_issues, concat_issues, issues_to_records, sort_issues
 from processor.validate.run import validate
 
 log = logging.getLogger("rosterdrop.pipeline")
@@ -41,9 +43,10 @@ def process_path(ctx: Context, path: Path, tenant: str, dry_run: bool = False, s
 
 def receive(ctx: Context, path: Path, tenant: str, source: str, move: bool) -> Drop | RunResult:
     tcfg = ctx.config.tenant(tenant)
-    if not path.exists():
+    if not path.exists() and not (move and path.is_symlink()):  # a door's dangling symlink: refused below
         raise UserError(f"{path} does not exist")
-    sha = sha256_of(path)
+    opened = open_drop(path, nofollow=move, tenant=tenant)  # a door's inbox: a symlink is refused, never followed
+    sha = opened.sha256
     engine = ctx.engine
     earlier = run_store.find_by_sha(engine, tenant, sha, run_store.DONE)
     if earlier:
@@ -60,7 +63,7 @@ def receive(ctx: Context, path: Path, tenant: str, source: str, move: bool) -> D
                 path.replace(archive_copy)
             return Drop(unfinished, tenant, spooled, sha, row["received_at"], row["source"], row["original_name"])
     run_id = new_run_id()
-    spooled = take(ctx, path, tenant, run_id, move)
+    spooled = take(ctx, opened, tenant, run_id, move)  # moves what was hashed, checked by its descriptor
     result = RunResult(run_id=run_id, tenant=tenant, status=RunStatus.RECEIVED, source=source,
                        received_at=now_iso(), sha256=sha)
     run_store.record_run(engine, result, path.name, str(spooled), tcfg.name)
@@ -80,16 +83,34 @@ def _duplicate(ctx: Context, path: Path, tenant: str, source: str, sha: str, ear
         spooled = str(archive(ctx, taken.parent, tenant, run_id) / taken.name)
     run_store.record_run(ctx.engine, result, path.name, spooled, ctx.config.tenant(tenant).name)
     log.info("run %s tenant %s: duplicate of run %s", run_id, tenant, earlier)
+    if source != "cli":  # a district that uploaded a file hears what became of it; a CLI user sees it
+        _duplicate_notice(ctx, result, earlier, path.name)
     return result
 
 
-def process_drop(ctx: Context, drop: Drop, dry_run: bool = False, force: bool = False) -> RunResult:
-    """Validate, convert, diff, hold-check and apply one spooled drop. force: skip holds (a release)."""
+def _duplicate_notice(ctx: Context, result: RunResult, earlier: str, result_name: str) -> None:
+    from processor.report.mail import queue_notice
+
+    first = run_store.run_row(ctx.engine, earlier)
+    with ctx.engine.begin() as conn:
+        queue_notice(conn, ctx, result.tenant, "duplicate_drop", {
+            "run_id": result.run_id, "received_at": result.received_at, "earlier_run_id": earlier,
+            "earlier_received_at": first["received_at"], "earlier_status": first["status"],
+            "file_name": result_name})
+
+
+def process_drop(ctx: Context, drop: Drop, dry_run: bool = False, force: bool = False,
+                 release: RunResult | None = None) -> RunResult:
+    """Validate, convert, diff, hold-check and apply one spooled drop. force: skip holds (a release);
+    release: the held run's result with `released` set, whose holds the new result keeps."""
     tenant = drop.tenant
     policy = ctx.config.tenant(tenant).policy
     engine = ctx.engine
     result = RunResult(run_id=drop.run_id, tenant=tenant, status=RunStatus.PROCESSING, source=drop.source,
                        received_at=drop.received_at, sha256=drop.sha256)
+    if release is not None:
+        result.released = release.released
+        result.issues = [i for i in release.issues if i.severity == "hold"]
     superseded: list[tuple[str, str | None]] = []
     reshaped: list[str] = []
     with run_store.tenant_lock(engine, tenant, drop.run_id):
@@ -128,9 +149,10 @@ def process_drop(ctx: Context, drop: Drop, dry_run: bool = False, force: bool = 
 
 
 def _finished_elsewhere(ctx: Context, drop: Drop, force: bool) -> RunResult | None:
-    """The stored result if the run is no longer waiting to be processed (held, for a release)."""
+    """The stored result if the run is no longer waiting to be processed (for a release: no longer held, or
+    claimed for the release, `processing`)."""
     status = run_store.run_row(ctx.engine, drop.run_id)["status"]
-    if status in ((RunStatus.HELD,) if force else (RunStatus.RECEIVED, RunStatus.PROCESSING)):
+    if status in ((RunStatus.HELD, RunStatus.PROCESSING) if force else (RunStatus.RECEIVED, RunStatus.PROCESSING)):
         return None
     log.info("run %s tenant %s: already %s; not processed again", drop.run_id, drop.tenant, status)
     return run_store.get_result(ctx.engine, drop.run_id)
@@ -147,7 +169,7 @@ def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_ru
     if not dry_run:
         run_store.set_status(engine, drop.run_id, RunStatus.PROCESSING)
     with _stage(result, "read"):
-        bundle = read_bundle(drop.path)
+        bundle = read_bundle(drop.path, Limits(**ctx.config.limits.model_dump()))
     result.format = bundle.format
     with _stage(result, "validate"):
         with engine.connect() as conn:
@@ -168,11 +190,14 @@ def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_ru
         run_store.touch(conn, drop.run_id)
         with _stage(result, "diff"):
             changes = compute_changes(conn, tenant, roster)
+            issues = note_kept(issues, changes, roster)
         result.counts = {e: Counts(**c) for e, c in counts_by_entity(changes, rejected, roster.skipped).items()}
         with _stage(result, "holds"):
-            holds = check_holds(conn, tenant, changes, roster, policy) if not force else concat_issues([])
+            # A release keeps the holds it was held for (they are history, not a reason to hold again).
+            holds = (check_holds(conn, tenant, changes, roster, policy) if not force
+                     else hold_actions.hold_issues(result))
         issues = sort_issues(concat_issues([holds, issues]))
-        if len(holds):
+        if len(holds) and not force:
             return _finish(ctx, drop, result, issues, changes, roster, RunStatus.HELD, dry_run, conn)
         if dry_run:
             return _finish(ctx, drop, result, issues, changes, roster, RunStatus.APPLIED, dry_run, conn)
@@ -208,8 +233,10 @@ def _finish(ctx: Context, drop: Drop, result: RunResult, issues: pd.DataFrame, c
     else:
         result.status = status
     result.finished_at = now_iso()
+    issues = cap_issues(issues, ctx.config.limits.max_issues_per_code_and_file)
     result.issues = [IssueOut.model_construct(**r) for r in issues_to_records(issues)]
-    report_dir = ctx.path("reports", drop.run_id)
+    # A release writes its report beside the hold's, which stays readable (CONTRACT.md section 7).
+    report_dir = ctx.path("reports", drop.run_id, *(["release"] if result.released else []))
     with _stage(result, "report"):
         data = _report_data(ctx, result, issues, changes, roster, conn)
         try:
@@ -238,6 +265,11 @@ def _save(ctx: Context, conn: Connection, result: RunResult, data, report_dir: P
     except ImportError:
         return
     queue_run_email(conn, ctx, data, report_dir)
+    if result.released:
+        from processor.report.mail import queue_notice
+
+        queue_notice(conn, ctx, result.tenant, "hold_released",
+                     hold_actions.notice_context(result, result.released, result.status.value))
 
 
 def _report_data(ctx: Context, result: RunResult, issues: pd.DataFrame, changes: ChangeSet | None,
@@ -357,8 +389,10 @@ def release_hold(ctx: Context, run_id: str, by: str | None = None, note: str | N
     """Apply a held run now. by: who released it (default: the operating-system user); note: why."""
     row = run_store.run_row(ctx.engine, run_id)
     ctx.config.tenant(row["tenant"])
+    held = run_store.get_result(ctx.engine, run_id)
+    hold_actions.check_not_acted(held, "release")  # a second click changes nothing, and says what happened
     if row["status"] == RunStatus.SUPERSEDED:
-        return run_store.get_result(ctx.engine, run_id)
+        return held
     if row["status"] != RunStatus.HELD:
         raise UserError(f"run {run_id} is not held (its status is {row['status']}); only held runs can be released")
     with ctx.engine.connect() as conn:
@@ -369,16 +403,35 @@ def release_hold(ctx: Context, run_id: str, by: str | None = None, note: str | N
                 row["original_name"] or "")
     if not drop.path.exists():
         raise UserError(f"the spooled bundle of run {run_id} is missing ({drop.path}); it cannot be released")
+    held.released = hold_actions.hold_action(by, note)
+    if not hold_actions.claim(ctx.engine, run_id, RunStatus.PROCESSING):
+        _acted_meanwhile(ctx, run_id, "release")
     log.info("run %s tenant %s: hold released", run_id, row["tenant"])
-    return process_drop(ctx, drop, force=True)
+    try:
+        return process_drop(ctx, drop, force=True, release=held)
+    except BaseException:
+        # Not applied (the tenant was busy, the store went away): the hold stays open to be released again.
+        hold_actions.unclaim(ctx.engine, run_id)
+        raise
+
+
+def _acted_meanwhile(ctx: Context, run_id: str, action: str) -> None:
+    """Another release or discard won the claim: say what it did (or that it is still under way)."""
+    hold_actions.check_not_acted(run_store.get_result(ctx.engine, run_id), action)
+    raise hold_actions.AlreadyActed(f"run {run_id} is being released or discarded by someone else right now; "
+                                    "nothing was done", run_store.get_result(ctx.engine, run_id), same=False)
 
 
 def discard_hold(ctx: Context, run_id: str, by: str | None = None, note: str | None = None) -> RunResult:
     """Drop a held run; nothing is applied. by/note as for release_hold."""
     row = run_store.run_row(ctx.engine, run_id)
+    result = run_store.get_result(ctx.engine, run_id)
+    hold_actions.check_not_acted(result, "discard")  # a second click changes nothing, and says what happened
     if row["status"] != RunStatus.HELD:
         raise UserError(f"run {run_id} is not held (its status is {row['status']}); only held runs can be discarded")
-    result = run_store.get_result(ctx.engine, run_id)
+    result.discarded = hold_actions.hold_action(by, note)
+    if not hold_actions.claim(ctx.engine, run_id, RunStatus.DISCARDED):
+        _acted_meanwhile(ctx, run_id, "discard")
     result.status = RunStatus.DISCARDED
     result.finished_at = now_iso()
     with ctx.engine.begin() as conn:
@@ -386,7 +439,8 @@ def discard_hold(ctx: Context, run_id: str, by: str | None = None, note: str | N
         try:
             from processor.report.mail import queue_notice
 
-            queue_notice(conn, ctx, result.tenant, "hold_discarded", {"run_id": run_id})
+            queue_notice(conn, ctx, result.tenant, "hold_discarded",
+                         hold_actions.notice_context(result, result.discarded, "discarded"))
         except ImportError:
             pass
     archive(ctx, Path(row["spool_path"]).parent, row["tenant"], run_id)

@@ -68,6 +68,7 @@ class IssueOut(BaseModel):
     field: str | None = None
     value: str | None = None
     message: str
+    count: int = 1  # how many occurrences this issue stands for: past the cap per code and file, one counts the rest
 
 
 class HoldAction(BaseModel):
@@ -95,6 +96,8 @@ class RunResult(BaseModel):
     discarded: HoldAction | None = None
 
     def exit_code(self) -> int:
+        if self.status == RunStatus.DRY_RUN and self.outcome:
+            return EXIT_CODES[RunStatus(self.outcome)]  # a dry run exits with its would-be outcome's code
         return EXIT_CODES[self.status]
 
     def to_json(self) -> dict:

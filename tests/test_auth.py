@@ -173,16 +173,83 @@ def test_throttle_blocks_after_five_failures_within_a_minute_for_a_growing_delay
     assert delay == 100  # capped
 
 
-def test_throttle_forgets_failures_outside_the_window_and_after_a_success():
+def test_throttle_forgets_failures_outside_the_window():
     clock = Clock()
     throttle = LoginThrottle(max_failures=3, window_seconds=60, clock=clock)
     throttle.failure("a")
     throttle.failure("a")
     clock.now += 61
     assert throttle.failure("a") == 0  # the first two are older than the window
-    throttle.failure("a")
-    throttle.success("a")
     assert throttle.failure("a") == 0
+    assert throttle.failure("a") == 30
+
+
+def test_a_success_forgives_only_the_users_own_failures_never_the_addresss():
+    # The bypass: a valid login as one's own tenant used to clear the address's count.
+    throttle = LoginThrottle(max_failures=5, max_user_failures=3, clock=Clock())
+    for _ in range(4):
+        throttle.failure("10.0.0.1", "roosevelt")
+    throttle.success("10.0.0.1", "lincoln")
+    assert throttle.failure("10.0.0.1", "roosevelt") == 30  # the fifth: blocked all the same
+    assert throttle.reserve("10.0.0.1", "lincoln") is None
+    throttle.failure("10.0.0.2", "lincoln")
+    throttle.failure("10.0.0.2", "lincoln")
+    throttle.success("10.0.0.2", "lincoln")  # lincoln's own typos are forgiven
+    assert throttle.failure("10.0.0.3", "lincoln") == 0
+
+
+def test_guesses_at_one_user_from_many_addresses_block_that_users_password_only():
+    throttle = LoginThrottle(max_failures=5, max_user_failures=10, clock=Clock())
+    for i in range(9):
+        assert throttle.failure(f"10.0.1.{i}", "roosevelt") == 0
+    assert throttle.failure("10.0.1.9", "roosevelt") == 30
+    assert throttle.reserve("10.0.2.1", "roosevelt") is None
+    assert throttle.reserve("10.0.2.1", "lincoln") is not None
+    # keys cannot be guessed: a tenant under a password attack still logs in with its key
+    assert throttle.reserve("10.0.2.1", "roosevelt", "publickey") is not None
+
+
+def test_attempts_in_flight_count_against_the_limit():
+    # 30 parallel guesses used to be checked against a limit of 5 before any of them had failed.
+    throttle = LoginThrottle(max_failures=5, clock=Clock())
+    attempts = [throttle.reserve("10.0.0.1", f"user{i}") for i in range(30)]
+    admitted = [a for a in attempts if a is not None]
+    assert len(admitted) == 5
+    assert [a.failed() for a in admitted][-1] == 30
+    assert throttle.reserve("10.0.0.1", "user0") is None
+    assert throttle.retry_after("10.0.0.1") == 30
+
+
+def test_public_key_failures_are_throttled_at_a_quarter_of_a_password_failure():
+    throttle = LoginThrottle(max_failures=5, max_key_failures=20, clock=Clock())
+    for _ in range(19):
+        assert throttle.reserve("10.0.0.1", "lincoln", "publickey").failed() == 0
+    assert throttle.reserve("10.0.0.1", "lincoln", "publickey").failed() == 30
+    assert throttle.reserve("10.0.0.1", "lincoln", "password") is None
+
+
+def test_a_key_check_does_the_same_work_for_unknown_and_known_users(engine, tmp_path, monkeypatch):
+    from sqlalchemy import event
+
+    from processor.intake import auth
+
+    add_key(engine, "lincoln", keygen(tmp_path / "k1").with_suffix(".pub"))
+    stranger = paramiko.Ed25519Key.from_private_key_file(str(keygen(tmp_path / "k2")))
+    work = {"sql": 0, "compare": 0}
+    event.listen(engine, "before_cursor_execute", lambda *a: work.__setitem__("sql", work["sql"] + 1))
+    real_compare = auth.hmac.compare_digest
+
+    def compare(a, b):
+        work["compare"] += 1
+        return real_compare(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", compare)
+    seen = []
+    for user in ("lincoln", "nobody", "roosevelt"):
+        work.update(sql=0, compare=0)
+        assert check_key(engine, user, stranger) is False
+        seen.append(dict(work))
+    assert seen[0] == seen[1] == seen[2] and seen[0]["sql"] == 1 and seen[0]["compare"] >= 1
 
 
 def test_throttle_tracks_a_bounded_number_of_addresses():

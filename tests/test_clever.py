@@ -178,6 +178,7 @@ def test_students_need_enrollment_and_required_fields_on_clever(env):
 
 
 def test_a_second_full_drop_that_loses_a_school_of_students_is_held(env):
+    env.configure(lincoln={"min_deactivated_count": 0})  # a tiny district
     assert env.process(CLEVER).status == "applied"
     students = "\n".join(line for line in STUDENTS.splitlines() if ",sch1," not in line) + "\n"
     enrollments = "\n".join(line for line in ENROLLMENTS.splitlines() if not line.startswith("sch1,")) + "\n"

@@ -127,6 +127,8 @@ def test_env_override_wins_and_its_errors_name_the_key(tmp_path):
 def test_process_json_and_exit_codes(tmp_path):
     home = tmp_path / "h"
     run_cli("init", "--tenant", "lincoln", home=home)
+    with (home / "rosterdrop.toml").open("a") as f:  # init's tenant block ends with its [policy] table
+        f.write("min_deactivated_count = 0\n")  # tiny tables: no floor under the percentage
     clean = make_bundle(tmp_path, CLEAN, name="clean")
     applied = run_cli("process", str(clean), "--tenant", "lincoln", "--json", home=home)
     assert applied.returncode == 0, applied.stderr
@@ -157,10 +159,14 @@ def test_process_json_and_exit_codes(tmp_path):
     assert [h["run_id"] for h in holds] == [run_id]
     shown = json.loads(run_cli("runs", "show", run_id, "--json", home=home).stdout)
     assert shown["status"] == "held" and shown["issues"][0]["severity"] == "hold"
-    released = run_cli("holds", "release", run_id, "--json", home=home)
+    released = run_cli("holds", "release", run_id, "--json", "--by", "ops@vendor.example", "--note", "checked",
+                       home=home)
     assert released.returncode == 0 and json.loads(released.stdout)["status"] == "applied"
-    again = run_cli("holds", "release", run_id, home=home)
-    assert again.returncode == 1 and "not held" in again.stderr
+    assert json.loads(released.stdout)["released"]["by"] == "ops@vendor.example"
+    again = run_cli("holds", "release", run_id, home=home)  # harmless: nothing changes, and it says why
+    assert again.returncode == 0 and "already released by ops@vendor.example" in again.stdout
+    discard = run_cli("holds", "discard", run_id, home=home)
+    assert discard.returncode == 1 and "cannot be discarded" in discard.stdout
     assert run_cli("runs", "show", "nope", home=home).returncode == 1
 
 

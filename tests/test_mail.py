@@ -136,7 +136,7 @@ def test_the_message_has_text_and_html_parts_and_a_parseable_issues_csv(tmp_path
     files = attachments(msg)
     assert list(files) == ["issues.csv"]
     rows = list(csv.DictReader(io.StringIO(files["issues.csv"].decode("utf-8-sig"))))
-    assert len(rows) == 40 and list(rows[0]) == ISSUE_COLUMNS
+    assert len(rows) == 40 and list(rows[0]) == [*ISSUE_COLUMNS, "count"]
     assert msg["Subject"].startswith("Lincoln Unified roster: applied with ")
     assert msg["Reply-To"] == "Roster help <help@rosterdrop.example>"
     assert msg["List-Id"] == "Roster reports <reports.rosterdrop.example>"

@@ -195,3 +195,60 @@ def test_fuzz_mutated_bundles_never_raise_and_end_in_a_run_result(sqlite_env, ca
     # The mutations exercise both the rejecting and the row-level paths.
     assert cases // 10 < fatal < cases * 9 // 10
     assert statuses.get("applied", 0) > cases // 25 and statuses.get("rejected", 0) > cases // 50
+
+
+NO_HOLDS = {"max_deactivated_percent": 100, "max_guardians_per_student": 100, "max_rejected_percent": 100,
+            "max_updated_percent": 100, "max_deactivated_percent_per_school": 100}
+
+
+def _break_rows(data, csv_text: str, breaks: list) -> tuple[str, set[str]]:
+    """Some rows of a file given a row error each (a blank required value, an invalid enum); their ids."""
+    rows = list(csv.reader(io.StringIO(csv_text)))
+    header, body = rows[0], rows[1:]
+    broken = set()
+    for i in data.draw(st.lists(st.integers(0, max(len(body) - 1, 0)), max_size=3, unique=True)) if body else []:
+        column, value = data.draw(st.sampled_from(breaks))
+        body[i][header.index(column)] = value
+        broken.add(body[i][0])
+    return _csv(header, body), broken
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(a=rosters(), b=rosters(), data=st.data())
+def test_a_row_rejected_in_b_leaves_its_record_as_a_stored_it(sqlite_env, a, b, data):
+    """Last-known-good (CONTRACT.md section 7): for any roster A and any drop B with random row errors, every
+    record whose row in B was rejected is unchanged from A after B, and so are its enrollments and links."""
+    env = sqlite_env
+    env.configure(lincoln=NO_HOLDS)
+    with env.ctx.engine.begin() as conn:
+        for t in ("orgs", "academic_sessions", "courses", "classes", "people", "enrollments", "guardian_links",
+                  "audit", "runs", "roster_snapshots", "outbox"):
+            conn.exec_driver_sql(f"DELETE FROM {t}")
+    assert env.process(a).status == "applied"
+    before = env.export(include_inactive=True)
+    b = dict(b)
+    b["users.csv"], _ = _break_rows(data, b["users.csv"], [("givenName", ""), ("role", "studnet"),
+                                                            ("orgSourcedIds", "nowhere")])
+    b["enrollments.csv"], _ = _break_rows(data, b["enrollments.csv"], [("role", "pupil"), ("classSourcedId", "")])
+    second = env.process(b)
+    if second.status == "held":  # a school vanished: releasing applies it as sent (and keeps the same rows)
+        from processor.pipeline import release_hold
+
+        second = release_hold(env.ctx, second.run_id)
+    assert second.status in ("applied", "duplicate")
+    after = env.export(include_inactive=True)
+    rejected = {(i.file, i.sourced_id) for i in second.issues if i.severity == "error" and i.sourced_id}
+    people = {sid for f, sid in rejected if f == "users.csv"}
+    enrolled = {sid for f, sid in rejected if f == "enrollments.csv"}
+    by_id = {k: {r["sourced_id"]: r for r in after[k]} for k in ("people", "enrollments")}
+    for p in before["people"]:
+        if p["sourced_id"] in people:
+            assert by_id["people"].get(p["sourced_id"]) == p
+    for e in before["enrollments"]:
+        if e["sourced_id"] in enrolled or e["person"] in people:
+            assert by_id["enrollments"].get(e["sourced_id"]) == e
+    links_after = {(g["student"], g["guardian"]): g for g in after["guardians"]}
+    for g in before["guardians"]:
+        if g["student"] in people or g["guardian"] in people:
+            assert links_after.get((g["student"], g["guardian"])) == g
+    assert second.counts["users"].rejected == len(people)

@@ -43,9 +43,9 @@ def test_case_variants_and_legacy_values_are_normalised_with_one_alert_per_file_
     result = sqlite_env.process(with_changes(CLEAN, users_csv=users, classes_csv=classes))
     assert result.status == "applied"
     assert issue_rows(result) == [
-        ("normalized_value", "classes.csv", None, "classType"),
-        ("normalized_value", "users.csv", None, "enabledUser"),
-        ("normalized_value", "users.csv", None, "status"),
+        ("normalized_value", "classes.csv", 2, "classType"),  # each names the first row it changed
+        ("normalized_value", "users.csv", 2, "enabledUser"),
+        ("normalized_value", "users.csv", 2, "status"),
     ]
 
 
@@ -56,7 +56,20 @@ def test_inactive_status_is_read_as_tobedeleted(sqlite_env):
     result = sqlite_env.process({"manifest.csv": manifest, "users.csv": users})
     assert result.status == "applied"
     assert result.counts["users"].deactivated == 1
-    assert ("normalized_value", "users.csv", None, "status") in issue_rows(result)
+    (alert,) = [i for i in result.issues if i.code == "normalized_value"]
+    # The alert deactivates someone: it says who, so the admin can find them.
+    assert (alert.file, alert.line, alert.sourced_id, alert.field) == ("users.csv", 2, "u1", "status")
+    assert "'inactive' → 'tobedeleted'), first on line 2 (sourcedId u1)." in alert.message
+    assert "deactivated" in alert.message
+
+
+def test_rows_with_extra_empty_fields_name_the_first_of_them(sqlite_env):
+    users = USERS.replace("jdoe@lincoln.example,,,g1,03,,", "jdoe@lincoln.example,,,g1,03,,,,").replace(
+        "pobrien@lincoln.example,,,,,,TRUE", "pobrien@lincoln.example,,,,,,TRUE,")
+    result = sqlite_env.process(with_changes(CLEAN, users_csv=users))
+    (alert,) = [i for i in result.issues if i.code == "normalized_value"]
+    assert (alert.line, alert.sourced_id) == (3, "u2")
+    assert "2 row(s) of users.csv end with extra empty fields, first on line 3 (sourcedId u2) and 1 more" in alert.message
 
 
 def test_header_spellings_are_matched_with_an_alert(sqlite_env):
@@ -77,7 +90,7 @@ def test_ragged_trailing_empty_fields_are_tolerated(sqlite_env):
     result = sqlite_env.process(with_changes(CLEAN, enrollments_csv=enr))
     assert result.status == "applied"
     assert result.counts["enrollments"].created == 4
-    assert issue_rows(result) == [("normalized_value", "enrollments.csv", None, None)]
+    assert issue_rows(result) == [("normalized_value", "enrollments.csv", 2, None)]
 
 
 def test_a_row_with_extra_values_is_a_malformed_row_with_its_line(sqlite_env):

@@ -94,19 +94,27 @@ def test_html_is_a_mail_safe_single_column_page_with_inlined_css():
     assert not re.search(r"""(src|href)\s*=\s*["']?https?:""", html)  # no remote images or stylesheets
     assert "<link" not in html
     # The rules are inlined; only the dark-mode and phone @media blocks stay in <style>.
-    banner = re.search(r'<td class="banner b-applied"[^>]*>', html).group(0)
-    assert "background: #1e7b34" in banner
+    banner = re.search(r'<td class="banner b-partial"[^>]*>', html).group(0)  # rows were rejected: amber
+    assert "background: #a16207" in banner
     style = re.search(r"<style>(.*?)</style>", html, re.S).group(1)
     assert "prefers-color-scheme: dark" in style and ".banner{padding:20px" not in style
 
 
 @pytest.mark.parametrize("status, outcome, kind", [
-    ("applied", None, "b-applied"), ("held", None, "b-held"), ("rejected", None, "b-rejected"),
+    ("applied", None, "b-partial"), ("held", None, "b-held"), ("rejected", None, "b-rejected"),
     ("dry_run", "applied", "b-grey"),
 ])
 def test_banner_colour_follows_the_outcome(status, outcome, kind):
     found = issues(MASS) if status == "held" else ROW_ERRORS
     assert f'class="banner {kind}"' in render_report(report(status, found, outcome=outcome)).html
+
+
+def test_an_applied_run_with_rejected_rows_says_so_in_amber_and_a_clean_one_in_green():
+    partial = render_report(report("applied", ROW_ERRORS))
+    assert 'class="banner b-partial"' in partial.html
+    assert partial.text.startswith("ROSTER APPLIED WITH 3 ERRORS\n")
+    clean = render_report(report("applied", issues()))
+    assert 'class="banner b-applied"' in clean.html and clean.text.startswith("ROSTER APPLIED\n")
 
 
 def test_everything_from_the_bundle_is_escaped_in_html():
@@ -187,7 +195,7 @@ def test_write_report_writes_html_text_and_every_issue_as_csv(tmp_path):
     assert path.read_text().lower().startswith("<!doctype html>")
     assert (tmp_path / "r" / "report.txt").read_text().startswith("ROSTER APPLIED")
     rows = list(csv.DictReader(io.StringIO((tmp_path / "r" / "issues.csv").read_text(encoding="utf-8-sig"))))
-    assert list(rows[0]) == ISSUE_COLUMNS
+    assert list(rows[0]) == [*ISSUE_COLUMNS, "count"]
     assert [(r["severity"], r["code"], r["line"], r["sourced_id"]) for r in rows] == [
         ("error", "missing_value", "12", "u-12"), ("error", "missing_value", "14", "u-14"),
         ("error", "invalid_value", "20", "u-20"), ("alert", "unknown_column", "1", "")]

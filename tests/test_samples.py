@@ -35,7 +35,21 @@ def test_messy_but_valid_sample_applies_with_alerts_only(sqlite_env):
     result = sqlite_env.process(SAMPLES / "messy_valid")
     assert result.status == "applied"
     assert issue_rows(result, "error") == []
-    assert {i.code for i in result.issues} == {"normalized_value", "renamed_column"}
+    # Exactly the table of sample_drops/README.md, in the order the program prints them.
+    assert [(i.severity, i.code, i.file, i.line, i.sourced_id, i.field) for i in result.issues] == [
+        ("alert", "renamed_column", "classes.csv", 1, None, "dataLastModified"),
+        ("alert", "normalized_value", "classes.csv", 2, "cls-es-hr-kg", "classType"),
+        ("alert", "normalized_value", "classes.csv", 6, "cls-hs-alg1-p2", None),
+        ("alert", "normalized_value", "enrollments.csv", 2, "enr-0001", None),
+        ("alert", "normalized_value", "enrollments.csv", 2, "enr-0001", "primary"),
+        ("alert", "renamed_column", "orgs.csv", 1, None, "sourcedid"),
+        ("alert", "renamed_column", "users.csv", 1, None, "OrgSourcedIDs"),
+        ("alert", "normalized_value", "users.csv", 2, "adm-0001", "enabledUser"),
+        ("alert", "normalized_value", "users.csv", 47, "grd-0002", "status"),
+    ]
+    status = result.issues[-1].message
+    assert "('inactive' → 'tobedeleted'), first on line 47 (sourcedId grd-0002)" in status
+    assert "first on line 2 (sourcedId enr-0001) and 3 more" in result.issues[3].message
     assert len(sqlite_env.export()["people"]) == 58
 
 
@@ -49,8 +63,20 @@ def test_mass_withdrawal_is_held_after_clean_and_delta_supersedes_it(sqlite_env)
     sqlite_env.process(SAMPLES / "clean")
     held = sqlite_env.process(SAMPLES / "mass_withdrawal")
     assert held.status == "held" and held.exit_code() == 3
-    assert {(i.code, i.file) for i in held.issues if i.severity == "hold"} == {
-        ("mass_deactivation", "users.csv"), ("mass_deactivation", "enrollments.csv")}
+    # Exactly the table of sample_drops/README.md, in the order the program prints them.
+    assert [(i.severity, i.code, i.file, i.line, i.sourced_id, i.field, i.value) for i in held.issues] == [
+        ("hold", "mass_deactivation", "enrollments.csv", None, None, "status", "17%"),
+        ("hold", "mass_deactivation", "users.csv", None, None, "status", "41%"),
+        ("hold", "mass_deactivation", "users.csv", None, "org-lincoln-es", "school", "83%"),
+    ]
+    messages = [i.message for i in held.issues]
+    assert messages[0].startswith("This full drop would deactivate 15 of 89 active enrollments (17%), more than "
+                                  "your limit of 10% (and more than 10).")
+    assert messages[1].startswith("This full drop would deactivate 24 of 59 active people (41%)")
+    assert messages[2].startswith("This full drop would deactivate 24 of 29 active people at Washington Elementary "
+                                  "School (83%), more than your limit of 25% for one school.")
+    c = held.counts["users"]
+    assert (c.created, c.updated, c.deactivated, c.unchanged) == (0, 1, 24, 34)
     delta = sqlite_env.process(SAMPLES / "delta")
     assert delta.status == "applied" and delta.issues == []
     c = delta.counts["users"]

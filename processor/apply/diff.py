@@ -50,6 +50,10 @@ class ChangeSet:
     before: dict[str, pd.DataFrame] = field(default_factory=dict)  # full current rows of changed ids
     current: dict[str, pd.DataFrame] = field(default_factory=dict)  # what the diff compared against
     data_source: dict[str, pd.DataFrame] = field(default_factory=dict)  # Roster.data_source, for created rows
+    # stored sourcedIds the drop may not touch: rejected rows and the rows that depend on them (kept_ids)
+    kept: dict[str, pd.Index] = field(default_factory=dict)
+    kept_people: pd.Index = field(default_factory=lambda: pd.Index([], dtype="str"))  # ...of kept rows
+    kept_classes: pd.Index = field(default_factory=lambda: pd.Index([], dtype="str"))
 
     def total_changed(self) -> int:
         return sum(t.changed for t in self.tables.values())
@@ -138,10 +142,12 @@ def compute_changes(conn: Connection, tenant: str, roster: Roster) -> ChangeSet:
     tables = [t for t in ENTITY_COLUMNS if roster.modes.get(t, "absent") != "absent" and t in roster.tables]
     for table in tables:  # the store is read on this thread's connection only
         cs.current[table] = load_current(conn, tenant, table)
+    cs.kept = kept_ids(roster, cs.current)
+    cs.kept_people, cs.kept_classes = cs.kept.get("people", cs.kept_people), cs.kept.get("classes", cs.kept_classes)
     # The joins of the tables run two at a time (Arrow's hash lookups release the GIL), biggest first.
     with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="diff") as pool:
         diffs = {t: pool.submit(diff_table, t, roster.modes[t], roster.tables[t], cs.current[t],
-                                roster.link_scope if t == "guardian_links" else None)
+                                roster.link_scope if t == "guardian_links" else None, cs.kept.get(t))
                  for t in sorted(tables, key=lambda t: -len(roster.tables[t]))}
         for table in tables:
             # ids are unique per table: validation rejects repeats (convert.roster)
@@ -150,6 +156,8 @@ def compute_changes(conn: Connection, tenant: str, roster: Roster) -> ChangeSet:
             tc.updated["data"] = data_json(roster.data_source.get(table), tc.updated.index)
             ids = _changed_ids(tc)
             cs.before[table] = _full_rows(conn, tenant, table, ids) if len(ids) else pd.DataFrame()
+            if table == "enrollments":
+                _keep_dependent_enrollments(tc, cs)
             _describe_updates(tc, cs.before[table])
             _split_rehashed(tc)
     return cs
@@ -163,8 +171,73 @@ def _split_rehashed(tc: TableChanges) -> None:
         tc.unchanged += len(tc.rehashed)
 
 
-def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scope: pd.Index | None = None
-               ) -> TableChanges:
+def kept_ids(roster: Roster, current: dict[str, pd.DataFrame]) -> dict[str, pd.Index]:
+    """Per table, the stored ids a drop leaves exactly as they are (last-known-good, CONTRACT.md section 7):
+    the ids of its rejected rows, and the stored rows that depend on a kept person or class (their
+    enrollments, guardian links and demographics), which the drop cannot restate without them."""
+    kept = {t: ids for t, ids in roster.kept.items() if len(ids)}
+    people = kept.get("people", pd.Index([], dtype="str"))
+    if len(people) and "demographics" in current:
+        kept["demographics"] = kept.get("demographics", pd.Index([], dtype="str")).union(people)
+    if len(people) and "guardian_links" in current:
+        cur = current["guardian_links"]
+        student, guardian = link_ends(cur["sourced_id"])
+        linked = cur.loc[isin(student, people) | isin(guardian, people), "sourced_id"]
+        kept["guardian_links"] = pd.Index(linked.unique(), dtype="str")
+    # Enrollments of kept people and classes: _keep_dependent_enrollments, after the diff (the snapshot it
+    # reads has no person or class column and the store no index on them: only the few rows the drop would
+    # deactivate are looked at). Only ids that are stored matter to the diff (and to the message that the record was kept).
+    out = {}
+    for table, ids in kept.items():
+        if table in current:
+            stored = current[table]["sourced_id"]
+            out[table] = pd.Index(stored[isin(stored, ids)].unique(), dtype="str")
+    return out
+
+
+KEPT_NOTE = " The record already in the roster was kept as it was."
+
+
+def note_kept(issues: pd.DataFrame, changes: ChangeSet, roster: Roster) -> pd.DataFrame:
+    """Errors of rows whose record is already stored say that it was kept as it was (CONTRACT.md section 7)."""
+    if issues.empty or not any(len(ids) for ids in changes.kept.values()):
+        return issues
+    keys = [name + "\x00" + pd.Series(changes.kept[t], dtype="str")
+            for name, tables in roster.file_tables.items() for t in tables if len(changes.kept.get(t, ()))]
+    if not keys:
+        return issues
+    errors = issues["severity"].eq("error") & issues["sourced_id"].notna() & issues["file"].notna()
+    key = issues["file"].astype("str") + "\x00" + issues["sourced_id"].astype("str")
+    hit = errors & isin(key, pd.concat(keys, ignore_index=True)) & ~issues["message"].astype("str").str.endswith(
+        KEPT_NOTE)
+    if hit.any():
+        issues = issues.copy()
+        issues.loc[hit, "message"] = issues.loc[hit, "message"].astype("str") + KEPT_NOTE
+    return issues
+
+
+def _keep_dependent_enrollments(tc: TableChanges, cs: ChangeSet) -> None:
+    """Enrollments the drop would deactivate whose person or class was kept (its row rejected) stay as
+    stored: the drop could not say anything about them. They count as unchanged."""
+    people, classes = cs.kept_people, cs.kept_classes
+    if tc.deactivated.empty or not (len(people) or len(classes)):
+        return
+    before = cs.before["enrollments"]
+    gone = before[isin(before["sourced_id"], tc.deactivated["sourced_id"])]
+    dependent = gone.loc[isin(gone["person"].astype("str"), people) | isin(gone["class_id"].astype("str"), classes),
+                         "sourced_id"]
+    if dependent.empty:
+        return
+    stay = isin(tc.deactivated["sourced_id"], dependent)
+    tc.deactivated = tc.deactivated[~stay]
+    tc.unchanged += int(stay.sum())
+    old = cs.kept.get("enrollments", pd.Index([], dtype="str"))
+    cs.kept["enrollments"] = old.union(pd.Index(dependent.astype("str").unique(), dtype="str"))
+
+
+def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scope: pd.Index | None = None,
+               keep: pd.Index | None = None) -> TableChanges:
+    """keep: stored ids the drop leaves as they are (its rejected rows and what depends on them)."""
     cur_active = cur["status"].eq("active")
     # Positional join on sourced_id: hashes stay int64 (a merge would turn them to float64 and lose bits).
     pos = positions(new["sourced_id"], cur["sourced_id"])
@@ -187,15 +260,19 @@ def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scop
     gone = np.zeros(len(cur), dtype=bool)
     gone[pos[deactivate_named]] = True
     active_now = cur_active.to_numpy()
+    missing = np.zeros(len(cur), dtype=bool)
     if mode == "bulk":
         # Rows of the roster that the full set no longer names go inactive (soft, never deleted).
         missing = active_now & ~named
         if scope is not None:
             missing &= _in_scope(cur, scope).to_numpy()
-        gone |= missing
     elif scope is not None:
         # A delta restates the guardian links of the people it names.
-        gone |= active_now & ~named & _in_scope(cur, scope).to_numpy()
+        missing = active_now & ~named & _in_scope(cur, scope).to_numpy()
+    if keep is not None and len(keep) and missing.any():
+        # A rejected row is not an absent one: its stored record, and what depends on it, stay as they are.
+        missing &= ~isin(cur["sourced_id"], keep).to_numpy()
+    gone |= missing
     deactivated = cur[gone & active_now].copy()
     return TableChanges(table, mode, created=new[created], updated=upd, deactivated=deactivated,
                         unchanged=int(unchanged.sum()), current_active=int(cur_active.sum()))

@@ -11,8 +11,9 @@ from processor.apply.tenant_lock import tenant_lock  # noqa: F401 - callers use 
 from processor.context import UserError
 from processor.runs import IssueOut, RunResult, RunStatus, now_iso
 
-# Statuses whose bytes count as processed: the same bytes again are a duplicate.
-DONE = ("applied", "held", "rejected", "discarded", "superseded")
+# Statuses whose bytes count as processed: the same bytes again are a duplicate. Not "discarded": a
+# district whose held drop was discarded may send the same file again, and that starts a new run.
+DONE = ("applied", "held", "rejected", "superseded")
 
 
 def record_run(engine: Engine, result: RunResult, original_name: str, spool_path: str, tenant_name: str) -> None:

@@ -21,6 +21,8 @@ from sqlalchemy import (
     event,
 )
 
+from processor.home import create_private_sqlite
+
 log = logging.getLogger("rosterdrop.store")
 metadata = MetaData()
 
@@ -177,6 +179,7 @@ def open_store(url: str, create: bool = True) -> Engine:
     engine = create_engine(url, future=True, hide_parameters=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+        create_private_sqlite(engine.url.database)  # 0600, not the umask's 0644: it holds the roster
     if create:
         metadata.create_all(engine)
     return engine

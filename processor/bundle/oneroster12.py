@@ -99,7 +99,7 @@ def read(raw: Unpacked, bundle: Bundle) -> Bundle:
             issues.append(one_issue("unsupported_file", f"{spec.filename} was ignored: manifest.csv marks it "
                                     "absent.", file=spec.filename))
             continue
-        bf = read_file(spec, data, issues)
+        bf = read_file(spec, data, issues, raw.limits)
         if bf is None:
             bundle.fatal = True
             continue
@@ -156,7 +156,7 @@ def _roles_mode(raw: Unpacked, bundle: Bundle) -> str:
 
 def _apply_roles(raw: Unpacked, bundle: Bundle, users: BundleFile) -> None:
     issues = bundle.issues
-    roles = read_file(ROLES, raw.files[ROLES_FILE], issues)
+    roles = read_file(ROLES, raw.files[ROLES_FILE], issues, raw.limits)
     if roles is None:
         bundle.fatal = True
         return
@@ -250,8 +250,14 @@ def _alert_extensions(bf: BundleFile, issues: list[pd.DataFrame]) -> None:
                 if name == "role" and bf.entity in ("users", "roles") else "")
         issues.append(one_issue(
             "extension_value", f"{int(ext.sum())} value(s) of {name} in {bf.name} are OneRoster 1.2 extensions "
-            f"({values}); they were accepted as sent.{tail}", file=bf.name, line=int(df.at[first, LINE]),
+            f"({values}), first on line {int(df.at[first, LINE])}" + _more(int(ext.sum()))
+            + f"; they were accepted as sent.{tail}", file=bf.name, line=int(df.at[first, LINE]),
+            sourced_id=str(df.at[first, "sourcedId"]) if "sourcedId" in df.columns else None,
             field=name, value=str(df.at[first, name])))
+
+
+def _more(n: int) -> str:
+    return f" and {n - 1:,} more" if n > 1 else ""
 
 
 def _renamed_files(raw: Unpacked, issues: list[pd.DataFrame]) -> None:

@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow.compute as pc
 
 from processor.apply.store import ENTITY_COLUMNS
+from processor.bundle.provenance import FILE, files_of
 from processor.bundle.read import LINE, Bundle
 from processor.config import Policy
 from processor.validate.current import CurrentRoster
@@ -58,6 +59,12 @@ class Roster:
     files: dict[str, str] = field(default_factory=dict)  # entity → the district's file name(s), for issues
     # store table → the sent columns that go into `data`, row for row with the table's frame (see data_json)
     data_source: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # store table → sourcedIds of rejected rows (no accepted row of the same id): the stored records keep
+    # their values and status (last-known-good; CONTRACT.md section 7), see diff.kept_ids
+    kept: dict[str, pd.Index] = field(default_factory=dict)
+    # the district's file → (rejected data rows, data rows), for the rejected_rows hold
+    rejected_by_file: dict[str, tuple[int, int]] = field(default_factory=dict)
+    file_tables: dict[str, list[str]] = field(default_factory=dict)  # the district's file → store tables
 
 
 def convert(bundle: Bundle, validation: Validation, policy: Policy, current: CurrentRoster) -> Roster:
@@ -69,6 +76,11 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
         # (the diff relies on it; guardian links see to theirs below).
         df = bf.frame[~mask.to_numpy()] if mask is not None else bf.frame[~bf.frame["sourcedId"].duplicated()]
         kept[entity] = df
+        for name in files_of(bf):
+            roster.file_tables.setdefault(name, []).append(TABLE_OF[entity])
+        if mask is not None:
+            roster.kept[TABLE_OF[entity]] = _rejected_ids(bf.frame, mask, df)
+            roster.rejected_by_file.update(_rejected_by_file(bf.frame, mask, bf.name))
     roles = None
     if "users" in kept:
         roles = validation.roles[~validation.rejected["users"]] if validation.roles is not None else None
@@ -76,10 +88,13 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
         excluded = roles.isin(policy.exclude_roles)
         if excluded.any():
             roster.skipped = int(excluded.sum())
+            first = users.loc[excluded[excluded].index[0]]  # the alert names one of them, for tracing
+            more = f" and {roster.skipped - 1:,} more" if roster.skipped > 1 else ""
             roster.issues.append(one_issue(
                 "excluded_role", f"{roster.skipped} people with an excluded role "
-                f"({', '.join(sorted(set(roles[excluded])))}) were not stored, as your district's settings ask.",
-                file=roster.files["users"]))
+                f"({', '.join(sorted(set(roles[excluded])))}) were not stored, as your district's settings ask "
+                f"(first on line {first[LINE]}, sourcedId {first['sourcedId']}{more}).",
+                file=roster.files["users"], line=int(first[LINE]), sourced_id=str(first["sourcedId"])))
             users, roles = users[~excluded], roles[~excluded]
             gone = kept["users"].loc[excluded[excluded].index, "sourcedId"]
             if "enrollments" in kept:
@@ -118,6 +133,28 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
         d = roster.tables["demographics"]
         roster.tables["demographics"] = d[isin(d["sourced_id"], id_set(known, current.active("users")))]
     return roster
+
+
+def _rejected_ids(frame: pd.DataFrame, mask: pd.Series, accepted: pd.DataFrame) -> pd.Index:
+    """Ids of rejected rows that no accepted row carries (a duplicate's first row is the record's row)."""
+    ids = frame.loc[mask.to_numpy(), "sourcedId"]
+    ids = ids[ids.ne("")]
+    if ids.empty:
+        return pd.Index([], dtype="str")
+    ids = ids[~isin(ids, accepted["sourcedId"])]
+    return pd.Index(ids.unique(), dtype="str")
+
+
+def _rejected_by_file(frame: pd.DataFrame, mask: pd.Series, name: str) -> dict[str, tuple[int, int]]:
+    """Per district file, rejected and total data lines (one Clever file may feed rows of two kinds: a
+    line counts once, rejected when any of its rows is)."""
+    if FILE not in frame.columns:  # one file, one row per line
+        return {name: (int(mask.sum()), len(frame))}
+    files = frame[FILE].astype("str")
+    lines = pd.DataFrame({"file": files.to_numpy(), "line": frame[LINE].to_numpy(), "bad": mask.to_numpy()})
+    per_line = lines.groupby(["file", "line"], sort=False)["bad"].any()
+    totals = per_line.groupby(level=0).agg(["sum", "size"])
+    return {str(f): (int(r["sum"]), int(r["size"])) for f, r in totals.iterrows()}
 
 
 def _org_types(orgs: pd.DataFrame | None, current: CurrentRoster) -> pd.Series:

@@ -184,21 +184,37 @@ def add_key(engine: Engine, tenant: str, path: Path) -> str:
     return fingerprint(blob)
 
 
+# A user name with fewer authorized keys than this (an unknown one has none) is compared against
+# random stand-ins up to this count, so the answer takes the same work whether or not the user exists.
+DUMMY_KEYS = 4
+
+
+@functools.cache
+def _dummy_key_blobs() -> tuple[bytes, ...]:
+    return tuple(secrets.token_bytes(51) for _ in range(DUMMY_KEYS))  # 51: an Ed25519 key blob
+
+
 def check_key(engine: Engine, tenant: str, paramiko_pkey: paramiko.PKey) -> bool:
-    """True if the public key is authorized for the tenant (the signature is paramiko's job)."""
+    """True if the public key is authorized for the tenant (the signature is paramiko's job).
+
+    Any user name, known or not, costs the same: one query and at least DUMMY_KEYS comparisons.
+    """
     offered = paramiko_pkey.asbytes()
     with engine.connect() as conn:
         values = conn.execute(
             select(credentials.c.value).where(credentials.c.tenant == tenant, credentials.c.kind == "key")
         ).scalars().all()
-    found = False
+    blobs = []
     for value in values:
         _, _, data = value.partition(" ")
         try:
-            blob = base64.b64decode(data)
+            blobs.append(base64.b64decode(data))
         except (binascii.Error, ValueError):
             continue
-        # no early exit: the time taken must not depend on which key matched
+    blobs += _dummy_key_blobs()[len(blobs):]
+    found = False
+    for blob in blobs:
+        # no early exit: the time taken must not depend on which key matched; stand-ins never match
         found |= hmac.compare_digest(blob, offered)
     return found
 
@@ -208,64 +224,163 @@ def check_key(engine: Engine, tenant: str, paramiko_pkey: paramiko.PKey) -> bool
 
 @dataclass
 class _Record:
-    failures: deque[float] = field(default_factory=deque)
+    failures: deque[tuple[float, float]] = field(default_factory=deque)  # (when, weight)
     strikes: int = 0
     blocked_until: float = 0.0
     last_failure: float = 0.0
+    in_flight: int = 0  # attempts reserved and not yet decided (a password being hashed)
+
+
+class _Counter:
+    """Failures per key (an address, or a user name) in a sliding window, with growing blocks."""
+
+    def __init__(self, limit: float, throttle: LoginThrottle) -> None:
+        self.limit = limit
+        self.t = throttle
+        self.records: OrderedDict[str, _Record] = OrderedDict()
+
+    def get(self, key: str) -> _Record:
+        rec = self.records.pop(key, None) or _Record()
+        self.records[key] = rec  # most recently used last
+        while len(self.records) > self.t.max_tracked:
+            self.records.popitem(last=False)
+        return rec
+
+    def weight(self, rec: _Record, now: float) -> float:
+        while rec.failures and now - rec.failures[0][0] > self.t.window_seconds:
+            rec.failures.popleft()
+        return sum(w for _, w in rec.failures)
+
+    def blocked(self, key: str, now: float) -> float:
+        rec = self.records.get(key)
+        return max(0.0, rec.blocked_until - now) if rec else 0.0
+
+    def full(self, key: str, now: float) -> bool:
+        """True when one more attempt could not be decided without passing the limit."""
+        rec = self.records.get(key)
+        return rec is not None and self.weight(rec, now) + rec.in_flight >= self.limit
+
+    def fail(self, key: str, now: float, weight: float) -> float:
+        rec = self.get(key)
+        # a long quiet spell forgives earlier blocks, so a typo next month starts from scratch
+        if rec.strikes and now - rec.last_failure > 2 * self.t.max_delay:
+            rec.strikes = 0
+        rec.last_failure = now
+        rec.failures.append((now, weight))
+        if self.weight(rec, now) < self.limit - 1e-9:
+            return 0.0
+        delay = min(self.t.max_delay, self.t.base_delay * 2**rec.strikes)
+        rec.strikes += 1
+        rec.failures.clear()
+        rec.blocked_until = now + delay
+        return delay
+
+
+class LoginAttempt:
+    """One reserved login attempt: tell the throttle how it ended, exactly once."""
+
+    def __init__(self, throttle: LoginThrottle, address: str, user: str | None, kind: str) -> None:
+        self.throttle, self.address, self.user, self.kind = throttle, address, user, kind
+        self._done = False
+
+    def failed(self) -> float:
+        """Record the failure; the block (seconds) it started, 0 if none."""
+        return self.throttle._finish(self, ok=False)
+
+    def succeeded(self) -> None:
+        self.throttle._finish(self, ok=True)
 
 
 class LoginThrottle:
-    """Refuses logins from a source address after repeated password failures, for a growing delay.
+    """Refuses logins after repeated failures, per source address and per target user, for a growing delay.
 
-    After `max_failures` failures within `window_seconds`, the address is refused for `base_delay`
-    seconds, doubling with each further block up to `max_delay`. A success clears the address. Kept in
-    memory (a restart forgets it) and bounded to `max_tracked` addresses, oldest dropped first.
-    Thread-safe: every connection's transport thread calls it.
+    After `max_failures` failures from one address within `window_seconds` (or `max_user_failures`
+    password failures for one user name, from anywhere), that address (user) is refused for
+    `base_delay` seconds, doubling with each further block up to `max_delay`. A public-key failure
+    counts `max_failures / max_key_failures` of a password failure against its address: a client offers
+    every key it holds, so a few misses are normal, but endless offers are not.
+
+    An attempt is reserved with `reserve()` *before* the slow hash and counts against the limit while it
+    is being decided, so parallel guesses cannot all slip under it. A success clears only the failures of
+    the user who logged in: logging in as one's own tenant does not wipe out the failures an address
+    piled up guessing at another's. Per-user blocks apply to passwords only, so guessing at a tenant's
+    password cannot lock out its key logins.
+
+    Kept in memory (a restart forgets it), bounded to `max_tracked` addresses and as many user names,
+    least recently used dropped first. Thread-safe: every connection's transport thread calls it.
     """
 
     def __init__(self, max_failures: int = 5, window_seconds: float = 60.0, base_delay: float = 30.0,
-                 max_delay: float = 900.0, max_tracked: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 max_delay: float = 900.0, max_tracked: int = 10_000, max_user_failures: int = 10,
+                 max_key_failures: int = 20, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_failures = max_failures
         self.window_seconds = window_seconds
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.max_tracked = max_tracked
+        self.key_weight = max_failures / max(max_key_failures, 1)
         self._clock = clock
         self._lock = threading.Lock()
-        self._records: OrderedDict[str, _Record] = OrderedDict()
+        self._addresses = _Counter(max_failures, self)
+        self._users = _Counter(max_user_failures, self)
+        self._records = self._addresses.records  # by address; kept for inspection
 
-    def retry_after(self, address: str) -> float:
-        """Seconds until the address may try again; 0 when it may try now."""
-        with self._lock:
-            rec = self._records.get(address)
-            if rec is None:
-                return 0.0
-            return max(0.0, rec.blocked_until - self._clock())
-
-    def failure(self, address: str) -> float:
-        """Record a failed login; returns the block (seconds) it started, 0 if none."""
+    def retry_after(self, address: str, user: str | None = None) -> float:
+        """Seconds until the address (and, given one, the user's password) may be tried again; 0: now."""
         now = self._clock()
         with self._lock:
-            rec = self._records.pop(address, None) or _Record()
-            self._records[address] = rec  # most recently used last
-            while len(self._records) > self.max_tracked:
-                self._records.popitem(last=False)
-            # a long quiet spell forgives earlier blocks, so a typo next month starts from scratch
-            if rec.strikes and now - rec.last_failure > 2 * self.max_delay:
-                rec.strikes = 0
-            rec.last_failure = now
-            while rec.failures and now - rec.failures[0] > self.window_seconds:
-                rec.failures.popleft()
-            rec.failures.append(now)
-            if len(rec.failures) < self.max_failures:
+            wait = self._addresses.blocked(address, now)
+            if user is not None:
+                wait = max(wait, self._users.blocked(user, now))
+            return wait
+
+    def reserve(self, address: str, user: str | None, kind: str = "password") -> LoginAttempt | None:
+        """Reserve one attempt before checking the credential; None when it must be refused unchecked."""
+        now = self._clock()
+        by_user = kind == "password" and user is not None
+        with self._lock:
+            if self._addresses.blocked(address, now) or self._addresses.full(address, now):
+                return None
+            if by_user and (self._users.blocked(user, now) or self._users.full(user, now)):
+                return None
+            self._addresses.get(address).in_flight += 1
+            if by_user:
+                self._users.get(user).in_flight += 1
+        return LoginAttempt(self, address, user if by_user else None, kind)
+
+    def _finish(self, attempt: LoginAttempt, ok: bool) -> float:
+        now = self._clock()
+        with self._lock:
+            if attempt._done:
                 return 0.0
-            delay = min(self.max_delay, self.base_delay * 2**rec.strikes)
-            rec.strikes += 1
-            rec.failures.clear()
-            rec.blocked_until = now + delay
+            attempt._done = True
+            addr = self._addresses.get(attempt.address)
+            addr.in_flight = max(0, addr.in_flight - 1)
+            if attempt.user is not None:
+                user = self._users.get(attempt.user)
+                user.in_flight = max(0, user.in_flight - 1)
+            if ok:
+                if attempt.user is not None:
+                    self._users.records.pop(attempt.user, None)
+                return 0.0
+            weight = 1.0 if attempt.kind == "password" else self.key_weight
+            delay = self._addresses.fail(attempt.address, now, weight)
+            if attempt.user is not None:
+                delay = max(delay, self._users.fail(attempt.user, now, 1.0))
             return delay
 
-    def success(self, address: str) -> None:
+    def failure(self, address: str, user: str | None = None, kind: str = "password") -> float:
+        """Record a failed login that was not reserved; returns the block (seconds) it started, 0 if none."""
+        by_user = kind == "password" and user is not None
         with self._lock:
-            self._records.pop(address, None)
+            self._addresses.get(address).in_flight += 1
+            if by_user:
+                self._users.get(user).in_flight += 1
+        return LoginAttempt(self, address, user if by_user else None, kind).failed()
+
+    def success(self, address: str, user: str | None = None) -> None:
+        """A login succeeded: the user's own failures are forgiven; the address's are not."""
+        if user is None:
+            return
+        with self._lock:
+            self._users.records.pop(user, None)

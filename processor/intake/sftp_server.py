@@ -19,11 +19,12 @@ import errno
 import logging
 import os
 import posixpath
+import re
 import socket
 import stat
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import wraps
 from pathlib import Path
 
@@ -38,9 +39,11 @@ from sqlalchemy import Engine
 
 from processor.home import HOST_KEY
 from processor.intake.auth import LoginThrottle, check_key, check_password
+from processor.intake.limits import UploadLimits, inbox_bytes
 from processor.intake.loose import LooseCsvCollector, OnUpload, is_ignored, is_loose_csv
 
 log = logging.getLogger("rosterdrop.intake.sftp")
+SSH_LOG = "rosterdrop.intake.ssh"  # paramiko's transport log of our connections (see _ParamikoNoise)
 
 
 # paramiko's default channel window is 2 MiB; over a fast link the client then spends most of its time
@@ -48,6 +51,7 @@ log = logging.getLogger("rosterdrop.intake.sftp")
 WINDOW_SIZE = 128 * 1024 * 1024
 MAX_PACKET_SIZE = 32768
 READ_AHEAD = 4 * 1024 * 1024
+QUOTA_CHECK_BYTES = 16 * 1024 * 1024  # how often a long upload measures the inbox again (see _Handle.write)
 RECEIVED_TTL = 300.0  # how long stat() still answers for a file handed over (see _TenantSftp._lstat)
 
 
@@ -55,6 +59,58 @@ def _weak_cipher(name: str) -> bool:
     # CBC modes are open to plaintext-recovery attacks on SSH (CVE-2008-5161); 3DES is slow and has a
     # 64-bit block. Every current client speaks CTR or GCM.
     return "-cbc" in name or "3des" in name
+
+
+_TRACEBACK_LINE = re.compile(r"^(Traceback \(most recent call last\):|\s|$|[A-Za-z_][\w.]*(:|$)"
+                             r"|During handling of the above exception|The above exception was the direct cause)")
+
+
+class _ParamikoNoise(logging.Filter):
+    """paramiko logs every connection that fails as an ERROR followed by its traceback, one record per
+    line (1,500 lines for 64 idle sockets), and a client that hangs up as "Connection reset by peer".
+    Neither is a fault of the daemon: the failure becomes one INFO line naming the address, the
+    traceback and the reset go to DEBUG."""
+
+    closed_by_us: set[str] = set()  # transport thread names: their end was logged already, by us
+    lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        msg = record.getMessage()
+        address = record.threadName.split(" ")[1] if record.threadName.startswith("sftp ") else "?"
+        if msg.startswith("Exception (server): "):
+            with self.lock:
+                ours = record.threadName in self.closed_by_us
+                self.closed_by_us.discard(record.threadName)
+            if ours:
+                return self._debug(record)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "SFTP connection from %s ended: %s", (address, msg[20:][:200])
+            return True
+        if msg.startswith("Unknown exception: "):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "SFTP connection from %s failed: %s", (address, msg[19:][:200])
+            return True
+        if msg.startswith("Socket exception: Connection reset by peer") or _TRACEBACK_LINE.match(msg):
+            return self._debug(record)
+        return True
+
+    @staticmethod
+    def _debug(record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+    @classmethod
+    def closing(cls, t: paramiko.Transport) -> None:
+        """We close t and log why ourselves: paramiko's own report of it is noise."""
+        with cls.lock:
+            if len(cls.closed_by_us) > 10_000:  # names of transports that ended without a report
+                cls.closed_by_us.clear()
+            cls.closed_by_us.add(t.name)
+
+
+logging.getLogger(SSH_LOG).addFilter(_ParamikoNoise())
 
 
 class _Escape(PermissionError):
@@ -137,8 +193,32 @@ class _Handle(paramiko.SFTPHandle):
             self.writefile = fileobj
         self.failed = False  # a write or the final flush failed (disk full...): the file is incomplete
         self._closed = False
+        self.max_bytes: int | None = None  # the size this file may reach (upload and inbox limits)
+        self.over_limit: str | None = None  # why a write was refused for going past max_bytes
+        self._unchecked = 0  # bytes written since the inbox was last measured
+
+    def _past_limit(self, size: int, reason: str | None = None) -> int | None:
+        if reason is None and (self.max_bytes is None or size <= self.max_bytes):
+            return None
+        if self.over_limit is None:
+            self.over_limit = reason or self.session.server._limit_reason(self.session.tenant, self.max_bytes)
+            log.warning("tenant %s: upload of %s refused: %s", self.session.tenant,
+                        self.session.jail.rel(self.path), self.over_limit)
+        self.failed = True
+        return self.session.refuse(self.over_limit)
 
     def write(self, offset, data):
+        if (refused := self._past_limit(offset + len(data))) is not None:
+            return refused
+        if self.max_bytes is not None:
+            # Several connections may write at once, each within the room there was when it opened its
+            # file: the inbox is measured again every QUOTA_CHECK_BYTES written.
+            self._unchecked += len(data)
+            if self._unchecked >= QUOTA_CHECK_BYTES:
+                self._unchecked = 0
+                why = self.session.server._inbox_full(self.session, len(data))
+                if why is not None:
+                    return self._past_limit(offset + len(data), why)
         result = super().write(offset, data)
         if result != SFTP_OK:
             self.failed = True
@@ -156,6 +236,8 @@ class _Handle(paramiko.SFTPHandle):
         if attr._flags & attr.FLAG_SIZE:
             if not self.writing:
                 return SFTP_PERMISSION_DENIED
+            if (refused := self._past_limit(attr.st_size)) is not None:
+                return refused
             try:
                 self.writefile.flush()
                 os.ftruncate(self.writefile.fileno(), attr.st_size)
@@ -201,6 +283,14 @@ class _TenantSftp(paramiko.SFTPServerInterface):
         self.address = gate.address
         self.jail = Jail(server.inbox(tenant))
         self.ended = False
+        # real paths opened for writing over this connection (all its SFTP channels: a session is a login)
+        self.files_written: set[str] = gate.files_written
+        self.status_message: str | None = None  # the text of the next error status (see _SftpSubsystem)
+
+    def refuse(self, why: str) -> int:
+        """SFTP_FAILURE with `why` as its message (SFTP v3 has no "quota exceeded" code)."""
+        self.status_message = why
+        return SFTP_FAILURE
 
     def session_started(self) -> None:
         log.info("tenant %s: SFTP session from %s", self.tenant, self.address)
@@ -218,6 +308,12 @@ class _TenantSftp(paramiko.SFTPServerInterface):
         writing = bool(flags & (os.O_WRONLY | os.O_RDWR))
         if real == self.jail.root:
             return SFTP_PERMISSION_DENIED
+        max_bytes = None
+        if writing:  # checked before the open, which may create or truncate the file
+            max_bytes, refusal = self.server._upload_allowance(self, real)
+            if refusal is not None:
+                log.warning("tenant %s: upload of %s refused: %s", self.tenant, self.jail.rel(real), refusal)
+                return self.refuse(refusal)
         # O_NOFOLLOW: a symlink in the final component is refused (ELOOP), even one planted after
         # the path was checked.
         fd = os.open(real, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
@@ -236,6 +332,8 @@ class _TenantSftp(paramiko.SFTPServerInterface):
             raise
         handle = _Handle(self, real, flags, fileobj, writing)
         if writing:
+            handle.max_bytes = max_bytes
+            self.files_written.add(real)
             self.server._write_opened(handle)
         return handle
 
@@ -393,6 +491,16 @@ class _SftpSubsystem(paramiko.SFTPServer):
     def start_subsystem(self, name, transport, channel):
         super().start_subsystem(name, transport, _ReadAhead(channel))
 
+    def _send_status(self, request_number, code, desc=None):
+        # Requests of one session are answered one at a time, in this thread: a message the session
+        # set while handling this request belongs to this answer.
+        message = getattr(self.server, "status_message", None)
+        if message is not None:
+            self.server.status_message = None
+            if code != SFTP_OK and desc is None:
+                desc = message
+        return super()._send_status(request_number, code, desc)
+
     def finish_subsystem(self):
         # OpenSSH's scp waits for an exit status before it reports success.
         try:
@@ -412,6 +520,8 @@ class _Gate(paramiko.ServerInterface):
         self.server = server
         self.address = address
         self.transport: paramiko.Transport | None = None
+        self.authenticated = False
+        self.files_written: set[str] = set()  # see _TenantSftp.files_written
 
     def get_allowed_auths(self, username):
         # The same answer for every user name, so it does not tell which tenants exist.
@@ -420,41 +530,80 @@ class _Gate(paramiko.ServerInterface):
     def check_auth_none(self, username):
         return paramiko.AUTH_FAILED
 
+    def _login_refusal(self, username: str) -> str | None:
+        """Why this user may not log in whatever its credential; None when it may.
+
+        Every rule about who may log in lives here (a disabled tenant belongs here too). It is asked
+        after the credential was checked, so that refused and unknown users cost the same time.
+        """
+        if username not in self.server.tenants:
+            return "unknown user"
+        return None
+
+    def _refused(self, username: str, method: str, why: str) -> None:
+        # INFO, with the tenant id and the address only: never the password, the key or an unknown
+        # user name (people type passwords and email addresses into the user name field).
+        who = f"tenant {username}" if username in self.server.tenants else "tenant -"
+        log.info("%s: login refused (%s, %s) from %s", who, method, why, self.address)
+
+    def _accepted(self) -> None:
+        # Called once the client is in (its first channel request): a public key the gate accepted may
+        # still fail its signature check, which paramiko makes after asking the gate.
+        if self.authenticated or self.transport is None or not self.transport.is_authenticated():
+            return
+        self.authenticated = True
+        self.server._authenticated(self.transport)
+        method = getattr(self.transport.auth_handler, "auth_method", "") or "?"
+        log.info("tenant %s: login accepted (%s) from %s", self.transport.get_username(), method, self.address)
+
     def check_auth_password(self, username, password):
-        throttle = self.server.throttle
-        if throttle.retry_after(self.address) > 0:
+        attempt = self.server.throttle.reserve(self.address, username, "password")
+        if attempt is None:
+            self._refused(username, "password", "throttled after repeated failures")
             return paramiko.AUTH_FAILED
         try:
             # The hash runs for unknown user names too: the answer takes the same time either way.
-            ok = check_password(self.server.engine, username, str(password)) and username in self.server.tenants
+            ok = check_password(self.server.engine, username, str(password))
         except Exception:
             log.exception("password check failed")
+            attempt.failed()
             return paramiko.AUTH_FAILED
-        if ok:
-            throttle.success(self.address)
+        refusal = self._login_refusal(username)
+        if ok and refusal is None:
+            attempt.succeeded()
             return paramiko.AUTH_SUCCESSFUL
-        who = f"tenant {username}" if username in self.server.tenants else "an unknown user"
-        log.warning("login failed (password) for %s from %s", who, self.address)
-        delay = throttle.failure(self.address)
+        self._refused(username, "password", refusal or "wrong password")
+        delay = attempt.failed()
         if delay:
             log.warning("address %s refused for %.0f s after repeated failed logins", self.address, delay)
         return paramiko.AUTH_FAILED
 
     def check_auth_publickey(self, username, key):
-        # Offered keys that do not match are not counted as failures: a client tries every key it
-        # has, and keys cannot be guessed, so only passwords need the throttle.
-        if self.server.throttle.retry_after(self.address) > 0:
-            return paramiko.AUTH_FAILED
-        if username not in self.server.tenants:
+        # paramiko asks twice for a key that is accepted (without, then with its signature): both
+        # answers come from here, the signature itself is paramiko's job.
+        attempt = self.server.throttle.reserve(self.address, username, "publickey")
+        if attempt is None:
+            self._refused(username, "publickey", "throttled after repeated failures")
             return paramiko.AUTH_FAILED
         try:
+            # Queried for unknown user names too: the time taken must not tell which tenants exist.
             ok = check_key(self.server.engine, username, key)
         except Exception:
             log.exception("public key check failed")
+            attempt.failed()
             return paramiko.AUTH_FAILED
-        return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
+        refusal = self._login_refusal(username)
+        if ok and refusal is None:
+            attempt.succeeded()
+            return paramiko.AUTH_SUCCESSFUL
+        self._refused(username, "publickey", refusal or "key not authorized")
+        delay = attempt.failed()
+        if delay:
+            log.warning("address %s refused for %.0f s after repeated failed logins", self.address, delay)
+        return paramiko.AUTH_FAILED
 
     def check_channel_request(self, kind, chanid):
+        self._accepted()
         if kind == "session":
             return paramiko.OPEN_SUCCEEDED
         return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
@@ -481,7 +630,9 @@ class SftpServer:
     def __init__(self, home: Path, engine: Engine, host: str, port: int, tenants: Iterable[str],
                  on_upload: OnUpload, *, quiet_period: float = 60.0, throttle: LoginThrottle | None = None,
                  window_size: int = WINDOW_SIZE, max_packet_size: int = MAX_PACKET_SIZE,
-                 max_connections: int = 64) -> None:
+                 max_connections: int = 64, max_unauthenticated: int = 32,
+                 max_unauthenticated_per_address: int = 8, login_grace_seconds: float = 30.0,
+                 limits: UploadLimits | Callable[[str], UploadLimits] | None = None) -> None:
         self.home = Path(home)
         self.engine = engine
         self.host = host
@@ -492,6 +643,14 @@ class SftpServer:
         self.window_size = window_size
         self.max_packet_size = max_packet_size
         self.max_connections = max_connections
+        self.max_unauthenticated = min(max_unauthenticated, max_connections)
+        self.max_unauthenticated_per_address = max_unauthenticated_per_address
+        self.login_grace_seconds = login_grace_seconds
+        fixed = limits if isinstance(limits, UploadLimits) else UploadLimits()
+        self._limits: Callable[[str], UploadLimits] = limits if callable(limits) else (lambda _tenant: fixed)
+        self._preauth: dict[paramiko.Transport, tuple[str, float]] = {}  # not logged in: address, deadline
+        self._next_reap = 0.0
+        self._accepted_count = 0
         self.collector = LooseCsvCollector(self.home, on_upload, quiet_period=quiet_period)
         self._host_key: paramiko.PKey | None = None
         self._sock: socket.socket | None = None
@@ -549,6 +708,7 @@ class SftpServer:
     def _accept_loop(self) -> None:
         assert self._sock is not None
         while not self._stopping.is_set():
+            self._reap()
             try:
                 conn, addr = self._sock.accept()
             except TimeoutError:
@@ -565,30 +725,141 @@ class SftpServer:
                 conn.close()
 
     def _handshake(self, conn: socket.socket, address: str) -> None:
-        if self.throttle.retry_after(address) > 0:
-            conn.close()  # refused early: no key exchange or password hash for a blocked address
+        wait = self.throttle.retry_after(address)
+        if wait > 0:
+            # refused early: no key exchange or password hash for a blocked address
+            log.info("SFTP connection from %s refused: blocked for %.0f s after repeated failed logins",
+                     address, wait)
+            conn.close()
             return
         with self._lock:
-            self._transports = {t for t in self._transports if t.is_alive()}
-            if len(self._transports) >= self.max_connections:
-                log.warning("SFTP connection from %s refused: %d connections open", address,
-                            self.max_connections)
-                conn.close()
-                return
-        conn.settimeout(None)
-        t = paramiko.Transport(conn, default_window_size=self.window_size,
-                               default_max_packet_size=self.max_packet_size)
+            victims, refusal = self._make_room(address)
+            t = None
+            if refusal is None:
+                conn.settimeout(None)
+                t = paramiko.Transport(conn, default_window_size=self.window_size,
+                                       default_max_packet_size=self.max_packet_size)
+                self._transports.add(t)
+                self._preauth[t] = (address, time.monotonic() + self.login_grace_seconds)
+        for victim, victim_address, why in victims:
+            log.info("SFTP connection from %s closed: %s", victim_address, why)
+            _ParamikoNoise.closing(victim)
+            victim.close()
+        if t is None:
+            log.info("SFTP connection from %s refused: %s", address, refusal)
+            conn.close()
+            return
+        # A client that connects and says nothing must not hold a slot for long.
+        t.banner_timeout = min(10.0, self.login_grace_seconds)
+        t.handshake_timeout = 15.0  # paramiko's default; login_grace_seconds bounds the whole login
+        t.set_log_channel(SSH_LOG)
+        self._accepted_count += 1
+        t.name = f"sftp {address} #{self._accepted_count}"  # read by _ParamikoNoise to name the address
         t.add_server_key(self._host_key)
         opts = t.get_security_options()
         opts.ciphers = tuple(c for c in opts.ciphers if not _weak_cipher(c))
         t.set_subsystem_handler("sftp", _SftpSubsystem, _TenantSftp, self)
         gate = _Gate(self, address)
         gate.transport = t
-        with self._lock:
-            self._transports.add(t)
         # With an event, start_server returns at once; key exchange and authentication run in the
         # transport's own thread, so a slow client cannot hold up the accept loop.
         t.start_server(event=threading.Event(), server=gate)
+
+    def _make_room(self, address: str) -> tuple[list[tuple[paramiko.Transport, str, str]], str | None]:
+        """Under the lock: (connections to close to make room: transport, address, why; why a new one is
+        refused, or None).
+
+        Connections not logged in yet are capped per address and in total, below max_connections, so
+        that a flood of idle connections leaves room for logged-in sessions and for other addresses.
+        When a cap is reached, the oldest waiting connection that has not even sent its SSH greeting
+        makes way: a real client sends it at once, an idle socket never does.
+        """
+        self._transports = {t for t in self._transports if t.is_alive()}
+        self._preauth = {t: v for t, v in self._preauth.items() if t.is_alive()}
+        victims: list[tuple[paramiko.Transport, str, str]] = []
+        refusal = None
+        mine = [t for t, (a, _) in self._preauth.items() if a == address]
+        if len(mine) >= self.max_unauthenticated_per_address:
+            victim = self._idle(mine)
+            if victim is None:
+                refusal = (f"{len(mine)} connections from this address are not logged in yet "
+                           f"(at most {self.max_unauthenticated_per_address})")
+            else:
+                victims.append((victim, address, "no SSH greeting, and a newer connection from the address "
+                                                 "was waiting"))
+        if refusal is None and len(self._preauth) - len(victims) >= self.max_unauthenticated:
+            victim = self._idle([t for t in self._preauth if t not in {v[0] for v in victims}])
+            if victim is None:
+                refusal = f"{self.max_unauthenticated} connections are not logged in yet"
+            else:
+                victims.append((victim, self._preauth[victim][0], "no SSH greeting, and a newer connection "
+                                                                  "was waiting"))
+        for victim, _, _ in victims:
+            self._preauth.pop(victim, None)
+            self._transports.discard(victim)
+        if refusal is None and len(self._transports) >= self.max_connections:
+            refusal = f"{self.max_connections} connections open"
+        return victims, refusal
+
+    @staticmethod
+    def _idle(transports: list[paramiko.Transport]) -> paramiko.Transport | None:
+        """The oldest of these (dicts keep insertion order) that has sent no SSH greeting yet."""
+        return next((t for t in transports if not t.remote_version), None)
+
+    def _authenticated(self, t: paramiko.Transport | None) -> None:
+        with self._lock:
+            self._preauth.pop(t, None)
+
+    def _reap(self) -> None:
+        """Close connections that did not log in within login_grace_seconds."""
+        now = time.monotonic()
+        if now < self._next_reap:
+            return
+        self._next_reap = now + 0.5
+        with self._lock:
+            expired = [(t, a) for t, (a, deadline) in self._preauth.items() if deadline <= now]
+            for t, _ in expired:
+                self._preauth.pop(t, None)
+        for t, address in expired:
+            if t.is_alive():
+                log.info("SFTP connection from %s closed: not logged in within %.0f s", address,
+                         self.login_grace_seconds)
+                _ParamikoNoise.closing(t)
+            t.close()
+
+    # ------------------------------------------------------------ upload limits
+
+    def limits(self, tenant: str) -> UploadLimits:
+        return self._limits(tenant)
+
+    def _upload_allowance(self, session: _TenantSftp, real: str) -> tuple[int, str | None]:
+        """(the size the file may reach, why opening it for writing is refused or None)."""
+        lim = self.limits(session.tenant)
+        if real not in session.files_written and len(session.files_written) >= lim.max_files_per_session:
+            return 0, (f"upload limit reached: at most {lim.max_files_per_session} files per session; "
+                       "log in again to send more")
+        try:
+            st = os.lstat(real)
+            own = st.st_size if stat.S_ISREG(st.st_mode) else 0
+        except FileNotFoundError:
+            own = 0
+        used = inbox_bytes(session.jail.root) - own
+        if used >= lim.max_inbox_bytes:
+            return 0, (f"quota exceeded: the inbox holds {used:,} bytes, at most {lim.max_inbox_bytes:,} "
+                       "(files waiting there count, .part files too)")
+        return min(lim.max_upload_bytes, lim.max_inbox_bytes - used), None
+
+    def _inbox_full(self, session: _TenantSftp, more: int) -> str | None:
+        lim = self.limits(session.tenant)
+        if inbox_bytes(session.jail.root) + more > lim.max_inbox_bytes:
+            return f"quota exceeded: the inbox may hold at most {lim.max_inbox_bytes:,} bytes"
+        return None
+
+    def _limit_reason(self, tenant: str, max_bytes: int) -> str:
+        lim = self.limits(tenant)
+        if max_bytes >= lim.max_upload_bytes:
+            return f"file too large: at most {lim.max_upload_bytes:,} bytes per file"
+        return f"quota exceeded: the inbox may hold at most {lim.max_inbox_bytes:,} bytes"
 
     # ------------------------------------------------------------ upload completion
 
@@ -614,6 +885,14 @@ class SftpServer:
         if not self._same_file(handle):
             self.collector.end_write(session.tenant, path)
             return  # removed or replaced while open: nothing of this upload is left at that name
+        if handle.over_limit:
+            self.collector.end_write(session.tenant, path)
+            try:
+                os.unlink(path)  # never processed, and it must not go on filling the inbox
+            except OSError:
+                pass
+            log.warning("tenant %s: upload of %s removed: %s", session.tenant, rel, handle.over_limit)
+            return
         if aborted or failed:
             self.collector.end_write(session.tenant, path)
             self._aborted(session.tenant, path, rel, "the connection was lost before the file was closed"

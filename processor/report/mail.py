@@ -45,6 +45,7 @@ from processor.config import SmtpConfig
 from processor.context import Context
 from processor.report import view
 from processor.report.csvfiles import changes_csv, issues_csv
+from processor.report.headers import header_addresses, header_domain, header_text
 from processor.report.notices import digest_context, render_notice
 from processor.report.render import RenderedReport, ReportData, render_report
 from processor.validate.issues import empty_issues
@@ -82,7 +83,7 @@ def _domain(address: str) -> str:
 
 
 def _list_id(value: str) -> str:
-    value = view.clean(value, 200)
+    value = header_text(value, 200)
     return value if value.endswith(">") else f"<{value}>"
 
 
@@ -108,19 +109,22 @@ def build_message(ctx: Context, recipients: list[str], rendered: RenderedReport,
     """multipart/mixed: multipart/alternative (text, HTML) + attachments; headers from [smtp]."""
     smtp = ctx.config.smtp
     msg = EmailMessage(policy=SMTP_POLICY)
-    msg["Subject"] = view.clean(rendered.subject, 200)
-    msg["From"] = _sender(ctx)
-    msg["To"] = ", ".join(recipients)
-    if smtp and smtp.reply_to:
-        msg["Reply-To"] = smtp.reply_to
+    # Every value below may come from a bundle or the config: each goes through processor.report.headers.
+    msg["Subject"] = header_text(rendered.subject)
+    msg["From"] = header_addresses(_sender(ctx), "From") or header_addresses(DEFAULT_SENDER)
+    if to := header_addresses(recipients, "To"):
+        msg["To"] = to
+    if smtp and smtp.reply_to and (reply_to := header_addresses(smtp.reply_to, "Reply-To")):
+        msg["Reply-To"] = reply_to
     if smtp and smtp.list_id:
         msg["List-Id"] = _list_id(smtp.list_id)
     msg["Date"] = format_datetime(datetime.now(UTC))
-    msg["Message-ID"] = make_msgid(idstring=kind, domain=_domain(_sender(ctx)))
+    msg["Message-ID"] = make_msgid(idstring=_UNSAFE_NAME.sub("_", kind),
+                                   domain=header_domain(_domain(_sender(ctx))))
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies to a robot
-    msg["X-Rosterdrop-Tenant"] = tenant
+    msg["X-Rosterdrop-Tenant"] = header_text(tenant, 64)
     if run_id:
-        msg["X-Rosterdrop-Run"] = run_id
+        msg["X-Rosterdrop-Run"] = header_text(run_id, 64)
     # quoted-printable: 7-bit safe for any server, and close to the raw size for mostly-ASCII HTML.
     msg.set_content(rendered.text, cte="quoted-printable")
     msg.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
@@ -134,7 +138,8 @@ def _recipients(ctx: Context, tenant: str) -> tuple[str, list[str]]:
     cfg = ctx.config.tenants.get(tenant)
     if cfg is None:
         return tenant, []
-    return cfg.name, list(cfg.report_to)
+    # the envelope recipients too: only addresses that can be written into a header safely
+    return cfg.name, [str(a) for a in header_addresses(list(cfg.report_to), "To")]
 
 
 def _insert(conn: Connection, *, tenant: str, run_id: str | None, kind: str, recipients: list[str],
@@ -159,7 +164,7 @@ def _report_files(report_dir: Path, data: ReportData) -> tuple[RenderedReport, b
     csv_path = report_dir / "issues.csv"
     issues_bytes = csv_path.read_bytes() if csv_path.exists() else issues_csv(issues)
     changes_bytes = None
-    if view.effective_status(data.result) == "held":
+    if view.effective_status(data.result) == "held" or data.result.released:  # a release lists what it changed
         ch_path = report_dir / "changes.csv"
         changes_bytes = ch_path.read_bytes() if ch_path.exists() else changes_csv(data.changes)
     return rendered, issues_bytes, changes_bytes

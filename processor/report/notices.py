@@ -18,7 +18,8 @@ from processor.report import view
 from processor.report.render import RenderedReport, render_page, render_plain
 from processor.validate.issues import CATALOGUE
 
-NOTICE_KINDS = ("hold_released", "hold_discarded", "missing_drop", "weekly_digest", "run_failed", "run_superseded")
+NOTICE_KINDS = ("hold_released", "hold_discarded", "missing_drop", "weekly_digest", "duplicate_drop", "run_failed",
+                "run_superseded")
 DIGEST_DAYS = 7
 DIGEST_RUNS_SHOWN = 50
 DIGEST_TOP_ERRORS = 5
@@ -39,8 +40,17 @@ def normalise(kind: str, context: dict) -> dict:
     ctx = dict(context)
     ctx.setdefault("run_id", None)
     ctx["received"] = view.when(ctx.get("received_at"))
-    if kind == "hold_released":
-        ctx.setdefault("status", "applied")
+    if kind in ("hold_released", "hold_discarded"):
+        ctx.setdefault("status", "applied" if kind == "hold_released" else "discarded")
+        # Who acted, when and why (CONTRACT.md section 7); absent, the sentence just leaves them out.
+        ctx["by"] = view.clean(ctx.get("by"), 120)
+        ctx["at_text"] = view.when(ctx.get("at")) if ctx.get("at") else ""
+        ctx["note"] = view.clean(ctx.get("note"), 500)
+    elif kind == "duplicate_drop":
+        ctx["earlier"] = view.when(ctx.get("earlier_received_at"))
+        ctx.setdefault("earlier_run_id", "")
+        ctx.setdefault("earlier_status", "")
+        ctx["file_name"] = view.clean(ctx.get("file_name"), 120)
     elif kind == "missing_drop":
         ctx["hours_text"] = _hours(ctx.get("hours"))
         ctx["last"] = view.when(ctx.get("last_received_at"))
@@ -68,6 +78,8 @@ def notice_subject(kind: str, tenant_name: str, ctx: dict) -> str:
             text = f"{name} roster: held drop released but not applied ({ctx['status']})"
     elif kind == "hold_discarded":
         text = f"{name} roster: held drop discarded, nothing applied"
+    elif kind == "duplicate_drop":
+        text = f"{name} roster: this file was already processed; nothing was done"
     elif kind == "missing_drop":
         text = f"{name} roster: no roster received in {ctx['hours_text']} hours"
     elif kind == "run_failed":
@@ -88,6 +100,10 @@ _BANNERS = {
         else f"The hold was released, but the drop was not applied: it is {c['status']}."),
     "hold_discarded": lambda c: view.Banner(
         "grey", "Held drop discarded", "Nothing from this drop was applied; the roster is unchanged."),
+    "duplicate_drop": lambda c: view.Banner(
+        "grey", "Already processed: nothing was done",
+        "These exact bytes were processed before" + (f", in run {c['earlier_run_id']}" if c["earlier_run_id"] else "")
+        + "."),
     "missing_drop": lambda c: view.Banner(
         "held", f"No roster received in {c['hours_text']} hours",
         "Your roster in our system may be going out of date."),

@@ -13,7 +13,7 @@ from datetime import datetime
 import pandas as pd
 
 from processor.runs import COUNTED, RunResult, RunStatus
-from processor.validate.issues import CATALOGUE, SEVERITY_ORDER
+from processor.validate.issues import CATALOGUE, SEVERITY_ORDER, issue_counts
 
 ROWS_PER_CODE = 50
 SCHOOLS_SHOWN = 50
@@ -38,6 +38,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
 # "41% of students ..." or "... 512 of 1,249 active people (41%) ...": who the removal hits.
 _PERCENT_OF = re.compile(r"\d\s*%\s+of\s+(?:the\s+|all\s+|its\s+)?(?:active\s+)?([A-Za-z]+(?: links)?)")
+_AT_SCHOOL = re.compile(r"active people at (.+?) \(\d")  # a per-school mass_deactivation (holds.py)
 _OF_ACTIVE = re.compile(r"of\s+[\d,]+\s+active\s+([A-Za-z]+(?: [A-Za-z]+)?)\s*\(")
 
 
@@ -70,7 +71,8 @@ def effective_status(result: RunResult) -> str:
 
 
 def severity_totals(issues: pd.DataFrame) -> dict[str, int]:
-    counts = issues["severity"].value_counts() if len(issues) else pd.Series(dtype="int64")
+    # A row past the cap per code and file counts many occurrences (validate/issues.py cap_issues).
+    counts = issue_counts(issues).groupby(issues["severity"]).sum() if len(issues) else pd.Series(dtype="int64")
     return {s: int(counts.get(s, 0)) for s in ("hold", "error", "alert")}
 
 
@@ -87,7 +89,10 @@ def outcome_phrase(result: RunResult, issues: pd.DataFrame, changes: pd.DataFram
         return "was rejected: " + rejection_reason(issues)
     if status == "applied":
         parts = [plural(totals[s], s) for s in ("error", "alert") if totals[s]]
-        return "applied with " + ", ".join(parts) if parts else "applied, no problems found"
+        applied = "applied with " + ", ".join(parts) if parts else "applied, no problems found"
+        if result.released is not None:
+            return f"held for review ({hold_reason(issues)}), released by {clean(result.released.by, 60)} and {applied}"
+        return applied
     if status == "duplicate":
         return "was a duplicate of an earlier drop; nothing done"
     if status == "discarded":
@@ -122,6 +127,11 @@ def hold_reason(issues: pd.DataFrame) -> str:
         reasons = [_mass_deactivation_reason(row) for _, row in holds[holds["code"] == code].iterrows()]
         reason = max(reasons, key=_reason_rank)
         more += len(reasons) - 1
+    elif code == "rejected_rows":
+        reason = (f"{clean(first['value'])} of {clean(first['file'], 60)} was rejected" if same == 1
+                  else f"{same:,} files had too many rejected rows")
+    elif code == "mass_update":
+        reason = f"{clean(first['value'])} of {_entity_noun(first)} would be updated"
     elif code == "too_many_guardians":
         reason = ("a student has" if same == 1 else f"{same:,} students have") + " too many guardian contacts"
     elif code == "school_vanished":
@@ -147,6 +157,9 @@ def _mass_deactivation_reason(issue: pd.Series) -> str:
         except ValueError:
             return clean(message, 100) or "too many records would be removed"
     noun = said.group(1).lower() if said else _entity_noun(issue)
+    school = _AT_SCHOOL.search(message) if clean(issue.get("field")) == "school" else None
+    if school:
+        noun = f"people at {school.group(1)}"
     return f"{pct_text}% of {noun} would be removed"
 
 
@@ -199,7 +212,17 @@ def banner(result: RunResult, issues: pd.DataFrame) -> Banner:
                  "rejected": "would be rejected"}.get(status, status)
         return Banner("grey", "Dry run: nothing was applied", f"This drop {would}; {found}.")
     if status == "applied":
-        return Banner("applied", "Roster applied", f"The drop was applied; {found}.")
+        errors = totals["error"]
+        # Rows were rejected: the roster is applied but not whole; amber, never the all-clear green.
+        kind, title = ("partial", f"Roster applied with {plural(errors, 'error')}") if errors else (
+            "applied", "Roster applied")
+        alerts = f"; {plural(totals['alert'], 'alert')}" if totals["alert"] else ""
+        subtitle = (f"{plural(errors, 'row')} with errors {'was' if errors == 1 else 'were'} not imported (what the "
+                    f"roster already had for them was kept as it was); the rest of the drop was applied{alerts}."
+                    if errors else f"The drop was applied; {found}.")
+        if result.released is not None:  # the report's first lines say what it was held for, and who released it
+            title = "Held drop released: " + title[0].lower() + title[1:]
+        return Banner(kind, title, subtitle[0].upper() + subtitle[1:])
     if status == "held":
         return Banner("held", "Roster ON HOLD: nothing was applied",
                       "A change in this drop needs a person's OK: " + _sentence(hold_reason(issues)))
@@ -207,6 +230,16 @@ def banner(result: RunResult, issues: pd.DataFrame) -> Banner:
         return Banner("rejected", "Roster rejected: nothing was applied",
                       "The drop as a whole could not be used: " + _sentence(rejection_reason(issues)))
     return Banner("grey", "Roster " + outcome_phrase(result, issues), "")
+
+
+def released_line(result: RunResult, issues: pd.DataFrame) -> str:
+    """'Held for review (52% of people would be removed), released by alice at 2026-12-01 22:10 UTC ("note").'"""
+    action = result.released
+    if action is None:
+        return ""
+    note = f' ("{clean(action.note, 200)}")' if action.note else ""
+    return (f"Held for review ({hold_reason(issues)}), released by {clean(action.by, 120)} at {when(action.at)}"
+            f"{note}.")
 
 
 def _sentence(text: str) -> str:
@@ -285,7 +318,10 @@ def issue_groups(issues: pd.DataFrame, rows_per_code: int = ROWS_PER_CODE) -> li
     if issues is None or issues.empty:
         return []
     keys = ["severity", "code"]
-    sizes = issues.groupby(keys, sort=False).size().rename("count").reset_index()
+    occurrences = issue_counts(issues)
+    grouped = occurrences.groupby([issues[k] for k in keys], sort=False)
+    sizes = grouped.sum().rename("count").rename_axis(keys).reset_index()
+    unlisted = occurrences.where(occurrences > 1, 0).groupby([issues[k] for k in keys], sort=False).sum()
     # Holds, errors, alerts; within errors the fatal ones first (they are why a run was rejected), most
     # fundamental first, then the biggest groups.
     fatal_rank = {c.code: i for i, c in enumerate(c for c in CATALOGUE.values() if c.fatal)}
@@ -293,6 +329,11 @@ def issue_groups(issues: pd.DataFrame, rows_per_code: int = ROWS_PER_CODE) -> li
     sizes["_f"] = sizes["code"].map(fatal_rank).fillna(len(fatal_rank))
     sizes = sizes.sort_values(["_o", "_f", "count", "code"], ascending=[True, True, False, True], kind="stable")
     head = issues.groupby(keys, sort=False).head(rows_per_code)
+    # What the shown rows stand for (a counting row shown stands for its count), so "and N more" is the rest.
+    head_occurrences = occurrences[head.index]
+    shown_count = head_occurrences.groupby([head[k] for k in keys], sort=False).sum()
+    unlisted = unlisted.sub(head_occurrences.where(head_occurrences > 1, 0)
+                            .groupby([head[k] for k in keys], sort=False).sum(), fill_value=0)
     shown = _display(head)
     shown["severity"], shown["code"] = head["severity"], head["code"]
     rows_by_key = {key: part.drop(columns=keys).to_dict("records") for key, part in shown.groupby(keys, sort=False)}
@@ -308,7 +349,9 @@ def issue_groups(issues: pd.DataFrame, rows_per_code: int = ROWS_PER_CODE) -> li
             "fix": spec.fix if spec else "",
             "count": int(count),
             "rows": rows,
-            "more": int(count) - len(rows),
+            "more": int(count) - int(shown_count.get((severity, code), 0)),
+            # of those, the ones issues.csv counts on a summary row instead of listing them
+            "unlisted": int(unlisted.get((severity, code), 0)),
         })
     return groups
 
