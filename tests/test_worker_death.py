@@ -437,3 +437,18 @@ def test_the_failed_and_superseded_notices_escape_the_districts_file_name(kind, 
     assert "<script>x</script>" not in rendered.html and "&lt;script&gt;" in rendered.html
     assert "\nBcc:" not in rendered.text and "r1" in rendered.text
     assert "not applied" in rendered.text.lower() or "nothing from it was applied" in rendered.text.lower()
+
+
+def test_a_release_interrupted_after_its_claim_is_held_again_by_the_sweep(tmp_path):
+    home = tmp_path / "home"
+    write_home(home, ["alpha"], daemon={"workers": 1, "watch_inbox": False})
+    ctx = Context.load(home)
+    from processor.pipeline import process_path
+
+    assert process_path(ctx, zip_folder(SAMPLES / "clean", tmp_path / "a" / "clean.zip"), "alpha").status == "applied"
+    held = process_path(ctx, zip_folder(SAMPLES / "mass_withdrawal", tmp_path / "b" / "mass.zip"), "alpha")
+    assert held.status == "held"
+    run_store.set_status(ctx.engine, held.run_id, RunStatus.PROCESSING)  # claimed by a release that was killed
+    Daemon(ctx)._resume_abandoned()
+    assert run_store.run_row(ctx.engine, held.run_id)["status"] == "held"  # open to be released again
+    assert release_hold(ctx, held.run_id).status == "applied"
