@@ -98,6 +98,21 @@ def cmd_runs_show(args, home: Path) -> int:
     return 0
 
 
+def cmd_runs_retry(args, home: Path) -> int:
+    from processor.failures import retry_run
+
+    ctx = Context.load(home)
+    result = retry_run(ctx, args.run_id)
+    _deliver_quietly(ctx)
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        from processor.report.render import run_summary_text
+
+        print(run_summary_text(result))
+    return result.exit_code()
+
+
 def cmd_holds_list(args, home: Path) -> int:
     from processor.apply.runs import list_runs
 
@@ -511,6 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tenant", metavar="ID", help="only this tenant's runs")
     sp.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
     sp = add("show", cmd_runs_show, "one run's result", runs_sub)
+    sp.add_argument("run_id", metavar="RUN_ID")
+    sp = add("retry", cmd_runs_retry, "process a failed run's drop again, now", runs_sub)
     sp.add_argument("run_id", metavar="RUN_ID")
 
     holds = sub.add_parser("holds", help="list, release or discard held runs",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import Connection, select
+from sqlalchemy.exc import OperationalError
 
 from processor.apply import hold_actions
 from processor.apply import runs as run_store
@@ -21,6 +22,7 @@ from processor.bundle.unpack import Limits
 from processor.config import Policy
 from processor.context import Context, UserError
 from processor.convert.roster import TABLE_OF, Roster, convert
+from processor.failures import failure_reason, log_failure, record_failed, supersede_unprocessed
 from processor.intake.spool import Drop, archive, open_drop, take
 from processor.runs import Counts, IssueOut, RunResult, RunStatus, new_run_id, now_iso
 from processor.validate.current import CurrentRoster
@@ -112,16 +114,53 @@ def process_drop(ctx: Context, drop: Drop, dry_run: bool = False, force: bool = 
     superseded: list[tuple[str, str | None]] = []
     reshaped: list[str] = []
     with run_store.tenant_lock(engine, tenant, drop.run_id):
-        result = _process(ctx, drop, result, policy, dry_run, force, superseded, reshaped)
-        refresh_statistics(engine, reshaped, drop.run_id)
-    # After the commit, never before: a run that did not commit must find its spooled bundle to resume.
-    if result.status != RunStatus.HELD:
+        # Decided inside the lock, never before it: while this process waited, another one (a worker whose
+        # pool was replaced, the daemon racing an operator's command) may have finished this run, or applied
+        # a newer drop of the tenant.
+        done = _finished_elsewhere(ctx, drop, force)
+        if done is not None:
+            return done
+        newer = None if dry_run else _newer_applied(engine, drop)
+        if newer and force:
+            result = run_store.mark_superseded(engine, drop.run_id, newer, "after this one was held")
+        elif newer:
+            result = supersede_unprocessed(ctx, drop, newer)
+        else:
+            try:
+                result = _process(ctx, drop, result, policy, dry_run, force, superseded, reshaped)
+            except OperationalError:
+                raise  # a busy or unreachable store: the daemon retries it; nothing could be recorded anyway
+            except Exception as exc:  # noqa: BLE001 - any other error ends the run `failed`, nothing applied
+                log_failure(drop, exc)
+                result = record_failed(ctx, drop, failure_reason(exc), result, dry_run) or \
+                    run_store.get_result(engine, drop.run_id)
+                superseded.clear()
+                reshaped.clear()
+            refresh_statistics(engine, reshaped, drop.run_id)
+    # After the commit, never before: a run that did not commit must find its spooled bundle to resume (and a
+    # failed one, to be retried).
+    if result.status not in (RunStatus.HELD, RunStatus.FAILED) or dry_run:
         archive(ctx, drop.path.parent, drop.tenant, drop.run_id)
     for old_id, old_spool in superseded:  # holds a newer drop replaced can never be released
         log.info("run %s tenant %s: supersedes held run %s", drop.run_id, tenant, old_id)
         if old_spool:
             archive(ctx, Path(old_spool).parent, tenant, old_id)
     return result
+
+
+def _finished_elsewhere(ctx: Context, drop: Drop, force: bool) -> RunResult | None:
+    """The stored result if the run is no longer waiting to be processed (for a release: no longer held, or
+    claimed for the release, `processing`)."""
+    status = run_store.run_row(ctx.engine, drop.run_id)["status"]
+    if status in ((RunStatus.HELD, RunStatus.PROCESSING) if force else (RunStatus.RECEIVED, RunStatus.PROCESSING)):
+        return None
+    log.info("run %s tenant %s: already %s; not processed again", drop.run_id, drop.tenant, status)
+    return run_store.get_result(ctx.engine, drop.run_id)
+
+
+def _newer_applied(engine, drop: Drop) -> str | None:
+    with engine.connect() as conn:
+        return run_store.newer_applied(conn, drop.tenant, drop.received_at, drop.run_id)
 
 
 def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_run: bool, force: bool,

@@ -12,9 +12,11 @@ Never twice: before sending, a deliverer claims the row (status `sending`, with 
 transaction that only succeeds if nobody else changed the row, so two deliverers (the daemon and an
 `outbox send`) never send the same message. Right after the SMTP server accepts it, the row is marked
 `sent` in its own transaction. If the process dies between the two, the row stays `sending`; once the
-lease runs out it is sent again. We chose at-least-once for that window (milliseconds wide): losing a hold
-notice is worse than a duplicate, and the resent message carries the same Message-ID, which many mail
-clients use to show it once.
+lease runs out it is sent again. We chose at-least-once for that window: losing a hold notice is worse
+than a duplicate, and the resent message carries the same Message-ID (fixed when it is queued), which many
+mail clients use to show it once. The window is not milliseconds wide: it runs from the end of DATA until
+the server's reply, which a slow server may delay up to [smtp] timeout_seconds (docs/operations.md, "Email
+delivery: at least once"); a timeout there is retried, and duplicates, the same way.
 """
 
 from __future__ import annotations
@@ -344,8 +346,10 @@ class _EmlTransport:
 
 
 def _lease_seconds(ctx: Context) -> float:
-    # Longer than the slowest successful send (each SMTP step may take up to the timeout), so a live
-    # deliverer's claim never expires under it.
+    # Longer than the slowest successful send (connect, EHLO, STARTTLS, login, MAIL, RCPTs, DATA and the
+    # reply to its end: each step may take up to the timeout), so a live deliverer's claim never expires
+    # under it and two deliverers never send at once. Only a dead deliverer's claim runs out; its resend is
+    # the at-least-once case in the module docstring.
     timeout = ctx.config.smtp.timeout_seconds if ctx.config.smtp else 30
     return 10 * timeout + 60
 

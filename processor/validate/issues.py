@@ -104,6 +104,10 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in [
     Code("superseded", "alert", False, "A newer drop replaced this one",
          "A newer drop was applied after this one was held, so releasing it would undo newer data.",
          "No action needed; the newer drop is the current roster."),
+    Code("internal_error", "error", True, "Rosterdrop could not process this file",
+         "An internal error stopped the processing before anything was applied; the operator has been told.",
+         "No action needed: the operator processes the same file again (`rosterdrop runs retry`) once the cause "
+         "is fixed."),
     Code("mass_deactivation", "hold", False, "Too many records would be removed",
          "This full (bulk) drop would deactivate more records than your district's threshold allows (for the whole "
          "district or for one school); nothing was applied.",
