@@ -25,7 +25,13 @@ from tests.webtools import (
     outbox_files,
     sign_in,
     start_console,
+    tiny_district,
 )
+
+
+@pytest.fixture(autouse=True)
+def _tiny_district(request):
+    tiny_district(request)
 
 
 @pytest.fixture

@@ -17,13 +17,18 @@ from processor.apply.store import runs
 from processor.web.links import Signer
 from processor.web.sessions import set_operator_password
 from tests.bundles import CLEAN
-from tests.webtools import LINCOLN_ADMINS, MASS_WITHDRAWAL, expired_hold_token, start_console
+from tests.webtools import LINCOLN_ADMINS, MASS_WITHDRAWAL, expired_hold_token, start_console, tiny_district
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _tiny_district(request):
+    tiny_district(request)
 
 
 @pytest.fixture(scope="module")

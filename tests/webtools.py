@@ -106,3 +106,13 @@ def expired_hold_token(ctx, tenant: str, run_id: str, address: str) -> str:
 
     serializer = URLSafeTimedSerializer(web_secret(ctx), salt=HOLD_SALT, signer=EightDaysAgo)
     return serializer.dumps({"t": tenant, "r": run_id, "a": address})
+
+
+TINY_DISTRICT = {"min_deactivated_count": 0}  # these bundles withdraw 2 people: no 10-row floor, so they hold
+
+
+def tiny_district(request) -> None:
+    """Configure the test's home (env or sqlite_env) so MASS_WITHDRAWAL holds (see TINY_DISTRICT)."""
+    for name in ("env", "sqlite_env"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).configure(lincoln=TINY_DISTRICT, roosevelt=TINY_DISTRICT)
