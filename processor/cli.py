@@ -234,6 +234,26 @@ def cmd_tenant_add_key(args, home: Path) -> int:
     return 0
 
 
+def cmd_events(args, home: Path) -> int:
+    from processor.events import EventsExpired, read_events
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant)
+    if args.after < 0 or not 1 <= args.limit <= 10_000:
+        raise UserError("--after must be 0 or more and --limit between 1 and 10000")
+    try:
+        page = read_events(ctx.engine, args.tenant, after=args.after, limit=args.limit)
+    except EventsExpired as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        _print_json({"events": page.events, "next": page.next})
+    else:
+        for e in page.events:
+            print(f"{e['id']}  {e['at']}  {e['type']}  {e['sourced_id'] or ''}  {','.join(e['changed'])}".rstrip())
+        print(f"next: {page.next}")
+    return 0
+
+
 def _print_table(rows: list[dict], cols: list[str]) -> None:
     if not rows:
         print("(none)")
@@ -336,6 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
              tenant_sub)
     sp.add_argument("tenant_id", metavar="ID")
     sp.add_argument("pubkey_file", metavar="PUBKEY_FILE")
+
+    sp = add("events", cmd_events, "the tenant's change events after a cursor, oldest first")
+    sp.add_argument("--tenant", required=True, metavar="ID")
+    sp.add_argument("--after", type=int, default=0, metavar="N", help="only events with an id above N (default 0)")
+    sp.add_argument("--limit", type=int, default=1000, metavar="M", help="at most M events (default 1000)")
     return p
 
 

@@ -91,12 +91,19 @@ class PullConfig(_Strict):
     known_hosts: str | None = None
 
 
+class Webhook(_Strict):
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+    secret_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # the signing secret's environment variable
+    events: list[str] = ["*"]  # event type patterns, e.g. ["person.*", "run.*"]
+
+
 class Tenant(_Strict):
     name: str
     report_to: list[str] = []
     policy: Policy = Policy()
     pull: PullConfig | None = None
     expect_drop_every_hours: float | None = Field(None, gt=0)
+    webhooks: list[Webhook] = []
 
 
 class DaemonConfig(_Strict):
@@ -109,6 +116,7 @@ class DaemonConfig(_Strict):
     watch_stable_seconds: float = Field(2, ge=0)
     stop_timeout_seconds: float = Field(8, ge=0)  # SIGTERM: how long current runs may take to finish
     weekly_digest: str | None = None  # crontab expression, e.g. "0 7 * * mon"; unset: no digest
+    events_retention_days: int = Field(90, ge=0)  # change events kept this long (0: forever)
 
 
 class Config(_Strict):

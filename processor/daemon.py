@@ -59,6 +59,7 @@ from processor.apply import runs as run_store
 from processor.apply.store import outbox, runs
 from processor.config import Config, ConfigError
 from processor.context import Context, UserError
+from processor.events import vendor_jobs
 from processor.intake import pull
 from processor.intake.loose import LooseCsvCollector, is_ignored, is_loose_csv
 from processor.intake.spool import Drop, archive, spooled_bundle, spooled_runs
@@ -579,6 +580,7 @@ class Daemon:
         if self.config.daemon.weekly_digest:
             jobs.append(("weekly-digest", lambda: queue_weekly_digests(self.ctx),
                          cron_trigger(self.config.daemon.weekly_digest, "daemon.weekly_digest"), {}))
+        jobs.extend(vendor_jobs(self.ctx))
         jobs.append(("retry-hand-overs", self._retry_hand_overs, IntervalTrigger(seconds=RETRY_EVERY_SECONDS), {}))
         return jobs
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import Connection, select
 
+from processor import events
 from processor.apply import runs as run_store
 from processor.apply.diff import ChangeSet, TableChanges, compute_changes, labels
 from processor.apply.holds import check_holds, counts_by_entity
@@ -195,6 +196,7 @@ def _save(ctx: Context, conn: Connection, result: RunResult, data, report_dir: P
     run_store.save_result(conn, result, result.report)
     if dry_run:
         return  # a dry run sends nothing
+    events.record_run(conn, result)
     try:
         from processor.report.mail import queue_run_email
     except ImportError:
@@ -332,6 +334,7 @@ def release_hold(ctx: Context, run_id: str, by: str | None = None, note: str | N
     if not drop.path.exists():
         raise UserError(f"the spooled bundle of run {run_id} is missing ({drop.path}); it cannot be released")
     log.info("run %s tenant %s: hold released", run_id, row["tenant"])
+    events.record_hold_released(ctx.engine, row["tenant"], run_id)
     return process_drop(ctx, drop, force=True)
 
 
@@ -345,6 +348,7 @@ def discard_hold(ctx: Context, run_id: str, by: str | None = None, note: str | N
     result.finished_at = now_iso()
     with ctx.engine.begin() as conn:
         run_store.save_result(conn, result)
+        events.record_hold(conn, result.tenant, run_id, "discarded")
         try:
             from processor.report.mail import queue_notice
 

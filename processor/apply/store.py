@@ -204,3 +204,7 @@ def refresh_statistics(engine: Engine, tables: list[str], run_id: str) -> None:
     log.info("run %s: refreshed PostgreSQL planner statistics of %s (%.1f s)", run_id, ", ".join(tables),
              time.perf_counter() - start)
 
+
+
+# Tables of other modules, registered on this metadata (imported last: they import `metadata` from here).
+from processor import events as _events  # noqa: E402,F401
