@@ -254,6 +254,46 @@ def cmd_events(args, home: Path) -> int:
     return 0
 
 
+def cmd_api_token_create(args, home: Path) -> int:
+    from processor.web.tokens import create_token
+
+    ctx = Context.load(home)
+    if args.tenant:
+        ctx.config.tenant(args.tenant)
+    token = create_token(ctx.engine, args.name, args.tenant)
+    if args.json:
+        _print_json({"name": args.name, "token": token})
+    else:
+        scope = f"tenant {args.tenant}" if args.tenant else "every tenant"
+        print(f"API token {args.name} ({scope}); it is shown only this once:\n{token}")
+    return 0
+
+
+def cmd_api_token_list(args, home: Path) -> int:
+    from processor.web.tokens import list_tokens
+
+    ctx = Context.load(home)
+    rows = list_tokens(ctx.engine)
+    if args.json:
+        _print_json({"tokens": rows})
+    else:
+        _print_table([{**r, "tenant": r["tenant"] or "(all)"} for r in rows],
+                     ["name", "tenant", "created_at", "revoked_at"])
+    return 0
+
+
+def cmd_api_token_revoke(args, home: Path) -> int:
+    from processor.web.tokens import revoke_token
+
+    ctx = Context.load(home)
+    revoke_token(ctx.engine, args.name)
+    if args.json:
+        _print_json({"name": args.name, "revoked": True})
+    else:
+        print(f"API token {args.name} revoked")
+    return 0
+
+
 def _print_table(rows: list[dict], cols: list[str]) -> None:
     if not rows:
         print("(none)")
@@ -361,6 +401,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tenant", required=True, metavar="ID")
     sp.add_argument("--after", type=int, default=0, metavar="N", help="only events with an id above N (default 0)")
     sp.add_argument("--limit", type=int, default=1000, metavar="M", help="at most M events (default 1000)")
+
+    tokens = sub.add_parser("api-token", help="tokens for the HTTP API", description="tokens for the HTTP API")
+    tokens_sub = tokens.add_subparsers(dest="api_token_command", metavar="ACTION", required=True)
+    sp = add("create", cmd_api_token_create, "create an API token (printed once; stored hashed)", tokens_sub)
+    sp.add_argument("name", metavar="NAME")
+    sp.add_argument("--tenant", metavar="ID", help="the one tenant it may read (default: every tenant)")
+    add("list", cmd_api_token_list, "API tokens, with their tenant and when they were created or revoked",
+        tokens_sub)
+    sp = add("revoke", cmd_api_token_revoke, "revoke an API token", tokens_sub)
+    sp.add_argument("name", metavar="NAME")
     return p
 
 
