@@ -294,6 +294,49 @@ def cmd_api_token_revoke(args, home: Path) -> int:
     return 0
 
 
+def cmd_webhooks_list(args, home: Path) -> int:
+    from processor.webhooks import list_webhooks
+
+    ctx = Context.load(home)
+    if args.tenant:
+        ctx.config.tenant(args.tenant)
+    listing = list_webhooks(ctx, args.tenant, limit=args.limit)
+    if args.json:
+        _print_json(listing)
+    else:
+        _print_table(listing["webhooks"], ["tenant", "url", "status", "delivered_through", "last_event_id",
+                                           "attempts", "next_attempt_at", "last_error"])
+        print()
+        _print_table(listing["deliveries"], ["at", "tenant", "url", "first_id", "last_id", "count", "attempt",
+                                             "status_code", "error"])
+    return 0
+
+
+def cmd_webhooks_send(args, home: Path) -> int:
+    from processor.webhooks import deliver_webhooks
+
+    ctx = Context.load(home)
+    summary = deliver_webhooks(ctx, force=True, budget_seconds=300)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+    return 0 if not summary["failed"] else 1
+
+
+def cmd_webhooks_retry(args, home: Path) -> int:
+    from processor.webhooks import retry_failed
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant)
+    resumed = retry_failed(ctx, args.tenant)
+    if args.json:
+        _print_json({"tenant": args.tenant, "resumed": resumed})
+    else:
+        print(f"{resumed} failed webhooks of tenant {args.tenant} resumed where they stopped")
+    return 0
+
+
 def _print_table(rows: list[dict], cols: list[str]) -> None:
     if not rows:
         print("(none)")
@@ -411,6 +454,17 @@ def build_parser() -> argparse.ArgumentParser:
         tokens_sub)
     sp = add("revoke", cmd_api_token_revoke, "revoke an API token", tokens_sub)
     sp.add_argument("name", metavar="NAME")
+
+    hooks = sub.add_parser("webhooks", help="webhook deliveries", description="webhook deliveries")
+    hooks_sub = hooks.add_subparsers(dest="webhooks_command", metavar="ACTION", required=True)
+    sp = add("list", cmd_webhooks_list, "each webhook's state and the delivery log, newest first", hooks_sub)
+    sp.add_argument("--tenant", metavar="ID", help="only this tenant's webhooks")
+    sp.add_argument("--limit", type=int, default=50, help="at most this many log entries (default 50)")
+    add("send", cmd_webhooks_send, "deliver every webhook's waiting events now (the daemon also does, with backoff)",
+        hooks_sub)
+    sp = add("retry", cmd_webhooks_retry, "resume the tenant's webhooks that failed for a day, where they stopped",
+             hooks_sub)
+    sp.add_argument("--tenant", required=True, metavar="ID")
     return p
 
 
