@@ -337,6 +337,32 @@ def cmd_webhooks_retry(args, home: Path) -> int:
     return 0
 
 
+def cmd_roster_lock(args, home: Path) -> int:
+    from processor.apply.locks import lock_field
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant)
+    lock = lock_field(ctx.engine, args.tenant, args.entity, args.id, args.field, args.value, by=args.by)
+    if args.json:
+        _print_json(lock)
+    else:
+        print(f"{args.entity} {args.id} {args.field} locked at {args.value!r}; later drops keep it")
+    return 0
+
+
+def cmd_roster_unlock(args, home: Path) -> int:
+    from processor.apply.locks import unlock_field
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant)
+    done = unlock_field(ctx.engine, args.tenant, args.entity, args.id, args.field, by=args.by)
+    if args.json:
+        _print_json(done)
+    else:
+        print(f"{args.entity} {args.id} {args.field} unlocked; the next drop that carries it sets the SIS's value")
+    return 0
+
+
 def _print_table(rows: list[dict], cols: list[str]) -> None:
     if not rows:
         print("(none)")
@@ -416,6 +442,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("export", cmd_roster_export, "the tenant's current roster (active rows)", roster_sub)
     sp.add_argument("--tenant", required=True, metavar="ID")
     sp.add_argument("--all", action="store_true", help="include inactive (deactivated) rows")
+    for name, func, help_ in (
+            ("lock", cmd_roster_lock, "set one field of a stored row by hand and keep it whatever later drops say"),
+            ("unlock", cmd_roster_unlock, "give a locked field back to the district's drops")):
+        sp = add(name, func, help_, roster_sub)
+        sp.add_argument("--tenant", required=True, metavar="ID")
+        sp.add_argument("--entity", required=True, choices=["people", "classes", "schools", "enrollments"])
+        sp.add_argument("--id", required=True, metavar="SOURCED_ID")
+        sp.add_argument("--field", required=True, metavar="FIELD", help="e.g. role, email, given_name, title, name")
+        if name == "lock":
+            sp.add_argument("--value", required=True, metavar="VALUE")
+        sp.add_argument("--by", metavar="WHO", help="who made the change (default: the operating-system user)")
 
     sp = add("generate", cmd_generate, "write a realistic synthetic OneRoster 1.1 bundle (zip)")
     sp.add_argument("--out", required=True, metavar="PATH", help="the zip to write")

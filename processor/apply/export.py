@@ -66,6 +66,9 @@ def export_roster(engine: Engine, tenant: str, include_inactive: bool = False) -
             q = q.where(t.c.type.in_(SCHOOL_TYPES))
         return [shape(r) for r in conn.execute(q).mappings().all()]
 
+    from processor.apply.locks import list_locks
+
     with engine.connect() as conn:
-        out = {"tenant": tenant, **{key: rows(key) for key in SHAPES}}
+        # "locks": the fields set by hand that drops do not overwrite (their values are in the rows above).
+        out = {"tenant": tenant, **{key: rows(key) for key in SHAPES}, "locks": list_locks(conn, tenant)}
     return out

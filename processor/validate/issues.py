@@ -113,6 +113,9 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in [
     Code("school_vanished", "hold", False, "A school disappeared from the roster",
          "An active school with people in it is missing from this full (bulk) drop; nothing was applied.",
          "If the school closed, release the hold; otherwise include it in the export and send it again."),
+    Code("manual_change_kept", "alert", False, "Manual changes were kept",
+         "Some fields were changed by hand in the app and locked there; this drop's values for them were not applied.",
+         "No action needed; to let the SIS's value apply again, ask the vendor to unlock the field."),
 ]}
 
 

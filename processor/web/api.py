@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -22,13 +23,15 @@ from pydantic import BaseModel, Field
 from sqlalchemy import or_, select
 
 from processor.apply.export import SCHOOL_TYPES, SHAPES
+from processor.apply.locks import NotFound, list_locks, lock_field, unlock_field
 from processor.apply.store import ENTITY_TABLES, runs
-from processor.context import Context
+from processor.context import Context, UserError
 from processor.events import DEFAULT_LIMIT, MAX_LIMIT, EventsExpired, last_event_id, read_events
 from processor.web.tokens import Token, authenticate
 
 TenantId = Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,64}$", description="the tenant (district) id")]
 PAGE_DEFAULT, PAGE_MAX = 100, 1000
+AppRole = Literal["district_admin", "school_admin", "teacher", "staff", "student", "guardian"]
 
 
 class Event(BaseModel):
@@ -103,6 +106,69 @@ class EnrollmentPage(_Page):
     enrollments: list[Enrollment]
 
 
+LockEntity = Literal["people", "classes", "schools", "enrollments"]
+
+
+class _LockIn(BaseModel):
+    sourced_id: str = Field(min_length=1, max_length=1000)
+    value: str = Field(max_length=1000)
+    by: str | None = Field(None, max_length=200, description="who made the change (default: the token's name)")
+
+
+class PersonRoleLock(_LockIn):
+    entity: Literal["people"]
+    field: Literal["role"]
+    value: AppRole
+
+
+class PersonLock(_LockIn):
+    entity: Literal["people"]
+    field: Literal["email", "given_name", "family_name", "middle_name", "username", "identifier"]
+
+
+class ClassLock(_LockIn):
+    entity: Literal["classes"]
+    field: Literal["title", "class_code"]
+
+
+class SchoolLock(_LockIn):
+    entity: Literal["schools"]
+    field: Literal["name", "identifier"]
+
+
+class EnrollmentLock(_LockIn):
+    entity: Literal["enrollments"]
+    field: Literal["role"]
+
+
+# The lockable fields per entity (processor/apply/locks.py LOCKABLE), spelled out for the OpenAPI document.
+LockIn = PersonRoleLock | PersonLock | ClassLock | SchoolLock | EnrollmentLock
+
+
+class Lock(BaseModel):
+    tenant: str | None = None
+    entity: str
+    sourced_id: str
+    field: str
+    value: str
+    by: str
+    at: str
+
+
+class LockList(BaseModel):
+    locks: list[Lock]
+
+
+class Unlocked(BaseModel):
+    tenant: str
+    entity: str
+    sourced_id: str
+    field: str
+    unlocked: bool
+    by: str
+    at: str
+
+
 class Error(BaseModel):
     error: str
 
@@ -141,7 +207,6 @@ Cursor = Annotated[str | None, Query(max_length=2000, pattern=r"^([A-Za-z0-9_-]{
 Status = Annotated[Literal["active", "inactive", "all"], Query(description="default: active rows only")]
 UpdatedAfter = Annotated[datetime | None, Query(description="only rows a run changed after this time")]
 SchoolId = Annotated[str | None, Query(max_length=1000, description="only rows of this school (sourced_id)")]
-AppRole = Literal["district_admin", "school_admin", "teacher", "staff", "student", "guardian"]
 
 
 def create_api(ctx: Context) -> FastAPI:
@@ -186,7 +251,39 @@ def create_api(ctx: Context) -> FastAPI:
                         role: Annotated[str | None, Query(max_length=64)] = None):
         return _page(ctx, tenant, "enrollments", cursor, limit, status, updated_after, school=school, role=role)
 
+    @api.get("/tenants/{tenant}/locks", response_model=LockList, responses=ERRORS)
+    def get_locks(tenant: Tenant):
+        """The tenant's field locks: manual edits that drops do not overwrite."""
+        with ctx.engine.connect() as conn:
+            return {"locks": list_locks(conn, tenant)}
+
+    @api.put("/tenants/{tenant}/locks", response_model=Lock, responses={**ERRORS, 409: {"model": Error}})
+    def put_lock(tenant: Tenant, body: LockIn, grant: Annotated[Token, Depends(_token)]):
+        """Set a field of a stored row and keep it whatever later drops say."""
+        with _lock_errors():
+            return lock_field(ctx.engine, tenant, body.entity, body.sourced_id, body.field, body.value,
+                              by=body.by or f"api-token {grant.name}")
+
+    @api.delete("/tenants/{tenant}/locks", response_model=Unlocked, responses={**ERRORS, 409: {"model": Error}})
+    def delete_lock(tenant: Tenant, grant: Annotated[Token, Depends(_token)], entity: LockEntity,
+                    sourced_id: Annotated[str, Query(min_length=1, max_length=1000)],
+                    field: Annotated[str, Query(min_length=1, max_length=64)],
+                    by: Annotated[str | None, Query(max_length=200)] = None):
+        """Give a locked field back to the district's drops (the next drop sets the SIS's value)."""
+        with _lock_errors():
+            return unlock_field(ctx.engine, tenant, entity, sourced_id, field, by=by or f"api-token {grant.name}")
+
     return api
+
+
+@contextmanager
+def _lock_errors():
+    try:
+        yield
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except UserError as exc:
+        raise HTTPException(409 if "busy" in str(exc) else 400, str(exc)) from None
 
 
 def encode_cursor(sourced_id: str) -> str:
