@@ -363,6 +363,19 @@ def cmd_roster_unlock(args, home: Path) -> int:
     return 0
 
 
+def cmd_roster_alias(args, home: Path) -> int:
+    from processor.apply.identity import add_alias
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant)
+    alias = add_alias(ctx.engine, args.tenant, args.entity, args.old, args.new, by=args.by)
+    if args.json:
+        _print_json(alias)
+    else:
+        print(f"{args.entity} {args.new} is now read as the record {alias['old']}")
+    return 0
+
+
 def _print_table(rows: list[dict], cols: list[str]) -> None:
     if not rows:
         print("(none)")
@@ -453,6 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "lock":
             sp.add_argument("--value", required=True, metavar="VALUE")
         sp.add_argument("--by", metavar="WHO", help="who made the change (default: the operating-system user)")
+    sp = add("alias", cmd_roster_alias, "read the district's new sourcedId as an existing record (an SIS migration)",
+             roster_sub)
+    sp.add_argument("--tenant", required=True, metavar="ID")
+    sp.add_argument("--entity", required=True, choices=["people"])
+    sp.add_argument("old", metavar="OLD", help="the stored record's sourcedId")
+    sp.add_argument("new", metavar="NEW", help="the sourcedId the district sends now")
+    sp.add_argument("--by", metavar="WHO", help="who made the mapping (default: the operating-system user)")
 
     sp = add("generate", cmd_generate, "write a realistic synthetic OneRoster 1.1 bundle (zip)")
     sp.add_argument("--out", required=True, metavar="PATH", help="the zip to write")

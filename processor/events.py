@@ -8,6 +8,11 @@ Ids come from a per-tenant counter row (`event_counters`) that the writing trans
 stays locked until that transaction commits, so a second writer of the tenant gets its ids only after the
 first has committed. Ids are therefore strictly increasing *and* commit-ordered per tenant: a consumer that
 polls `after=N` can never miss an event with a lower id that was still uncommitted when it read.
+
+Storage: a row of `events` is a block of consecutive events of one write with the same type and changed
+fields (at most BLOCK of them): ids `id`..`last_id`, their sourced ids as one JSON array. A first load's 3M
+`*.created` events are 3,000 rows, built column-wise in Arrow: one row per event cost a third of the apply
+on SQLite (6 µs an INSERT). Readers expand blocks into events (`iter_events`); the block is invisible to them.
 """
 
 from __future__ import annotations
@@ -19,25 +24,28 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import BigInteger, Column, Connection, Engine, Index, String, Table, Text, func, select
 
 from processor.apply.store import metadata
 from processor.runs import RunResult, now_iso
+from processor.vector import _escape, arrow
 
 log = logging.getLogger("rosterdrop.events")
 
 events = Table(
     "events", metadata,
     Column("tenant", String(64), primary_key=True),
-    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("id", BigInteger, primary_key=True, autoincrement=False),  # the block's first event id
+    Column("last_id", BigInteger, nullable=False),  # its last (id + number of events - 1)
     Column("run_id", String(40)),  # null for changes made by hand (field locks)
-    Column("type", String(40), nullable=False),
-    Column("sourced_id", Text),  # null for run.* and hold.* events
-    Column("changed", Text),  # comma-separated field names
+    Column("type", String(40), nullable=False),  # every event of a block has this type ...
+    Column("changed", Text),  # ... and these changed fields (comma-separated)
+    Column("sourced_ids", Text, nullable=False),  # JSON array, one per event (null for run.* and hold.*)
     Column("at", String(40), nullable=False),  # ISO 8601, UTC
+    Index("ix_events_tenant_last", "tenant", "last_id"),
     Index("ix_events_tenant_at", "tenant", "at"),
-    # Appended in key order: SQLite keeps the rows in the primary-key B-tree itself.
-    sqlite_with_rowid=False,
 )
 
 event_counters = Table(
@@ -55,7 +63,8 @@ PREFIX = {"orgs": "school", "people": "person", "classes": "class", "enrollments
 FIELD_NAMES = {"class_id": "class"}
 SCHOOL_TYPES = ("school", "district")  # the orgs the export lists as schools
 RUN_EVENTS = {"applied": "run.applied", "held": "run.held", "rejected": "run.rejected"}
-EVENT_COLUMNS = ["tenant", "id", "run_id", "type", "sourced_id", "changed", "at"]
+EVENT_COLUMNS = ["tenant", "id", "last_id", "run_id", "type", "changed", "sourced_ids", "at"]
+BLOCK = 1000
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
 
@@ -85,17 +94,52 @@ def _write(conn: Connection, tenant: str, run_id: str | None, frame: pd.DataFram
     from processor.apply.writer import _insert  # the writer imports this module
 
     first = reserve_ids(conn, tenant, len(frame))
-    rows = frame[["type", "sourced_id", "changed"]].reset_index(drop=True)
-    rows.insert(0, "id", np.arange(first, first + len(rows), dtype=np.int64))
     constants = {"tenant": tenant, "run_id": run_id, "at": at or now_iso()}
-    _insert(conn, events.name, EVENT_COLUMNS, rows, constants)
-    return len(rows)
+    _insert(conn, events.name, EVENT_COLUMNS, _blocks(frame.reset_index(drop=True), first), constants)
+    return len(frame)
+
+
+def _blocks(frame: pd.DataFrame, first: int) -> pd.DataFrame:
+    """Consecutive events with the same type and changed fields, BLOCK at most, as one row each; built
+    column-wise (Arrow list → joined JSON arrays), never event by event."""
+    n = len(frame)
+    types = frame["type"].to_numpy(dtype=object)
+    changed = frame["changed"].to_numpy(dtype=object, copy=True)
+    changed[pd.isna(changed)] = ""
+    new_run = np.ones(n, dtype=bool)
+    new_run[1:] = (types[1:] != types[:-1]) | (changed[1:] != changed[:-1])
+    run_start = np.maximum.accumulate(np.where(new_run, np.arange(n), 0))
+    starts = np.flatnonzero(new_run | ((np.arange(n) - run_start) % BLOCK == 0))
+    ends = np.append(starts[1:], n)
+    def text(value: str):
+        return pa.scalar(value, pa.large_string())
+
+    ids = arrow(frame["sourced_id"]).cast(pa.large_string())
+    offsets = pa.array(np.append(starts, n), type=pa.int32())
+    if ids.null_count == 0:
+        # '["' + ids joined by '","' + '"]': no per-event quoting
+        lists = pa.ListArray.from_arrays(offsets, _escape(ids))
+        joined = pc.binary_join_element_wise(text('["'), pc.binary_join(lists, text('","')), text('"]'), text(""))
+    else:
+        quoted = pc.if_else(pc.is_null(ids), text("null"),
+                            pc.binary_join_element_wise(text('"'), _escape(pc.fill_null(ids, "")), text('"'),
+                                                        text("")))
+        lists = pa.ListArray.from_arrays(offsets, quoted)
+        joined = pc.binary_join_element_wise(text("["), pc.binary_join(lists, text(",")), text("]"), text(""))
+    return pd.DataFrame({"id": (first + starts).astype(np.int64), "last_id": (first + ends - 1).astype(np.int64),
+                         "type": pd.Series(types[starts], dtype=object),
+                         "changed": pd.Series(changed[starts], dtype=object),
+                         "sourced_ids": pd.Series(joined.to_numpy(zero_copy_only=False), dtype=object)})
 
 
 def _frame(types, ids, changed) -> pd.DataFrame:
-    return pd.DataFrame({"type": pd.array(np.asarray(types, dtype=object), dtype="str"),
-                         "sourced_id": pd.array(np.asarray(ids, dtype=object), dtype="str"),
-                         "changed": pd.array(np.asarray(changed, dtype=object), dtype="str")})
+    """Events as columns. Object columns are kept as they are (pandas would re-encode millions of strings);
+    ids may be a roster column (Arrow-backed), passed through without conversion."""
+    def column(values) -> pd.Series:
+        if isinstance(values, pd.Series):
+            return values.reset_index(drop=True)
+        return pd.Series(np.asarray(values, dtype=object), dtype=object)
+    return pd.DataFrame({"type": column(types), "sourced_id": column(ids), "changed": column(changed)})
 
 
 def _field_names(fields: pd.Series) -> pd.Series:
@@ -118,7 +162,7 @@ def record_changes(conn: Connection, tenant: str, run_id: str, changes) -> int:
             created, updated, deactivated = (f[keep(f)] for f in (created, updated, deactivated))
         if len(created):
             parts.append(_frame(np.full(len(created), f"{prefix}.created", dtype=object),
-                                created["sourced_id"].to_numpy(), np.full(len(created), "", dtype=object)))
+                                created["sourced_id"], np.full(len(created), "", dtype=object)))
         if len(updated):
             action = updated["action"].astype("str")
             fields = _field_names(updated["fields"])
@@ -129,7 +173,7 @@ def record_changes(conn: Connection, tenant: str, run_id: str, changes) -> int:
                                 fields.to_numpy()))
         if len(deactivated):
             parts.append(_frame(np.full(len(deactivated), f"{prefix}.deactivated", dtype=object),
-                                deactivated["sourced_id"].to_numpy(),
+                                deactivated["sourced_id"],
                                 np.full(len(deactivated), "status", dtype=object)))
     if not parts:
         return 0
@@ -237,18 +281,29 @@ def read_events(engine: Engine, tenant: str, after: int = 0, limit: int = DEFAUL
                 f"events up to id {counter.pruned_through} of tenant {tenant} were deleted after the retention "
                 f"period; cursor {after} is too old. Resync from the roster API (GET /api/v1/tenants/{tenant}/"
                 f"people etc.), then read events after {counter.last_id} (the current last id)")
-        rows = conn.execute(select(events.c.id, events.c.run_id, events.c.type, events.c.sourced_id,
-                                   events.c.changed, events.c.at)
-                            .where(events.c.tenant == tenant, events.c.id > after)
-                            .order_by(events.c.id).limit(limit)).all()
-    out = [event_json(tenant, r) for r in rows]
+        out = []
+        for event in iter_events(conn, tenant, after):
+            out.append(event)
+            if len(out) == limit:
+                break
     return EventPage(out, out[-1]["id"] if out else after)
 
 
-def event_json(tenant: str, row) -> dict:
-    return {"id": int(row.id), "tenant": tenant, "run_id": row.run_id, "type": row.type,
-            "sourced_id": row.sourced_id, "changed": [f for f in (row.changed or "").split(",") if f],
-            "at": row.at}
+def iter_events(conn: Connection, tenant: str, after: int, blocks: int = 20):
+    """The tenant's events with id > after, in id order, read a few blocks at a time."""
+    e = events.c
+    while True:
+        rows = conn.execute(select(e.id, e.last_id, e.run_id, e.type, e.changed, e.sourced_ids, e.at)
+                            .where(e.tenant == tenant, e.last_id > after).order_by(e.id).limit(blocks)).all()
+        if not rows:
+            return
+        for r in rows:
+            changed = [f for f in (r.changed or "").split(",") if f]
+            for i, sid in enumerate(json.loads(r.sourced_ids)):
+                if r.id + i > after:
+                    yield {"id": int(r.id + i), "tenant": tenant, "run_id": r.run_id, "type": r.type,
+                           "sourced_id": sid, "changed": list(changed), "at": r.at}
+        after = int(rows[-1].last_id)
 
 
 def last_event_id(conn: Connection, tenant: str) -> int:
@@ -267,14 +322,15 @@ def prune_events(engine: Engine, days: int, now: datetime | None = None) -> int:
     cutoff = ((now or datetime.now(UTC)) - timedelta(days=days)).isoformat(timespec="microseconds")
     removed = 0
     with engine.begin() as conn:
-        old = conn.execute(select(events.c.tenant, func.max(events.c.id), func.count())
+        old = conn.execute(select(events.c.tenant, func.max(events.c.last_id),
+                                  func.sum(events.c.last_id - events.c.id + 1))
                            .where(events.c.at < cutoff).group_by(events.c.tenant)).all()
         for tenant, highest, count in old:
             conn.execute(event_counters.update().where(event_counters.c.tenant == tenant)
                          .values(pruned_through=func.max(event_counters.c.pruned_through, highest)
                                  if conn.dialect.name == "sqlite"
                                  else func.greatest(event_counters.c.pruned_through, highest)))
-            conn.execute(events.delete().where(events.c.tenant == tenant, events.c.id <= highest))
+            conn.execute(events.delete().where(events.c.tenant == tenant, events.c.last_id <= highest))
             removed += int(count)
     if removed:
         log.info("retention: %d events older than %d days deleted", removed, days)

@@ -14,7 +14,7 @@ from processor import events
 from processor.apply import runs as run_store
 from processor.apply.diff import ChangeSet, TableChanges, compute_changes, labels
 from processor.apply.holds import check_holds, counts_by_entity
-from processor.apply.locks import apply_field_locks
+from processor.apply.manual import apply_manual_edits
 from processor.apply.store import ENTITY_TABLES, refresh_statistics
 from processor.apply.writer import apply_changes
 from processor.bundle.read import read_bundle
@@ -121,7 +121,7 @@ def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_ru
         return _finish(ctx, drop, result, validation.issues, None, None, RunStatus.REJECTED, dry_run)
     with _stage(result, "convert"):
         roster = convert(bundle, validation, policy, current)
-        apply_field_locks(engine, tenant, roster)
+        apply_manual_edits(engine, tenant, roster)
         issues = sort_issues(concat_issues([validation.issues, *roster.issues]))
     rejected = {e: validation.rejected_count(e) for e in validation.rejected}
     # The raw frames are not needed past convert; letting them go before the diff and the writes lowers the

@@ -136,18 +136,17 @@ def _batch(ctx: Context, tenant: str, hook: Webhook, after: int) -> tuple[list[d
     with ctx.engine.connect() as conn:
         pruned = conn.execute(select(_ev.event_counters.c.pruned_through)
                               .where(_ev.event_counters.c.tenant == tenant)).scalar() or 0
-        e = _ev.events.c
-        rows = conn.execute(select(e.id, e.run_id, e.type, e.sourced_id, e.changed, e.at)
-                            .where(e.tenant == tenant, e.id > max(after, pruned)).order_by(e.id).limit(SCAN)).all()
-    chosen = []
-    cursor = max(after, pruned)
-    for r in rows:
-        if matches(r.type, hook.events):
-            if len(chosen) == BATCH:
+        chosen: list[dict] = []
+        cursor = max(after, pruned)
+        for scanned, event in enumerate(_ev.iter_events(conn, tenant, cursor), start=1):
+            if matches(event["type"], hook.events):
+                if len(chosen) == BATCH:
+                    return chosen, cursor, True, pruned
+                chosen.append(event)
+            cursor = event["id"]
+            if scanned == SCAN:
                 return chosen, cursor, True, pruned
-            chosen.append(_ev.event_json(tenant, r))
-        cursor = int(r.id)
-    return chosen, cursor, len(rows) == SCAN, pruned
+    return chosen, cursor, False, pruned
 
 
 def deliver_one(ctx: Context, tenant: str, hook: Webhook, now: float | None = None, force: bool = False) -> bool:

@@ -180,3 +180,24 @@ def test_events_command_pages_with_after_and_limit(env, capsys):
     assert json.loads(capsys.readouterr().out) == {"events": [], "next": total}
     assert main(["--home", str(env.home), "events", "--tenant", "nowhere", "--json"]) == 1
     assert "unknown tenant" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_pages_cross_storage_blocks_and_any_sourced_id_survives(env, monkeypatch):
+    from processor import events
+
+    monkeypatch.setattr(events, "BLOCK", 3)  # events are stored in blocks; readers never see them
+    odd = 'q"u\\1'
+    env.process(with_changes(CLEAN, users_csv=USERS + f'"{odd.replace(chr(34), chr(34) * 2)}",active,,true,s1,'
+                             'student,odd,,Od,D,,9,od@lincoln.example,,,,03,,\n'))
+    everything = all_events(env)
+    assert [e["id"] for e in everything] == list(range(1, len(everything) + 1))
+    assert odd in {e["sourced_id"] for e in everything if e["type"] == "person.created"}
+    for after in range(len(everything)):
+        pages, cursor = [], after
+        while True:
+            page = read_events(env.ctx.engine, "lincoln", after=cursor, limit=2)
+            if not page.events:
+                break
+            pages += page.events
+            cursor = page.next
+        assert pages == everything[after:]
