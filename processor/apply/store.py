@@ -205,7 +205,6 @@ def refresh_statistics(engine: Engine, tables: list[str], run_id: str) -> None:
              time.perf_counter() - start)
 
 
-
 # Tables of other modules, registered on this metadata (imported last: they import `metadata` from here).
 from processor import events as _events  # noqa: E402,F401
 from processor import webhooks as _webhooks  # noqa: E402,F401
