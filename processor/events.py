@@ -345,11 +345,10 @@ def vendor_jobs(ctx) -> list[tuple[str, object, object, dict]]:
     from apscheduler.triggers.cron import CronTrigger
     from apscheduler.triggers.interval import IntervalTrigger
 
-    jobs: list[tuple[str, object, object, dict]] = [
-        ("events-retention", lambda: prune_events(ctx.engine, ctx.config.daemon.events_retention_days),
-         CronTrigger(hour=3, minute=27), {})]
-    if any(t.webhooks for t in ctx.config.tenants.values()):
-        from processor.webhooks import WEBHOOK_EVERY_SECONDS, deliver_webhooks
+    from processor.webhooks import WEBHOOK_EVERY_SECONDS, deliver_webhooks
 
-        jobs.append(("webhooks", lambda: deliver_webhooks(ctx), IntervalTrigger(seconds=WEBHOOK_EVERY_SECONDS), {}))
-    return jobs
+    # Webhook delivery is scheduled even with none configured: it reads the config each time (a reloaded
+    # config may add some), and with none it returns at once.
+    return [("events-retention", lambda: prune_events(ctx.engine, ctx.config.daemon.events_retention_days),
+             CronTrigger(hour=3, minute=27), {}),
+            ("webhooks", lambda: deliver_webhooks(ctx), IntervalTrigger(seconds=WEBHOOK_EVERY_SECONDS), {})]
