@@ -87,30 +87,44 @@ def reserve_ids(conn: Connection, tenant: str, count: int) -> int:
     return int(last) - count + 1
 
 
-def _write(conn: Connection, tenant: str, run_id: str | None, frame: pd.DataFrame, at: str | None = None) -> int:
-    """Insert a frame of (type, sourced_id, changed) rows as the tenant's next events, in frame order."""
-    if frame.empty:
+def _write(conn: Connection, tenant: str, run_id: str | None, parts: list[pd.DataFrame], at: str | None = None
+           ) -> int:
+    """Insert parts (frames from _frame) as the tenant's next events, in order."""
+    parts = [p for p in parts if len(p)]
+    total = sum(len(p) for p in parts)
+    if not total:
         return 0
     from processor.apply.writer import _insert  # the writer imports this module
 
-    first = reserve_ids(conn, tenant, len(frame))
+    first = reserve_ids(conn, tenant, total)
+    blocks = []
+    for part in parts:
+        blocks.append(_blocks(part.reset_index(drop=True), first))
+        first += len(part)
     constants = {"tenant": tenant, "run_id": run_id, "at": at or now_iso()}
-    _insert(conn, events.name, EVENT_COLUMNS, _blocks(frame.reset_index(drop=True), first), constants)
-    return len(frame)
+    _insert(conn, events.name, EVENT_COLUMNS, pd.concat(blocks, ignore_index=True), constants)
+    return total
 
 
 def _blocks(frame: pd.DataFrame, first: int) -> pd.DataFrame:
     """Consecutive events with the same type and changed fields, BLOCK at most, as one row each; built
     column-wise (Arrow list → joined JSON arrays), never event by event."""
     n = len(frame)
-    types = frame["type"].to_numpy(dtype=object)
-    changed = frame["changed"].to_numpy(dtype=object, copy=True)
-    changed[pd.isna(changed)] = ""
-    new_run = np.ones(n, dtype=bool)
-    new_run[1:] = (types[1:] != types[:-1]) | (changed[1:] != changed[:-1])
-    run_start = np.maximum.accumulate(np.where(new_run, np.arange(n), 0))
-    starts = np.flatnonzero(new_run | ((np.arange(n) - run_start) % BLOCK == 0))
+    if "type" in frame.attrs:  # one type and one changed for the whole part (created, deactivated)
+        starts = np.arange(0, n, BLOCK)
+        types = np.full(len(starts), frame.attrs["type"], dtype=object)
+        changed = np.full(len(starts), frame.attrs["changed"], dtype=object)
+    else:
+        all_types = frame["type"].to_numpy(dtype=object)
+        all_changed = frame["changed"].to_numpy(dtype=object, copy=True)
+        all_changed[pd.isna(all_changed)] = ""
+        new_run = np.ones(n, dtype=bool)
+        new_run[1:] = (all_types[1:] != all_types[:-1]) | (all_changed[1:] != all_changed[:-1])
+        run_start = np.maximum.accumulate(np.where(new_run, np.arange(n), 0))
+        starts = np.flatnonzero(new_run | ((np.arange(n) - run_start) % BLOCK == 0))
+        types, changed = all_types[starts], all_changed[starts]
     ends = np.append(starts[1:], n)
+
     def text(value: str):
         return pa.scalar(value, pa.large_string())
 
@@ -127,18 +141,22 @@ def _blocks(frame: pd.DataFrame, first: int) -> pd.DataFrame:
         lists = pa.ListArray.from_arrays(offsets, quoted)
         joined = pc.binary_join_element_wise(text("["), pc.binary_join(lists, text(",")), text("]"), text(""))
     return pd.DataFrame({"id": (first + starts).astype(np.int64), "last_id": (first + ends - 1).astype(np.int64),
-                         "type": pd.Series(types[starts], dtype=object),
-                         "changed": pd.Series(changed[starts], dtype=object),
+                         "type": pd.Series(types, dtype=object), "changed": pd.Series(changed, dtype=object),
                          "sourced_ids": pd.Series(joined.to_numpy(zero_copy_only=False), dtype=object)})
 
 
 def _frame(types, ids, changed) -> pd.DataFrame:
-    """Events as columns. Object columns are kept as they are (pandas would re-encode millions of strings);
-    ids may be a roster column (Arrow-backed), passed through without conversion."""
+    """Events as columns. A scalar type and changed apply to every event (kept in attrs, never spread over
+    millions of rows); ids may be a roster column (Arrow-backed), passed through without conversion."""
     def column(values) -> pd.Series:
         if isinstance(values, pd.Series):
             return values.reset_index(drop=True)
         return pd.Series(np.asarray(values, dtype=object), dtype=object)
+
+    if isinstance(types, str):
+        frame = pd.DataFrame({"sourced_id": column(ids)})
+        frame.attrs.update(type=types, changed=changed)
+        return frame
     return pd.DataFrame({"type": column(types), "sourced_id": column(ids), "changed": column(changed)})
 
 
@@ -161,8 +179,7 @@ def record_changes(conn: Connection, tenant: str, run_id: str, changes) -> int:
         if keep is not None:
             created, updated, deactivated = (f[keep(f)] for f in (created, updated, deactivated))
         if len(created):
-            parts.append(_frame(np.full(len(created), f"{prefix}.created", dtype=object),
-                                created["sourced_id"], np.full(len(created), "", dtype=object)))
+            parts.append(_frame(f"{prefix}.created", created["sourced_id"], ""))
         if len(updated):
             action = updated["action"].astype("str")
             fields = _field_names(updated["fields"])
@@ -172,12 +189,10 @@ def record_changes(conn: Connection, tenant: str, run_id: str, changes) -> int:
             parts.append(_frame((prefix + "." + action).to_numpy(), updated["sourced_id"].to_numpy(),
                                 fields.to_numpy()))
         if len(deactivated):
-            parts.append(_frame(np.full(len(deactivated), f"{prefix}.deactivated", dtype=object),
-                                deactivated["sourced_id"],
-                                np.full(len(deactivated), "status", dtype=object)))
+            parts.append(_frame(f"{prefix}.deactivated", deactivated["sourced_id"], "status"))
     if not parts:
         return 0
-    return _write(conn, tenant, run_id, pd.concat(parts, ignore_index=True))
+    return _write(conn, tenant, run_id, parts)
 
 
 def _school_filter(changes, tc):
@@ -203,12 +218,12 @@ def record_run(conn: Connection, result: RunResult) -> None:
     kind = RUN_EVENTS.get(str(result.status.value if hasattr(result.status, "value") else result.status))
     if kind is None or result.status == "dry_run":
         return
-    _write(conn, result.tenant, result.run_id, _frame([kind], [None], [""]))
+    _write(conn, result.tenant, result.run_id, [_frame(kind, [None], "")])
 
 
 def record_hold(conn: Connection, tenant: str, run_id: str, action: str) -> None:
     """hold.released | hold.discarded (action: "released" | "discarded")."""
-    _write(conn, tenant, run_id, _frame([f"hold.{action}"], [None], [""]))
+    _write(conn, tenant, run_id, [_frame(f"hold.{action}", [None], "")])
 
 
 def record_hold_released(engine: Engine, tenant: str, run_id: str) -> None:
@@ -249,15 +264,15 @@ def record_revert(conn: Connection, tenant: str, run_id: str, audit_rows) -> int
         ids.append(sid)
     frame = _frame(types, ids, changed)
     frame = frame[~frame.duplicated(["sourced_id", "type"])] if len(frame) else frame
-    return _write(conn, tenant, run_id, frame.iloc[::-1] if len(frame) else frame)
+    return _write(conn, tenant, run_id, [frame.iloc[::-1]])
 
 
 def record_manual_change(conn: Connection, tenant: str, table: str, sourced_id: str, fields: list[str]) -> None:
     """An `<entity>.updated` event for a change made by hand (a field lock), with no run."""
     prefix = PREFIX.get(table)
     if prefix is not None:
-        _write(conn, tenant, None, _frame([f"{prefix}.updated"], [sourced_id],
-                                          [",".join(FIELD_NAMES.get(f, f) for f in fields)]))
+        _write(conn, tenant, None, [_frame(f"{prefix}.updated", [sourced_id],
+                                           ",".join(FIELD_NAMES.get(f, f) for f in fields))])
 
 
 # ---------------------------------------------------------------- reading
