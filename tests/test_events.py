@@ -4,6 +4,7 @@ per-tenant ids strictly increasing; run outcomes and hold actions; revert; reten
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -201,3 +202,43 @@ def test_pages_cross_storage_blocks_and_any_sourced_id_survives(env, monkeypatch
             pages += page.events
             cursor = page.next
         assert pages == everything[after:]
+
+
+@pytest.mark.skipif(not os.environ.get("ROSTERDROP_TEST_PG_URL"), reason="PostgreSQL row locks")
+def test_on_postgresql_a_second_writer_waits_for_the_first_commit_so_ids_are_commit_ordered(env):
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    from processor.events import record_hold
+
+    if env.store_url is None:
+        pytest.skip("the PostgreSQL half of the env fixture")
+    engine = env.ctx.engine
+    first = engine.connect()
+    first.begin()
+    record_hold(first, "lincoln", "run-a", "discarded")  # ids reserved, not committed
+    seen: dict = {}
+
+    def second_writer():
+        with engine.begin() as conn:
+            seen["pid"] = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            record_hold(conn, "lincoln", "run-b", "discarded")
+
+    thread = threading.Thread(target=second_writer)
+    thread.start()
+    deadline = time.monotonic() + 30
+    with engine.connect() as watcher:  # wait until the second writer is blocked on the counter row's lock
+        while True:
+            waiting = watcher.execute(text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :p"),
+                                      {"p": seen.get("pid", -1)}).scalar()
+            if waiting == "Lock":
+                break
+            assert time.monotonic() < deadline, "the second writer never waited for the first"
+            time.sleep(0.05)
+    assert read_events(engine, "lincoln").events == []  # a reader sees neither yet
+    first.commit()
+    first.close()
+    thread.join(30)
+    assert [(e["id"], e["run_id"]) for e in read_events(engine, "lincoln").events] == [(1, "run-a"), (2, "run-b")]
