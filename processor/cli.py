@@ -452,6 +452,145 @@ def cmd_web_passwd(args, home: Path) -> int:
         _print_json({"operator": name, "password": "set"})
     else:
         print(f"console password set for operator {name}")
+def cmd_events(args, home: Path) -> int:
+    from processor.events import EventsExpired, read_events
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant)
+    if args.after < 0 or not 1 <= args.limit <= 10_000:
+        raise UserError("--after must be 0 or more and --limit between 1 and 10000")
+    try:
+        page = read_events(ctx.engine, args.tenant, after=args.after, limit=args.limit)
+    except EventsExpired as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        _print_json({"events": page.events, "next": page.next})
+    else:
+        for e in page.events:
+            print(f"{e['id']}  {e['at']}  {e['type']}  {e['sourced_id'] or ''}  {','.join(e['changed'])}".rstrip())
+        print(f"next: {page.next}")
+    return 0
+
+
+def cmd_api_token_create(args, home: Path) -> int:
+    from processor.web.tokens import create_token
+
+    ctx = Context.load(home)
+    if args.tenant:
+        ctx.config.tenant(args.tenant)
+    token = create_token(ctx.engine, args.name, args.tenant)
+    if args.json:
+        _print_json({"name": args.name, "token": token})
+    else:
+        scope = f"tenant {args.tenant}" if args.tenant else "every tenant"
+        print(f"API token {args.name} ({scope}); it is shown only this once:\n{token}")
+    return 0
+
+
+def cmd_api_token_list(args, home: Path) -> int:
+    from processor.web.tokens import list_tokens
+
+    ctx = Context.load(home)
+    rows = list_tokens(ctx.engine)
+    if args.json:
+        _print_json({"tokens": rows})
+    else:
+        _print_table([{**r, "tenant": r["tenant"] or "(all)"} for r in rows],
+                     ["name", "tenant", "created_at", "revoked_at"])
+    return 0
+
+
+def cmd_api_token_revoke(args, home: Path) -> int:
+    from processor.web.tokens import revoke_token
+
+    ctx = Context.load(home)
+    revoke_token(ctx.engine, args.name)
+    if args.json:
+        _print_json({"name": args.name, "revoked": True})
+    else:
+        print(f"API token {args.name} revoked")
+    return 0
+
+
+def cmd_webhooks_list(args, home: Path) -> int:
+    from processor.webhooks import list_webhooks
+
+    ctx = Context.load(home)
+    if args.tenant:
+        ctx.config.tenant(args.tenant)
+    listing = list_webhooks(ctx, args.tenant, limit=args.limit)
+    if args.json:
+        _print_json(listing)
+    else:
+        _print_table(listing["webhooks"], ["tenant", "url", "status", "delivered_through", "last_event_id",
+                                           "attempts", "next_attempt_at", "last_error"])
+        print()
+        _print_table(listing["deliveries"], ["at", "tenant", "url", "first_id", "last_id", "count", "attempt",
+                                             "status_code", "error"])
+    return 0
+
+
+def cmd_webhooks_send(args, home: Path) -> int:
+    from processor.webhooks import deliver_webhooks
+
+    ctx = Context.load(home)
+    summary = deliver_webhooks(ctx, force=True, budget_seconds=300)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+    return 0 if not summary["failed"] else 1
+
+
+def cmd_webhooks_retry(args, home: Path) -> int:
+    from processor.webhooks import retry_failed
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant)
+    resumed = retry_failed(ctx, args.tenant)
+    if args.json:
+        _print_json({"tenant": args.tenant, "resumed": resumed})
+    else:
+        print(f"{resumed} failed webhooks of tenant {args.tenant} resumed where they stopped")
+    return 0
+
+
+def cmd_roster_lock(args, home: Path) -> int:
+    from processor.apply.locks import lock_field
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant)
+    lock = lock_field(ctx.engine, args.tenant, args.entity, args.id, args.field, args.value, by=args.by)
+    if args.json:
+        _print_json(lock)
+    else:
+        print(f"{args.entity} {args.id} {args.field} locked at {args.value!r}; later drops keep it")
+    return 0
+
+
+def cmd_roster_unlock(args, home: Path) -> int:
+    from processor.apply.locks import unlock_field
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant)
+    done = unlock_field(ctx.engine, args.tenant, args.entity, args.id, args.field, by=args.by)
+    if args.json:
+        _print_json(done)
+    else:
+        print(f"{args.entity} {args.id} {args.field} unlocked; the next drop that carries it sets the SIS's value")
+    return 0
+
+
+def cmd_roster_alias(args, home: Path) -> int:
+    from processor.apply.identity import add_alias
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant)
+    alias = add_alias(ctx.engine, args.tenant, args.entity, args.old, args.new, by=args.by)
+    if args.json:
+        _print_json(alias)
+    else:
+        print(f"{args.entity} {args.new} is now read as the record {alias['old']}")
     return 0
 
 
@@ -547,6 +686,24 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("export", cmd_roster_export, "the tenant's current roster (active rows)", roster_sub)
     sp.add_argument("--tenant", required=True, metavar="ID")
     sp.add_argument("--all", action="store_true", help="include inactive (deactivated) rows")
+    for name, func, help_ in (
+            ("lock", cmd_roster_lock, "set one field of a stored row by hand and keep it whatever later drops say"),
+            ("unlock", cmd_roster_unlock, "give a locked field back to the district's drops")):
+        sp = add(name, func, help_, roster_sub)
+        sp.add_argument("--tenant", required=True, metavar="ID")
+        sp.add_argument("--entity", required=True, choices=["people", "classes", "schools", "enrollments"])
+        sp.add_argument("--id", required=True, metavar="SOURCED_ID")
+        sp.add_argument("--field", required=True, metavar="FIELD", help="e.g. role, email, given_name, title, name")
+        if name == "lock":
+            sp.add_argument("--value", required=True, metavar="VALUE")
+        sp.add_argument("--by", metavar="WHO", help="who made the change (default: the operating-system user)")
+    sp = add("alias", cmd_roster_alias, "read the district's new sourcedId as an existing record (an SIS migration)",
+             roster_sub)
+    sp.add_argument("--tenant", required=True, metavar="ID")
+    sp.add_argument("--entity", required=True, choices=["people"])
+    sp.add_argument("old", metavar="OLD", help="the stored record's sourcedId")
+    sp.add_argument("new", metavar="NEW", help="the sourcedId the district sends now")
+    sp.add_argument("--by", metavar="WHO", help="who made the mapping (default: the operating-system user)")
 
     sp = add("generate", cmd_generate, "write a realistic synthetic OneRoster 1.1 bundle (zip)")
     sp.add_argument("--out", required=True, metavar="PATH", help="the zip to write")
@@ -607,6 +764,31 @@ def build_parser() -> argparse.ArgumentParser:
     web_sub = web.add_subparsers(dest="web_command", metavar="ACTION", required=True)
     sp = add("passwd", cmd_web_passwd, "set an operator's console password (stdin when not a terminal)", web_sub)
     sp.add_argument("name", metavar="NAME")
+    sp = add("events", cmd_events, "the tenant's change events after a cursor, oldest first")
+    sp.add_argument("--tenant", required=True, metavar="ID")
+    sp.add_argument("--after", type=int, default=0, metavar="N", help="only events with an id above N (default 0)")
+    sp.add_argument("--limit", type=int, default=1000, metavar="M", help="at most M events (default 1000)")
+
+    tokens = sub.add_parser("api-token", help="tokens for the HTTP API", description="tokens for the HTTP API")
+    tokens_sub = tokens.add_subparsers(dest="api_token_command", metavar="ACTION", required=True)
+    sp = add("create", cmd_api_token_create, "create an API token (printed once; stored hashed)", tokens_sub)
+    sp.add_argument("name", metavar="NAME")
+    sp.add_argument("--tenant", metavar="ID", help="the one tenant it may read (default: every tenant)")
+    add("list", cmd_api_token_list, "API tokens, with their tenant and when they were created or revoked",
+        tokens_sub)
+    sp = add("revoke", cmd_api_token_revoke, "revoke an API token", tokens_sub)
+    sp.add_argument("name", metavar="NAME")
+
+    hooks = sub.add_parser("webhooks", help="webhook deliveries", description="webhook deliveries")
+    hooks_sub = hooks.add_subparsers(dest="webhooks_command", metavar="ACTION", required=True)
+    sp = add("list", cmd_webhooks_list, "each webhook's state and the delivery log, newest first", hooks_sub)
+    sp.add_argument("--tenant", metavar="ID", help="only this tenant's webhooks")
+    sp.add_argument("--limit", type=int, default=50, help="at most this many log entries (default 50)")
+    add("send", cmd_webhooks_send, "deliver every webhook's waiting events now (the daemon also does, with backoff)",
+        hooks_sub)
+    sp = add("retry", cmd_webhooks_retry, "resume the tenant's webhooks that failed for a day, where they stopped",
+             hooks_sub)
+    sp.add_argument("--tenant", required=True, metavar="ID")
     return p
 
 

@@ -123,6 +123,12 @@ class TenantLimits(_Strict):
     max_inbox_bytes: int | None = Field(None, ge=1)
 
 
+class Webhook(_Strict):
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+    secret_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # the signing secret's environment variable
+    events: list[str] = ["*"]  # event type patterns, e.g. ["person.*", "run.*"]
+
+
 class Tenant(_Strict):
     name: str
     report_to: list[Annotated[str, AfterValidator(lambda a: check_address(a))]] = []
@@ -130,6 +136,7 @@ class Tenant(_Strict):
     limits: TenantLimits | None = None
     pull: PullConfig | None = None
     expect_drop_every_hours: float | None = Field(None, gt=0)
+    webhooks: list[Webhook] = []
 
     # Both reach email headers, subjects and every run's report: a line break or separator in them made
     # every run of the tenant fail at the email (issue 13), so they are refused here, at start-up.
@@ -192,6 +199,7 @@ class DaemonConfig(_Strict):
     watch_stable_seconds: float = Field(2, ge=0)
     stop_timeout_seconds: float = Field(8, ge=0)  # SIGTERM: how long current runs may take to finish
     weekly_digest: str | None = None  # crontab expression, e.g. "0 7 * * mon"; unset: no digest
+    events_retention_days: int = Field(90, ge=0)  # change events kept this long (0: forever)
 
 
 class LimitsConfig(_Strict):
@@ -203,6 +211,8 @@ class LimitsConfig(_Strict):
     max_columns_per_file: int = Field(500, ge=1)
     max_field_chars: int = Field(128 * 1024, ge=1024)  # one value (characters)
     max_issues_per_code_and_file: int = Field(1000, ge=1)  # past this, one more issue counts the rest
+
+
 class WebConfig(_Strict):
     """The console and signed links (CONTRACT.md section 8)."""
     enabled: bool = True

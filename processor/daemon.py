@@ -62,6 +62,7 @@ from processor.apply.store import outbox, runs
 from processor.apply.tenant_lock import tenant_lock
 from processor.config import Config, ConfigError
 from processor.context import Context, UserError
+from processor.events import vendor_jobs
 from processor.failures import record_failed
 from processor.intake import pull
 from processor.intake.leftovers import clean_leftovers
@@ -655,6 +656,7 @@ class Daemon:
         if self.config.daemon.weekly_digest:
             jobs.append(("weekly-digest", lambda: queue_weekly_digests(self.ctx),
                          cron_trigger(self.config.daemon.weekly_digest, "daemon.weekly_digest"), {}))
+        jobs.extend(vendor_jobs(self.ctx))
         jobs.append(("retry-hand-overs", self._retry_hand_overs, IntervalTrigger(seconds=RETRY_EVERY_SECONDS), {}))
         return jobs
 

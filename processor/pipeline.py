@@ -11,10 +11,12 @@ import pandas as pd
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import OperationalError
 
+from processor import events
 from processor.apply import hold_actions
 from processor.apply import runs as run_store
 from processor.apply.diff import ChangeSet, TableChanges, compute_changes, labels, note_kept
 from processor.apply.holds import check_holds, counts_by_entity
+from processor.apply.manual import apply_manual_edits
 from processor.apply.store import ENTITY_TABLES, refresh_statistics
 from processor.apply.writer import apply_changes
 from processor.bundle.read import read_bundle
@@ -179,6 +181,7 @@ def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_ru
         return _finish(ctx, drop, result, validation.issues, None, None, RunStatus.REJECTED, dry_run)
     with _stage(result, "convert"):
         roster = convert(bundle, validation, policy, current)
+        apply_manual_edits(engine, tenant, roster)
         issues = sort_issues(concat_issues([validation.issues, *roster.issues]))
     rejected = {e: validation.rejected_count(e) for e in validation.rejected}
     # The raw frames are not needed past convert; letting them go before the diff and the writes lowers the
@@ -260,6 +263,7 @@ def _save(ctx: Context, conn: Connection, result: RunResult, data, report_dir: P
     run_store.save_result(conn, result, result.report)
     if dry_run:
         return  # a dry run sends nothing
+    events.record_run(conn, result)
     try:
         from processor.report.mail import queue_run_email
     except ImportError:
@@ -407,6 +411,7 @@ def release_hold(ctx: Context, run_id: str, by: str | None = None, note: str | N
     if not hold_actions.claim(ctx.engine, run_id, RunStatus.PROCESSING):
         _acted_meanwhile(ctx, run_id, "release")
     log.info("run %s tenant %s: hold released", run_id, row["tenant"])
+    events.record_hold_released(ctx.engine, row["tenant"], run_id)
     try:
         return process_drop(ctx, drop, force=True, release=held)
     except BaseException:
@@ -436,6 +441,7 @@ def discard_hold(ctx: Context, run_id: str, by: str | None = None, note: str | N
     result.finished_at = now_iso()
     with ctx.engine.begin() as conn:
         run_store.save_result(conn, result)
+        events.record_hold(conn, result.tenant, run_id, "discarded")
         try:
             from processor.report.mail import queue_notice
 

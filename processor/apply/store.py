@@ -250,3 +250,11 @@ tenant_access = Table(
     Column("disabled_at", Float, nullable=False),
     Column("disabled_by", Text),
 )
+
+
+# Tables of other modules, registered on this metadata (imported last: they import `metadata` from here).
+from processor import events as _events  # noqa: E402,F401
+from processor import webhooks as _webhooks  # noqa: E402,F401
+from processor.apply import identity as _identity  # noqa: E402,F401
+from processor.apply import locks as _locks  # noqa: E402,F401
+from processor.web import tokens as _tokens  # noqa: E402,F401

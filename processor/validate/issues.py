@@ -127,6 +127,14 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in [
     Code("school_vanished", "hold", False, "A school disappeared from the roster",
          "An active school with people in it is missing from this full (bulk) drop; nothing was applied.",
          "If the school closed, release the hold; otherwise include it in the export and send it again."),
+    Code("manual_change_kept", "alert", False, "Manual changes were kept",
+         "Some fields were changed by hand in the app and locked there; this drop's values for them were not applied.",
+         "No action needed; to let the SIS's value apply again, ask the vendor to unlock the field."),
+    Code("probable_id_change", "hold", False, "People seem to have changed ids",
+         "Many people would be removed while as many near-identical people (same email, or same name and birth "
+         "date) are added with other sourcedIds: the SIS probably changed its ids; nothing was applied.",
+         "If the ids changed, have the operator map old ids to new ones (`rosterdrop roster alias`), then "
+         "release the hold; if these are different people, release it as it is."),
 ]}
 
 
