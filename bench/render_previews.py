@@ -34,6 +34,11 @@ def previews() -> dict[str, str]:
         "hold_discarded": ("hold_discarded", {"run_id": "20240502T021300-5f3a9c1e",
                                               "received_at": "2024-05-02T02:13:00+00:00"}),
         "weekly_digest": ("weekly_digest", _digest()),
+        "run_failed": ("run_failed", {"run_id": "20240502T021300-5f3a9c1e", "file": "nightly.zip",
+                                      "received_at": "2024-05-02T02:13:00+00:00"}),
+        "run_superseded": ("run_superseded", {"run_id": "20240502T021300-5f3a9c1e", "file": "nightly.zip",
+                                              "received_at": "2024-05-02T02:13:00+00:00",
+                                              "newer": "20240502T031300-0a1b2c3d"}),
     }
     for page, (kind, ctx) in notices.items():
         pages[page] = render_notice(kind, tenant, name, ctx).html

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -22,34 +23,27 @@ def _print_json(obj) -> None:
 
 
 def cmd_init(args, home: Path) -> int:
-    from processor.apply.store import open_store
     from processor.home import init_home
+    from processor.tenants import credential_hint
 
     created = init_home(home, args.tenant or [])
-    ctx = Context.load(home)
-    db_existed = _sqlite_file_exists(ctx)
-    engine = open_store(ctx.config.store_url())
-    engine.dispose()
-    if not db_existed:
-        created.append(ctx.config.store_url())
+    hints = [credential_hint(t) for t in dict.fromkeys(args.tenant or [])]
     if args.json:
-        _print_json({"home": str(home), "created": created})
-    elif created:
+        _print_json({"home": str(home), "created": created, "next": hints})
+        return 0
+    if created:
         print("created:\n  " + "\n  ".join(created))
     else:
         print(f"{home} is already set up; nothing created")
+    for hint in hints:
+        print("next: " + hint)
     return 0
-
-
-def _sqlite_file_exists(ctx: Context) -> bool:
-    url = ctx.config.store_url()
-    return not url.startswith("sqlite:///") or Path(url[len("sqlite:///"):]).exists()
 
 
 def cmd_serve(args, home: Path) -> int:
     from processor.daemon import serve
 
-    return serve(home, burst=args.burst)
+    return serve(home, burst=args.burst, create=args.init)
 
 
 def cmd_process(args, home: Path) -> int:
@@ -102,6 +96,21 @@ def cmd_runs_show(args, home: Path) -> int:
 
         print(run_summary_text(result))
     return 0
+
+
+def cmd_runs_retry(args, home: Path) -> int:
+    from processor.failures import retry_run
+
+    ctx = Context.load(home)
+    result = retry_run(ctx, args.run_id)
+    _deliver_quietly(ctx)
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        from processor.report.render import run_summary_text
+
+        print(run_summary_text(result))
+    return result.exit_code()
 
 
 def cmd_holds_list(args, home: Path) -> int:
@@ -291,6 +300,335 @@ def cmd_tenant_add_key(args, home: Path) -> int:
     return 0
 
 
+def cmd_db_upgrade(args, home: Path) -> int:
+    from processor.apply import schema
+    from processor.config import load_config
+
+    url = load_config(home).store_url()
+    engine = schema.open_engine(url)
+    try:
+        before, after, adopted = schema.upgrade(engine)
+    finally:
+        engine.dispose()
+    origin = f"the first release's schema (no revision; taken as {schema.BASELINE})" if adopted else \
+        before or "(empty)"
+    if args.json:
+        _print_json({"store": schema.display_url(url), "from": before, "to": after, "adopted": adopted})
+    elif before == after:
+        print(f"store {schema.display_url(url)} is at {after}, the current schema; nothing to do")
+    else:
+        print(f"store {schema.display_url(url)} upgraded from {origin} to {after}")
+    return 0
+
+
+def cmd_db_current(args, home: Path) -> int:
+    from processor.apply import schema
+    from processor.config import load_config
+
+    url = load_config(home).store_url()
+    engine = schema.open_engine(url)
+    try:
+        with engine.connect() as conn:
+            rev = schema.current(conn)
+    finally:
+        engine.dispose()
+    head = schema.head()
+    if args.json:
+        _print_json({"store": schema.display_url(url), "revision": rev, "head": head, "current": rev == head})
+    else:
+        note = "current" if rev == head else f"this version needs {head}: run `rosterdrop db upgrade`"
+        print(f"{rev or '(none)'} ({note})")
+    return 0
+
+
+def cmd_status(args, home: Path) -> int:
+    from processor.status import status
+
+    ctx = Context.load(home)
+    state = status(ctx)
+    if args.json:
+        _print_json(state)
+        return 0
+    daemon = state["daemon"]
+    print(f"home {state['home']}: daemon " + (f"running (PID {daemon['pid']})" if daemon["running"] else "not running"))
+    rows = [{**t, "last_applied": (t["last_applied"] or {}).get("at"),
+             "disabled": "yes" if t["disabled"] else ""} for t in state["tenants"]]
+    _print_table(rows, ["tenant", "last_received_at", "last_applied", "open_holds", "unfinished_runs",
+                        "failed_runs", "emails_waiting", "disabled"])
+    return 0
+
+
+def cmd_runs_changes(args, home: Path) -> int:
+    from processor.status import run_changes
+
+    ctx = Context.load(home)
+    changes = run_changes(ctx, args.run_id)
+    if args.json:
+        _print_json(changes)
+    else:
+        rows = [{**c, "fields": ", ".join(c["fields"])} for c in changes["changes"]]
+        _print_table(rows, ["entity", "sourced_id", "action", "fields"])
+    return 0
+
+
+def cmd_runs_revert(args, home: Path) -> int:
+    from processor.status import RevertRefused, revert
+
+    ctx = Context.load(home)
+    try:
+        done = revert(ctx, args.run_id)
+    except RevertRefused as exc:
+        _fail(args, str(exc))
+        return 2
+    if args.json:
+        _print_json(done)
+    else:
+        print(f"run {done['run_id']} of tenant {done['tenant']} reverted: {done['records_undone']} audit records "
+              "undone; the roster is as it was before the run")
+    return 0
+
+
+def cmd_tenant_list(args, home: Path) -> int:
+    from processor.tenants import list_tenants
+
+    ctx = Context.load(home)
+    rows = list_tenants(ctx)
+    if args.json:
+        _print_json({"tenants": rows})
+    else:
+        _print_table([{**r, "password": "set" if r["password"] else "", "disabled": "yes" if r["disabled"] else "",
+                       "report_to": ", ".join(r["report_to"])} for r in rows],
+                     ["tenant", "name", "password", "keys", "disabled", "report_to"])
+    return 0
+
+
+def cmd_tenant_keys(args, home: Path) -> int:
+    from processor.tenants import keys
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant_id)
+    rows = keys(ctx.engine, args.tenant_id)
+    if args.json:
+        _print_json({"tenant": args.tenant_id, "keys": rows})
+    elif not rows:
+        print(f"tenant {args.tenant_id} has no authorized keys")
+    else:
+        for r in rows:
+            print(f"{r['fingerprint']} {r['type']} added {r['added_at']}")
+    return 0
+
+
+def cmd_tenant_remove_key(args, home: Path) -> int:
+    from processor.tenants import remove_key
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant_id)
+    removed = remove_key(ctx.engine, args.tenant_id, args.fingerprint)
+    if args.json:
+        _print_json({"tenant": args.tenant_id, "removed": removed})
+    else:
+        print(f"key {removed} of tenant {args.tenant_id} removed; it can no longer log in with it")
+    return 0
+
+
+def cmd_tenant_disable(args, home: Path) -> int:
+    from processor.tenants import disable
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant_id)
+    changed = disable(ctx.engine, args.tenant_id)
+    if args.json:
+        _print_json({"tenant": args.tenant_id, "disabled": True, "changed": changed})
+    else:
+        print(f"tenant {args.tenant_id} disabled: its SFTP logins are refused" + ("" if changed else " (already)"))
+    return 0
+
+
+def cmd_tenant_enable(args, home: Path) -> int:
+    from processor.tenants import enable
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant_id)
+    changed = enable(ctx.engine, args.tenant_id)
+    if args.json:
+        _print_json({"tenant": args.tenant_id, "disabled": False, "changed": changed})
+    else:
+        print(f"tenant {args.tenant_id} enabled: its SFTP logins are accepted" + ("" if changed else " (already)"))
+    return 0
+
+
+def cmd_server_fingerprint(args, home: Path) -> int:
+    from processor.tenants import host_key_fingerprint
+
+    key_type, _, fp = host_key_fingerprint(home).partition(" ")
+    if args.json:
+        _print_json({"type": key_type, "fingerprint": fp})
+    else:
+        print(f"{fp} {key_type}")
+def cmd_web_passwd(args, home: Path) -> int:
+    import getpass
+
+    from processor.web.sessions import set_operator_password
+
+    ctx = Context.load(home)
+    name = args.name
+    if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", name):
+        raise UserError(f"operator name {name!r} must be 1-64 of letters, digits, '_', '.', '@' or '-'")
+    if sys.stdin.isatty():
+        pw = getpass.getpass(f"console password for operator {name}: ")
+        if getpass.getpass("again: ") != pw:
+            raise UserError("the two passwords differ; nothing changed")
+    else:
+        pw = sys.stdin.readline().rstrip("\r\n")
+    if len(pw) < 12:
+        raise UserError("the password must have at least 12 characters; nothing changed")
+    set_operator_password(ctx.engine, name, pw)
+    if args.json:
+        _print_json({"operator": name, "password": "set"})
+    else:
+        print(f"console password set for operator {name}")
+def cmd_events(args, home: Path) -> int:
+    from processor.events import EventsExpired, read_events
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant)
+    if args.after < 0 or not 1 <= args.limit <= 10_000:
+        raise UserError("--after must be 0 or more and --limit between 1 and 10000")
+    try:
+        page = read_events(ctx.engine, args.tenant, after=args.after, limit=args.limit)
+    except EventsExpired as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        _print_json({"events": page.events, "next": page.next})
+    else:
+        for e in page.events:
+            print(f"{e['id']}  {e['at']}  {e['type']}  {e['sourced_id'] or ''}  {','.join(e['changed'])}".rstrip())
+        print(f"next: {page.next}")
+    return 0
+
+
+def cmd_api_token_create(args, home: Path) -> int:
+    from processor.web.tokens import create_token
+
+    ctx = Context.load(home)
+    if args.tenant:
+        ctx.config.tenant(args.tenant)
+    token = create_token(ctx.engine, args.name, args.tenant)
+    if args.json:
+        _print_json({"name": args.name, "token": token})
+    else:
+        scope = f"tenant {args.tenant}" if args.tenant else "every tenant"
+        print(f"API token {args.name} ({scope}); it is shown only this once:\n{token}")
+    return 0
+
+
+def cmd_api_token_list(args, home: Path) -> int:
+    from processor.web.tokens import list_tokens
+
+    ctx = Context.load(home)
+    rows = list_tokens(ctx.engine)
+    if args.json:
+        _print_json({"tokens": rows})
+    else:
+        _print_table([{**r, "tenant": r["tenant"] or "(all)"} for r in rows],
+                     ["name", "tenant", "created_at", "revoked_at"])
+    return 0
+
+
+def cmd_api_token_revoke(args, home: Path) -> int:
+    from processor.web.tokens import revoke_token
+
+    ctx = Context.load(home)
+    revoke_token(ctx.engine, args.name)
+    if args.json:
+        _print_json({"name": args.name, "revoked": True})
+    else:
+        print(f"API token {args.name} revoked")
+    return 0
+
+
+def cmd_webhooks_list(args, home: Path) -> int:
+    from processor.webhooks import list_webhooks
+
+    ctx = Context.load(home)
+    if args.tenant:
+        ctx.config.tenant(args.tenant)
+    listing = list_webhooks(ctx, args.tenant, limit=args.limit)
+    if args.json:
+        _print_json(listing)
+    else:
+        _print_table(listing["webhooks"], ["tenant", "url", "status", "delivered_through", "last_event_id",
+                                           "attempts", "next_attempt_at", "last_error"])
+        print()
+        _print_table(listing["deliveries"], ["at", "tenant", "url", "first_id", "last_id", "count", "attempt",
+                                             "status_code", "error"])
+    return 0
+
+
+def cmd_webhooks_send(args, home: Path) -> int:
+    from processor.webhooks import deliver_webhooks
+
+    ctx = Context.load(home)
+    summary = deliver_webhooks(ctx, force=True, budget_seconds=300)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+    return 0 if not summary["failed"] else 1
+
+
+def cmd_webhooks_retry(args, home: Path) -> int:
+    from processor.webhooks import retry_failed
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant)
+    resumed = retry_failed(ctx, args.tenant)
+    if args.json:
+        _print_json({"tenant": args.tenant, "resumed": resumed})
+    else:
+        print(f"{resumed} failed webhooks of tenant {args.tenant} resumed where they stopped")
+    return 0
+
+
+def cmd_roster_lock(args, home: Path) -> int:
+    from processor.apply.locks import lock_field
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant)
+    lock = lock_field(ctx.engine, args.tenant, args.entity, args.id, args.field, args.value, by=args.by)
+    if args.json:
+        _print_json(lock)
+    else:
+        print(f"{args.entity} {args.id} {args.field} locked at {args.value!r}; later drops keep it")
+    return 0
+
+
+def cmd_roster_unlock(args, home: Path) -> int:
+    from processor.apply.locks import unlock_field
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant)
+    done = unlock_field(ctx.engine, args.tenant, args.entity, args.id, args.field, by=args.by)
+    if args.json:
+        _print_json(done)
+    else:
+        print(f"{args.entity} {args.id} {args.field} unlocked; the next drop that carries it sets the SIS's value")
+    return 0
+
+
+def cmd_roster_alias(args, home: Path) -> int:
+    from processor.apply.identity import add_alias
+
+    ctx = Context.load(home)
+    ctx.config.tenant(args.tenant)
+    alias = add_alias(ctx.engine, args.tenant, args.entity, args.old, args.new, by=args.by)
+    if args.json:
+        _print_json(alias)
+    else:
+        print(f"{args.entity} {args.new} is now read as the record {alias['old']}")
+    return 0
+
+
 def _print_table(rows: list[dict], cols: list[str]) -> None:
     if not rows:
         print("(none)")
@@ -308,6 +646,8 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors exit 1 (CONTRACT.md section 3), not argparse's 2, which means "rejected" here."""
 
     def error(self, message: str):
+        if "--json" in _ARGV:  # still exactly one JSON object on stdout (CONTRACT.md section 9)
+            _print_json({"error": f"{self.prog}: {message}"})
         self.print_usage(sys.stderr)
         self.exit(1, f"{self.prog}: error: {message}\n")
 
@@ -322,6 +662,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--json", action="store_true", **d, help="print exactly one JSON object on stdout")
         sp.add_argument("-v", "--verbose", action="count", **({"default": 0} | d),
                         help="more log output (-vv: debug)")
+        sp.add_argument("--log-format", choices=["text", "json"], **({"default": "text"} | d),
+                        help="log lines on stderr as text (default) or JSON objects with ISO timestamps")
         return sp
 
     common = shared(suppress=True)
@@ -329,6 +671,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rosterdrop", parents=[shared(suppress=False)],
         description="Receive district OneRoster CSV drops, validate, apply them to the roster store, "
                     "and email a sync report.")
+    from processor import __version__
+
+    p.add_argument("--version", action="version", version=f"rosterdrop {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name, func, help_, parent=sub):
@@ -341,6 +686,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("serve", cmd_serve, "run the daemon: SFTP server, inbox watcher, scheduler and workers")
     sp.add_argument("--burst", action="store_true", help="process what is waiting in the inboxes, then exit")
+    sp.add_argument("--init", action="store_true",
+                    help="if the home does not exist, create it with a demo tenant (a terminal implies this)")
 
     sp = add("process", cmd_process, "process one bundle (a .zip or a folder of CSVs) now, as the daemon would")
     sp.add_argument("path", metavar="PATH", help="the bundle: a .zip file or a folder of CSV files")
@@ -353,6 +700,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tenant", metavar="ID", help="only this tenant's runs")
     sp.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
     sp = add("show", cmd_runs_show, "one run's result", runs_sub)
+    sp.add_argument("run_id", metavar="RUN_ID")
+    sp = add("retry", cmd_runs_retry, "process a failed run's drop again, now", runs_sub)
     sp.add_argument("run_id", metavar="RUN_ID")
 
     holds = sub.add_parser("holds", help="list, release or discard held runs",
@@ -377,6 +726,24 @@ def build_parser() -> argparse.ArgumentParser:
                          "csv: one entity (--entity), streamed")
     sp.add_argument("--entity", choices=["schools", "people", "classes", "enrollments", "guardians"],
                     help="with --format csv (required) or jsonl: only this section")
+    for name, func, help_ in (
+            ("lock", cmd_roster_lock, "set one field of a stored row by hand and keep it whatever later drops say"),
+            ("unlock", cmd_roster_unlock, "give a locked field back to the district's drops")):
+        sp = add(name, func, help_, roster_sub)
+        sp.add_argument("--tenant", required=True, metavar="ID")
+        sp.add_argument("--entity", required=True, choices=["people", "classes", "schools", "enrollments"])
+        sp.add_argument("--id", required=True, metavar="SOURCED_ID")
+        sp.add_argument("--field", required=True, metavar="FIELD", help="e.g. role, email, given_name, title, name")
+        if name == "lock":
+            sp.add_argument("--value", required=True, metavar="VALUE")
+        sp.add_argument("--by", metavar="WHO", help="who made the change (default: the operating-system user)")
+    sp = add("alias", cmd_roster_alias, "read the district's new sourcedId as an existing record (an SIS migration)",
+             roster_sub)
+    sp.add_argument("--tenant", required=True, metavar="ID")
+    sp.add_argument("--entity", required=True, choices=["people"])
+    sp.add_argument("old", metavar="OLD", help="the stored record's sourcedId")
+    sp.add_argument("new", metavar="NEW", help="the sourcedId the district sends now")
+    sp.add_argument("--by", metavar="WHO", help="who made the mapping (default: the operating-system user)")
 
     sp = add("generate", cmd_generate, "write a realistic synthetic OneRoster 1.1 bundle (zip)")
     sp.add_argument("--out", required=True, metavar="PATH", help="the zip to write")
@@ -400,25 +767,137 @@ def build_parser() -> argparse.ArgumentParser:
              tenant_sub)
     sp.add_argument("tenant_id", metavar="ID")
     sp.add_argument("pubkey_file", metavar="PUBKEY_FILE")
+
+    db = sub.add_parser("db", help="the store's schema: current revision, upgrade",
+                        description="the store's schema: current revision, upgrade")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    add("upgrade", cmd_db_upgrade, "migrate the store to the schema of this version (Alembic)", db_sub)
+    add("current", cmd_db_current, "print the store's schema revision", db_sub)
+
+    add("status", cmd_status, "per tenant: last drop received and applied, open holds, unfinished runs, "
+                              "emails waiting")
+    sp = add("changes", cmd_runs_changes, "what an applied run changed: entity, sourcedId, action, fields",
+             runs_sub)
+    sp.add_argument("run_id", metavar="RUN_ID")
+    sp = add("revert", cmd_runs_revert, "undo the tenant's latest applied run (from the audit log)", runs_sub)
+    sp.add_argument("run_id", metavar="RUN_ID")
+
+    add("list", cmd_tenant_list, "configured tenants, their credentials and whether they are disabled",
+        tenant_sub)
+    sp = add("keys", cmd_tenant_keys, "the tenant's authorized public keys, with SHA256 fingerprints", tenant_sub)
+    sp.add_argument("tenant_id", metavar="ID")
+    sp = add("remove-key", cmd_tenant_remove_key, "revoke one of the tenant's public keys by fingerprint",
+             tenant_sub)
+    sp.add_argument("tenant_id", metavar="ID")
+    sp.add_argument("fingerprint", metavar="FINGERPRINT", help="SHA256:... as `tenant keys` prints it")
+    sp = add("disable", cmd_tenant_disable, "refuse the tenant's SFTP logins (drops already received go on)",
+             tenant_sub)
+    sp.add_argument("tenant_id", metavar="ID")
+    sp = add("enable", cmd_tenant_enable, "accept the tenant's SFTP logins again", tenant_sub)
+    sp.add_argument("tenant_id", metavar="ID")
+
+    server = sub.add_parser("server", help="the SFTP server's identity", description="the SFTP server's identity")
+    server_sub = server.add_subparsers(dest="server_command", metavar="ACTION", required=True)
+    add("fingerprint", cmd_server_fingerprint, "the SSH host key's SHA256 fingerprint (tell districts)",
+        server_sub)
+    web = sub.add_parser("web", help="the web console's operators", description="the web console's operators")
+    web_sub = web.add_subparsers(dest="web_command", metavar="ACTION", required=True)
+    sp = add("passwd", cmd_web_passwd, "set an operator's console password (stdin when not a terminal)", web_sub)
+    sp.add_argument("name", metavar="NAME")
+    sp = add("events", cmd_events, "the tenant's change events after a cursor, oldest first")
+    sp.add_argument("--tenant", required=True, metavar="ID")
+    sp.add_argument("--after", type=int, default=0, metavar="N", help="only events with an id above N (default 0)")
+    sp.add_argument("--limit", type=int, default=1000, metavar="M", help="at most M events (default 1000)")
+
+    tokens = sub.add_parser("api-token", help="tokens for the HTTP API", description="tokens for the HTTP API")
+    tokens_sub = tokens.add_subparsers(dest="api_token_command", metavar="ACTION", required=True)
+    sp = add("create", cmd_api_token_create, "create an API token (printed once; stored hashed)", tokens_sub)
+    sp.add_argument("name", metavar="NAME")
+    sp.add_argument("--tenant", metavar="ID", help="the one tenant it may read (default: every tenant)")
+    add("list", cmd_api_token_list, "API tokens, with their tenant and when they were created or revoked",
+        tokens_sub)
+    sp = add("revoke", cmd_api_token_revoke, "revoke an API token", tokens_sub)
+    sp.add_argument("name", metavar="NAME")
+
+    hooks = sub.add_parser("webhooks", help="webhook deliveries", description="webhook deliveries")
+    hooks_sub = hooks.add_subparsers(dest="webhooks_command", metavar="ACTION", required=True)
+    sp = add("list", cmd_webhooks_list, "each webhook's state and the delivery log, newest first", hooks_sub)
+    sp.add_argument("--tenant", metavar="ID", help="only this tenant's webhooks")
+    sp.add_argument("--limit", type=int, default=50, help="at most this many log entries (default 50)")
+    add("send", cmd_webhooks_send, "deliver every webhook's waiting events now (the daemon also does, with backoff)",
+        hooks_sub)
+    sp = add("retry", cmd_webhooks_retry, "resume the tenant's webhooks that failed for a day, where they stopped",
+             hooks_sub)
+    sp.add_argument("--tenant", required=True, metavar="ID")
     return p
 
 
-def setup_logging(verbose: int) -> None:
+def setup_logging(verbose: int, log_format: str = "text") -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    from processor.service import apply_log_format
+
+    apply_log_format(log_format)
+
+
+_ARGV: list[str] = []  # the arguments being parsed, for _Parser.error
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _ARGV
+    _ARGV = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose if args.command != "serve" else max(args.verbose, 1))
+    setup_logging(args.verbose if args.command != "serve" else max(args.verbose, 1), args.log_format)
     home = resolve_home(args.home)
+    stdout, sys.stdout = sys.stdout, _QuietPipe(sys.stdout)
     try:
         return args.func(args, home)
     except (ConfigError, UserError) as exc:
         return _fail(args, str(exc))
     except KeyboardInterrupt:
         return _fail(args, "interrupted")
+    finally:
+        sys.stdout = stdout
+
+
+class _QuietPipe:
+    """stdout that a closed pipe (`rosterdrop runs list | head`) silences instead of raising: the command
+    finishes and exits with its own code, and nothing more is written."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._silence()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._silence()
+
+    def _silence(self) -> None:
+        self.broken = True
+        try:  # the interpreter flushes stdout again at exit: point fd 1 at /dev/null so that is quiet too
+            import os
+
+            if self._stream.fileno() == 1:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 1)
+                os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def _fail(args, message: str) -> int:

@@ -27,9 +27,10 @@ class Context:
 
     @cached_property
     def engine(self) -> Engine:
-        from processor.apply.store import open_store
+        from processor.apply.schema import open_checked
 
-        return self._engine or open_store(self.config.store_url())
+        # Opened and checked at the current schema revision; never creates tables (init and `db upgrade` do).
+        return self._engine or open_checked(self.config.store_url())
 
     def path(self, *parts: str) -> Path:
         return self.home.joinpath(*parts)

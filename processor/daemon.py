@@ -11,11 +11,14 @@ stop.
   gives a tenant its next drop only when the previous one finished: one run at a time per tenant, in
   arrival order, tenants in parallel. Each worker process loads its own Context (engines do not cross
   processes) and calls pipeline.process_drop(). A newer drop of a tenant with a held run goes ahead.
-* A run that fails (an exception, a worker process that dies) is logged with its id and left as it is
-  (`received` or `processing`): it is tried again at the next start. Later drops of the tenant go ahead
-  meanwhile; if one of them is applied first, the older run is then marked `superseded` instead of
-  applied over it. It is never marked `rejected`: its bytes would then count as processed and a re-send
-  of the same file after the fix would be refused as a duplicate.
+* A worker process that dies (OOM kill, a crash in a native library) affects only the run it had
+  (processor/workers.py: the pool replaces that one process): the run is tried once more, and ends
+  `failed` if its worker dies again. A run that raises ends `failed` (the pipeline records it: nothing
+  applied, the district told, the bundle kept for `rosterdrop runs retry`); a busy or unreachable store
+  is retried with backoff first. Later drops of the tenant go ahead meanwhile; if one of them is applied
+  first, a retry marks the older run `superseded` instead of applying it over the newer one. It is never
+  marked `rejected`: its bytes would then count as processed and a re-send of the same file after the
+  fix would be refused as a duplicate.
 * Crash safety: at start-up, runs left `received`/`processing` are resumed in arrival order, spool
   folders without a run (a crash between the move and the insert) are recorded and processed, and
   whatever waits in the inboxes is handed over. The apply is one transaction, so kill -9 at any moment
@@ -30,6 +33,7 @@ stop.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -42,8 +46,7 @@ import threading
 import time
 import traceback
 from collections import defaultdict, deque
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from multiprocessing import get_context
@@ -52,19 +55,22 @@ from pathlib import Path
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from processor.apply import runs as run_store
 from processor.apply.store import outbox, runs
+from processor.apply.tenant_lock import tenant_lock
 from processor.config import Config, ConfigError
 from processor.context import Context, UserError
+from processor.events import vendor_jobs
+from processor.failures import record_failed
 from processor.intake import pull
 from processor.intake.leftovers import clean_leftovers
 from processor.intake.loose import LooseCsvCollector, is_ignored, is_loose_csv
 from processor.intake.spool import Drop, archive, spooled_bundle, spooled_runs
 from processor.pipeline import process_drop, receive
 from processor.runs import RunResult
+from processor.workers import WorkerDied, WorkerPool
 
 log = logging.getLogger("rosterdrop.daemon")
 
@@ -83,17 +89,26 @@ TRANSIENT_FIRST_DELAY = 5.0
 # ---------------------------------------------------------------- entry point
 
 
-def serve(home: Path, burst: bool = False) -> int:
+def serve(home: Path, burst: bool = False, create: bool = False) -> int:
     """Run the daemon until SIGTERM/SIGINT (with burst: until nothing is left); the exit code.
 
     A home that does not exist yet is created with a `demo` tenant whose SFTP password is printed once,
-    so that the first `rosterdrop serve` on a new machine just works. ConfigError and UserError go to
-    the caller, which prints them.
+    so that the first `rosterdrop serve` on a new machine just works: on a terminal, or with create
+    (`serve --init`). Without a terminal (a service, a script) a missing home is an error: a mistyped
+    path must not quietly become a new, empty home. ConfigError and UserError go to the caller, which
+    prints them. One daemon per home (service.ServeLock).
     """
+    from processor.service import ServeLock, startup_warnings
+
     if not home.exists():
+        if not (create or (sys.stdin is not None and sys.stdin.isatty())):
+            raise UserError(f"{home} does not exist; create it with `rosterdrop init --home {home}` (or "
+                            "`rosterdrop serve --init`), or give the right --home / ROSTERDROP_HOME")
         first_start(home)
     ctx = Context.load(home)
-    code = Daemon(ctx, burst=burst).run()
+    with ServeLock(home):
+        startup_warnings(ctx.config)
+        code = Daemon(ctx, burst=burst).run()
     _exit_if_threads_linger(code)
     return code
 
@@ -163,7 +178,7 @@ class Daemon:
         self._retried: set[str] = set()
         self._transient: dict[str, int] = {}  # run id -> transient failures so far
         self._not_before: dict[str, float] = {}  # run id -> monotonic time before which it is not retried
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
         self._pool_generation = 0
         self._lock = threading.Lock()
         # made up front: a defaultdict filled from several door threads could hand out two locks for one tenant
@@ -193,7 +208,9 @@ class Daemon:
                 self._open_doors()
                 self._start_scheduler()
                 self._mailer.start()
+                self._service_ready()
             while not self.stopping.is_set():
+                self._service_tick()
                 self._handle_events(TICK_SECONDS)
                 if self.burst and self._idle():
                     break
@@ -243,30 +260,26 @@ class Daemon:
             if len(self._running) >= self.workers:
                 return
             drop = self._waiting[tenant].popleft()
-            try:
-                future = self._pool.submit(_process_in_worker, drop)
-            except BrokenProcessPool:
-                self._restart_workers(self._pool_generation)
-                future = self._pool.submit(_process_in_worker, drop)
+            future = self._pool.submit(_process_in_worker, drop)
             self._running[tenant] = (drop, future, self._pool_generation)
             future.add_done_callback(lambda f, d=drop: self._events.put(("done", d, f)))
         for tenant in [t for t, q in self._waiting.items() if not q]:
             del self._waiting[tenant]
 
     def _finished(self, drop: Drop, future: Future) -> None:
-        _, _, generation = self._running.pop(drop.tenant, (None, None, self._pool_generation))
+        self._running.pop(drop.tenant, None)
         self._known.discard(drop.run_id)
         try:
             status = future.result()
-        except BrokenProcessPool:
-            self._restart_workers(generation)
+        except WorkerDied as exc:
+            # Only this run's worker died (the pool replaces it); the other workers and their runs go on.
             if drop.run_id not in self._retried:
-                # Every run of a broken pool fails, not only the one that killed it: one more try each.
                 self._retried.add(drop.run_id)
-                log.error("run %s tenant %s: its worker process died; trying it once more", drop.run_id, drop.tenant)
+                log.error("run %s tenant %s: its worker process died (%s); trying it once more", drop.run_id,
+                          drop.tenant, str(exc).rpartition("(")[2].rstrip(")"))
                 self._enqueue(drop, front=True)
                 return
-            self._failed(drop, "its worker process died")
+            self._failed(drop, "its worker process died twice")
             return
         except RunFailed as exc:
             if exc.transient and self._retry_later(drop, exc.reason):
@@ -278,6 +291,8 @@ class Daemon:
             return
         self._transient.pop(drop.run_id, None)
         self._not_before.pop(drop.run_id, None)
+        if status == "failed":
+            self.errors += 1  # recorded by the pipeline; burst's exit code says so
         log.debug("run %s tenant %s: worker done (%s)", drop.run_id, drop.tenant, status)
         self._mailer.kick()
 
@@ -295,9 +310,15 @@ class Daemon:
         return True
 
     def _failed(self, drop: Drop, why: str) -> None:
+        """The run ends `failed` (the district is told; `runs retry` redoes it); the tenant's next drops go ahead."""
         self.errors += 1
-        log.error("run %s tenant %s: failed (%s); it stays unfinished and is tried again at the next start "
-                  "(the tenant's later drops go ahead)", drop.run_id, drop.tenant, why)
+        try:
+            if record_failed(self.ctx, drop, why) is None:
+                log.warning("run %s tenant %s: failed (%s), but it had finished meanwhile; left as it is",
+                            drop.run_id, drop.tenant, why)
+        except Exception:  # noqa: BLE001 - the store itself may be what failed
+            log.error("run %s tenant %s: failed (%s) and could not be recorded as failed; it stays unfinished and "
+                      "is tried again at the next start", drop.run_id, drop.tenant, why)
 
     # ------------------------------------------------------------ intake: one way in for every door
 
@@ -386,7 +407,7 @@ class Daemon:
                     if self._statuses([run_id]):
                         continue  # recorded in the meantime
                     self._adopt(tenant, run_id, folder)
-            elif at_start and status not in (*UNFINISHED, "held"):
+            elif at_start and status not in (*UNFINISHED, "held", "failed"):
                 # finished (its transaction committed) but a crash came before its folder was archived;
                 # also held runs a newer drop superseded
                 archive(self.ctx, folder, tenant, run_id)
@@ -441,6 +462,11 @@ class Daemon:
         elif self.sftp is not None:
             # Uploads completed just before a crash were never handed over, and nothing rescans: take them.
             self._sweep_inboxes(self.inbox_source)
+        if cfg.web.enabled:
+            from processor.web.server import WebServer
+
+            self.web = WebServer(self.ctx)
+            self.web.start()  # UserError (one line) when its port is taken
         doors = [f"SFTP on {cfg.sftp.host}:{self.sftp.port}"] if self.sftp else []
         doors += ["watched inboxes"] if self.watcher else []
         doors += [f"pull for {n} tenants"] if (n := sum(1 for t in cfg.tenants.values() if t.pull)) else []
@@ -478,6 +504,8 @@ class Daemon:
                     self._try_hand_over(tenant, path, source)
 
     def _close_doors(self) -> None:
+        if getattr(self, "web", None) is not None:
+            self.web.stop()
         if self.sftp is not None:
             self.sftp.stop()  # uploads in flight become aborted uploads, kept aside
         if self.watcher is not None:
@@ -489,12 +517,11 @@ class Daemon:
 
     def _start_workers(self) -> None:
         # spawn, not fork: the daemon has threads (SFTP, watcher, scheduler) and a fork copies their locks.
-        self._pool = ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=get_context("spawn"), initializer=_worker_init,
-            initargs=(str(self.ctx.home), self.config, os.getpid(), logging.getLogger().getEffectiveLevel()))
-        if not self.burst:
-            for _ in range(self.workers):
-                self._pool.submit(_ready)  # start every worker now: the first drop must not wait for imports
+        # Started now unless bursting: the first drop must not wait for imports.
+        self._pool = WorkerPool(
+            self.workers, mp_context=get_context("spawn"), initializer=_worker_init,
+            initargs=(str(self.ctx.home), self.config, os.getpid(), logging.getLogger().getEffectiveLevel()),
+            eager=not self.burst)
 
     def _restart_workers(self, generation: int) -> None:
         if generation != self._pool_generation:
@@ -504,11 +531,10 @@ class Daemon:
         self._pool_generation += 1
         self._start_workers()
         if old is not None:
-            old.shutdown(wait=False, cancel_futures=True)
+            old.shutdown(wait=False)  # its busy workers finish their runs (reported as usual), then exit
 
     def _worker_processes(self) -> list:
-        # concurrent.futures has no public way to stop a busy worker before Python 3.14's kill_workers().
-        return list(getattr(self._pool, "_processes", {}).values()) if self._pool else []
+        return self._pool.processes() if self._pool else []
 
     def _kill_workers(self) -> None:
         for p in self._worker_processes():
@@ -524,6 +550,7 @@ class Daemon:
             return  # run() in a thread (tests): request_stop() is the way to stop it
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+        self._old_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_sighup)
 
     def _restore_signal_handlers(self) -> None:
         for sig, handler in self._old_handlers.items():
@@ -541,6 +568,9 @@ class Daemon:
 
     def _shutdown(self) -> int:
         """Close the doors, let current runs finish (daemon.stop_timeout_seconds), stop the workers."""
+        from processor.service import sd_notify
+
+        sd_notify("STOPPING=1")
         self._close_doors()
         if not self.burst:
             log.info("stopping: doors closed; waiting for %d current runs", len(self._running))
@@ -563,6 +593,51 @@ class Daemon:
         log.info("stopped")
         return 1 if self.burst and self.errors else 0
 
+    # ------------------------------------------------------------ service: systemd notify, live reload
+
+    def _service_ready(self) -> None:
+        from processor.service import ConfigWatch, Watchdog, sd_notify
+
+        self._config_watch = ConfigWatch(self.ctx.home)
+        self._watchdog = Watchdog()
+        sd_notify(f"READY=1\nSTATUS=serving {len(self.tenants)} tenants\nMAINPID={os.getpid()}")
+
+    def _service_tick(self) -> None:
+        """From the main loop: ping systemd's watchdog; take a changed rosterdrop.toml (or SIGHUP)."""
+        if getattr(self, "_config_watch", None) is None:
+            return
+        self._watchdog.tick()
+        new = self._config_watch.poll()
+        if new is not None:
+            self.reload(new)
+
+    def _on_sighup(self, signum, frame) -> None:
+        if getattr(self, "_config_watch", None) is not None:
+            self._config_watch.requested = True  # a flag only: the main loop reloads within a tick
+
+    def reload(self, new: Config) -> None:
+        """Take a new configuration without dropping a connection: tenants added or removed, their names,
+        report_to and policies. Credentials and disabled tenants live in the store and need nothing."""
+        from processor.service import restart_needed, watch_new_inboxes
+
+        old = self.config
+        added = sorted(set(new.tenants) - set(old.tenants))
+        removed = sorted(set(old.tenants) - set(new.tenants))
+        for tenant in added:  # before any door can hand a drop of it over
+            self._receive_locks.setdefault(tenant, threading.RLock())
+            self.ctx.path("inbox", tenant).mkdir(parents=True, exist_ok=True)
+        self.config = self.ctx.config = new
+        self.tenants = sorted(new.tenants)
+        if self.sftp is not None:
+            self.sftp.tenants = frozenset(self.tenants)
+        if self.watcher is not None:
+            self.watcher.tenants = frozenset(self.tenants)
+            watch_new_inboxes(self.watcher, added)
+        log.info("configuration reloaded: %d tenants%s%s", len(self.tenants),
+                 f"; added {', '.join(added)}" if added else "", f"; removed {', '.join(removed)}" if removed else "")
+        for section in restart_needed(old, new):
+            log.warning("configuration reloaded, but %s changed: that takes effect at the next start", section)
+
     # ------------------------------------------------------------ scheduler
 
     def _scheduled_jobs(self) -> list[tuple[str, object, object, dict]]:
@@ -581,6 +656,7 @@ class Daemon:
         if self.config.daemon.weekly_digest:
             jobs.append(("weekly-digest", lambda: queue_weekly_digests(self.ctx),
                          cron_trigger(self.config.daemon.weekly_digest, "daemon.weekly_digest"), {}))
+        jobs.extend(vendor_jobs(self.ctx))
         jobs.append(("retry-hand-overs", self._retry_hand_overs, IntervalTrigger(seconds=RETRY_EVERY_SECONDS), {}))
         return jobs
 
@@ -610,6 +686,42 @@ class Daemon:
                 with self._lock:
                     self._failed_hand_overs.pop(path, None)
         self._reconcile_spool(at_start=False)
+        self._resume_abandoned()
+
+    def _resume_abandoned(self) -> None:
+        """Runs left `processing` by a process that is gone (an operator's `process` killed mid-run) go back
+        in line now rather than at the next start. A run is processed only under its tenant's lock, and that
+        lock dies with its holder: a `processing` run of a free tenant that this daemon is not running has
+        nobody working on it. Called from the scheduler's thread; the main loop enqueues it."""
+        for row in self._unfinished_runs():
+            tenant = row["tenant"]
+            if (row["status"] != "processing" or row["run_id"] in self._known or tenant not in self.config.tenants
+                    or not row["spool_path"] or not Path(row["spool_path"]).exists()):
+                continue
+            try:
+                with tenant_lock(self.ctx.engine, tenant, row["run_id"], timeout=0):
+                    self._resume_one(row)
+            except UserError:
+                continue  # someone is working on the tenant
+
+    def _resume_one(self, row: dict) -> None:
+        # Under the tenant's lock: nobody can be between taking it and working on this run.
+        run_id, tenant = row["run_id"], row["tenant"]
+        with self.ctx.engine.begin() as conn:
+            now = conn.execute(select(runs.c.status, runs.c.result).where(runs.c.run_id == run_id)).first()
+            if now is None or now.status != "processing":
+                return
+            if json.loads(now.result or "{}").get("status") == "held":
+                # A release that claimed the hold and died before applying it: the hold stays open, to be
+                # released again (what a release that fails does itself).
+                conn.execute(update(runs).where(runs.c.run_id == run_id, runs.c.status == "processing")
+                             .values(status="held"))
+                log.warning("run %s tenant %s: a release of this hold was interrupted; it is held again", run_id,
+                            tenant)
+                return
+        log.warning("run %s tenant %s: left processing by a process that is gone; resumed", run_id, tenant)
+        self._events.put(("drop", Drop(run_id, tenant, Path(row["spool_path"]), row["sha256"],
+                                       row["received_at"], row["source"], row["original_name"] or "")))
 
 
 # ---------------------------------------------------------------- the worker process side
@@ -636,6 +748,9 @@ def _worker_init(home: str, config: Config, parent_pid: int, log_level: int) -> 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(parent_pid)
     logging.basicConfig(level=log_level, stream=sys.stderr, format=LOG_FORMAT)
+    from processor.service import apply_log_format
+
+    apply_log_format()  # the daemon's --log-format, passed on in the environment
     for name in ("apscheduler", "paramiko", "watchdog"):
         logging.getLogger(name).setLevel(logging.WARNING)
     _WORKER_CTX = Context(home=Path(home), config=config)
@@ -655,22 +770,16 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)  # the daemon died before the line above took effect
 
 
-def _ready() -> None:
-    """A no-op task: submitting one per worker starts them all at once."""
-
-
 def _process_in_worker(drop: Drop) -> str:
     """Process one drop in a worker process; its final status. RunFailed if it raised."""
     ctx = _WORKER_CTX
     assert ctx is not None, "worker not initialised"
+    from processor.service import refresh_worker_config
+
+    refresh_worker_config(ctx)  # policies changed in rosterdrop.toml apply to the next drop
     try:
-        row = run_store.run_row(ctx.engine, drop.run_id)
-        if row["status"] not in UNFINISHED:
-            return row["status"]  # finished elsewhere since it was queued (another daemon, a CLI command)
-        with ctx.engine.connect() as conn:
-            newer = run_store.newer_applied(conn, drop.tenant, drop.received_at, drop.run_id)
-        if newer:
-            return _supersede(ctx, drop, newer)
+        # The run's status and a newer applied drop are checked by process_drop inside the tenant lock: a
+        # check here, before the lock, could be out of date by the time the lock is ours.
         return process_drop(ctx, drop).status.value
     except Exception as exc:
         reason = _describe(exc)
@@ -687,14 +796,6 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, DBAPIError) and exc.orig is not None:
         return f"{type(exc).__name__}: {str(exc.orig).splitlines()[0][:200]}"
     return type(exc).__name__
-
-
-def _supersede(ctx: Context, drop: Drop, newer: str) -> str:
-    """An unfinished run older than an applied one: applying it now would undo the newer roster."""
-    result = run_store.mark_superseded(ctx.engine, drop.run_id, newer, "before this one could be processed")
-    archive(ctx, drop.path.parent, drop.tenant, drop.run_id)
-    log.info("run %s tenant %s: superseded by run %s; nothing applied", drop.run_id, drop.tenant, newer)
-    return result.status.value
 
 
 # ---------------------------------------------------------------- outbox

@@ -11,7 +11,8 @@ FOLDERS = ("inbox", "spool", "archive", "outbox", "reports")
 HOST_KEY = "ssh_host_ed25519_key"
 
 CONFIG_HEADER = """\
-# Rosterdrop configuration. Every key is optional unless marked; see CONTRACT.md section 2.
+# Rosterdrop configuration. Every key is optional unless marked; each is described in docs/configuration.md
+# (in the Rosterdrop source; `python -m processor.configdoc` prints it too).
 # [store], [sftp] and [smtp] keys can be overridden by ROSTERDROP_<SECTION>__<KEY> environment variables.
 
 [store]
@@ -30,6 +31,16 @@ port = 2222
 # username = "rosterdrop"
 # password_env = "ROSTERDROP_SMTP_PASSWORD"
 # sender = "Roster Sync <sync@example.org>"
+
+# What one run may take in; a bundle over a size limit is rejected (bad_bundle) before it is read further.
+# [limits]
+# max_total_bytes = 1073741824       # the files once unzipped, together (1 GiB; ~2.5x a 300,000-student district)
+# max_ratio = 100                    # a zip member may expand at most this many times its compressed size
+# max_members = 200                  # entries in one zip
+# max_rows_per_file = 10000000
+# max_columns_per_file = 500
+# max_field_chars = 131072           # the longest one value may be (characters)
+# max_issues_per_code_and_file = 1000  # past this, one issue per code and file counts the rest
 
 # An example tenant (one district). Copy it, or run `rosterdrop init --tenant ID`.
 # [tenants.demo]
@@ -99,7 +110,21 @@ def init_home(home: Path, tenants: list[str]) -> list[str]:
     if not key.exists():
         write_host_key(key)
         created.append(str(key))
+    created += init_store(home)
     return created
+
+
+def init_store(home: Path) -> list[str]:
+    """A new store at the current schema revision, for the URL the home's config names; [] if it has tables."""
+    from processor.apply.schema import create_at_head, display_url, open_engine
+    from processor.config import load_config
+
+    url = load_config(home).store_url()
+    engine = open_engine(url)
+    try:
+        return [f"store {display_url(url)}"] if create_at_head(engine) else []
+    finally:
+        engine.dispose()
 
 
 def write_host_key(path: Path) -> None:

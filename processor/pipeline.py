@@ -9,21 +9,26 @@ from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import Connection, select
+from sqlalchemy.exc import OperationalError
 
+from processor import events
 from processor.apply import hold_actions
 from processor.apply import runs as run_store
 from processor.apply.diff import ChangeSet, TableChanges, compute_changes, labels, note_kept
 from processor.apply.holds import check_holds, counts_by_entity
+from processor.apply.manual import apply_manual_edits
 from processor.apply.store import ENTITY_TABLES, refresh_statistics
 from processor.apply.writer import apply_changes
 from processor.bundle.read import read_bundle
+from processor.bundle.unpack import Limits
 from processor.config import Policy
 from processor.context import Context, UserError
 from processor.convert.roster import TABLE_OF, Roster, convert
+from processor.failures import failure_reason, log_failure, record_failed, supersede_unprocessed
 from processor.intake.spool import Drop, archive, open_drop, take
 from processor.runs import Counts, IssueOut, RunResult, RunStatus, new_run_id, now_iso
 from processor.validate.current import CurrentRoster
-from processor.validate.issues import concat_issues, issues_to_records, sort_issues
+from processor.validate.issues import cap_issues, concat_issues, issues_to_records, sort_issues
 from processor.validate.run import validate
 
 log = logging.getLogger("rosterdrop.pipeline")
@@ -111,10 +116,32 @@ def process_drop(ctx: Context, drop: Drop, dry_run: bool = False, force: bool = 
     superseded: list[tuple[str, str | None]] = []
     reshaped: list[str] = []
     with run_store.tenant_lock(engine, tenant, drop.run_id):
-        result = _process(ctx, drop, result, policy, dry_run, force, superseded, reshaped)
-        refresh_statistics(engine, reshaped, drop.run_id)
-    # After the commit, never before: a run that did not commit must find its spooled bundle to resume.
-    if result.status != RunStatus.HELD:
+        # Decided inside the lock, never before it: while this process waited, another one (a worker whose
+        # pool was replaced, the daemon racing an operator's command) may have finished this run, or applied
+        # a newer drop of the tenant.
+        done = _finished_elsewhere(ctx, drop, force)
+        if done is not None:
+            return done
+        newer = None if dry_run else _newer_applied(engine, drop)
+        if newer and force:
+            result = run_store.mark_superseded(engine, drop.run_id, newer, "after this one was held")
+        elif newer:
+            result = supersede_unprocessed(ctx, drop, newer)
+        else:
+            try:
+                result = _process(ctx, drop, result, policy, dry_run, force, superseded, reshaped)
+            except OperationalError:
+                raise  # a busy or unreachable store: the daemon retries it; nothing could be recorded anyway
+            except Exception as exc:  # noqa: BLE001 - any other error ends the run `failed`, nothing applied
+                log_failure(drop, exc)
+                result = record_failed(ctx, drop, failure_reason(exc), result, dry_run) or \
+                    run_store.get_result(engine, drop.run_id)
+                superseded.clear()
+                reshaped.clear()
+            refresh_statistics(engine, reshaped, drop.run_id)
+    # After the commit, never before: a run that did not commit must find its spooled bundle to resume (and a
+    # failed one, to be retried).
+    if result.status not in (RunStatus.HELD, RunStatus.FAILED) or dry_run:
         archive(ctx, drop.path.parent, drop.tenant, drop.run_id)
     for old_id, old_spool in superseded:  # holds a newer drop replaced can never be released
         log.info("run %s tenant %s: supersedes held run %s", drop.run_id, tenant, old_id)
@@ -123,13 +150,28 @@ def process_drop(ctx: Context, drop: Drop, dry_run: bool = False, force: bool = 
     return result
 
 
+def _finished_elsewhere(ctx: Context, drop: Drop, force: bool) -> RunResult | None:
+    """The stored result if the run is no longer waiting to be processed (for a release: no longer held, or
+    claimed for the release, `processing`)."""
+    status = run_store.run_row(ctx.engine, drop.run_id)["status"]
+    if status in ((RunStatus.HELD, RunStatus.PROCESSING) if force else (RunStatus.RECEIVED, RunStatus.PROCESSING)):
+        return None
+    log.info("run %s tenant %s: already %s; not processed again", drop.run_id, drop.tenant, status)
+    return run_store.get_result(ctx.engine, drop.run_id)
+
+
+def _newer_applied(engine, drop: Drop) -> str | None:
+    with engine.connect() as conn:
+        return run_store.newer_applied(conn, drop.tenant, drop.received_at, drop.run_id)
+
+
 def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_run: bool, force: bool,
              superseded: list, reshaped: list) -> RunResult:
     tenant, engine = drop.tenant, ctx.engine
     if not dry_run:
         run_store.set_status(engine, drop.run_id, RunStatus.PROCESSING)
     with _stage(result, "read"):
-        bundle = read_bundle(drop.path)
+        bundle = read_bundle(drop.path, Limits(**ctx.config.limits.model_dump()))
     result.format = bundle.format
     with _stage(result, "validate"):
         with engine.connect() as conn:
@@ -139,6 +181,7 @@ def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_ru
         return _finish(ctx, drop, result, validation.issues, None, None, RunStatus.REJECTED, dry_run)
     with _stage(result, "convert"):
         roster = convert(bundle, validation, policy, current)
+        apply_manual_edits(engine, tenant, roster)
         issues = sort_issues(concat_issues([validation.issues, *roster.issues]))
     rejected = {e: validation.rejected_count(e) for e in validation.rejected}
     # The raw frames are not needed past convert; letting them go before the diff and the writes lowers the
@@ -193,6 +236,7 @@ def _finish(ctx: Context, drop: Drop, result: RunResult, issues: pd.DataFrame, c
     else:
         result.status = status
     result.finished_at = now_iso()
+    issues = cap_issues(issues, ctx.config.limits.max_issues_per_code_and_file)
     result.issues = [IssueOut.model_construct(**r) for r in issues_to_records(issues)]
     # A release writes its report beside the hold's, which stays readable (CONTRACT.md section 7).
     report_dir = ctx.path("reports", drop.run_id, *(["release"] if result.released else []))
@@ -219,6 +263,7 @@ def _save(ctx: Context, conn: Connection, result: RunResult, data, report_dir: P
     run_store.save_result(conn, result, result.report)
     if dry_run:
         return  # a dry run sends nothing
+    events.record_run(conn, result)
     try:
         from processor.report.mail import queue_run_email
     except ImportError:
@@ -366,6 +411,7 @@ def release_hold(ctx: Context, run_id: str, by: str | None = None, note: str | N
     if not hold_actions.claim(ctx.engine, run_id, RunStatus.PROCESSING):
         _acted_meanwhile(ctx, run_id, "release")
     log.info("run %s tenant %s: hold released", run_id, row["tenant"])
+    events.record_hold_released(ctx.engine, row["tenant"], run_id)
     try:
         return process_drop(ctx, drop, force=True, release=held)
     except BaseException:
@@ -395,6 +441,7 @@ def discard_hold(ctx: Context, run_id: str, by: str | None = None, note: str | N
     result.finished_at = now_iso()
     with ctx.engine.begin() as conn:
         run_store.save_result(conn, result)
+        events.record_hold(conn, result.tenant, run_id, "discarded")
         try:
             from processor.report.mail import queue_notice
 

@@ -21,6 +21,7 @@ class RunStatus(StrEnum):
     SUPERSEDED = "superseded"
     DRY_RUN = "dry_run"
     FAILED = "failed"  # the pipeline hit an internal error; nothing applied; `rosterdrop runs retry` redoes it
+    REVERTED = "reverted"  # was applied; `rosterdrop runs revert` undid its changes (its bytes may be sent again)
 
 
 EXIT_CODES: dict[RunStatus, int] = {
@@ -34,6 +35,7 @@ EXIT_CODES: dict[RunStatus, int] = {
     RunStatus.RECEIVED: 1,
     RunStatus.PROCESSING: 1,
     RunStatus.FAILED: 1,
+    RunStatus.REVERTED: 0,
 }
 
 Source = Literal["cli", "sftp", "watch", "pull"]
@@ -68,6 +70,7 @@ class IssueOut(BaseModel):
     field: str | None = None
     value: str | None = None
     message: str
+    count: int = 1  # how many occurrences this issue stands for: past the cap per code and file, one counts the rest
 
 
 class HoldAction(BaseModel):

@@ -19,6 +19,8 @@ from tests.bundles import make_bundle
 # CLI and daemon tests start Python processes that import pandas, pyarrow and SQLAlchemy. Where the
 # environment sets PYTHONDONTWRITEBYTECODE, each of them would compile those from source (~1.5 s a process).
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+# Every `rosterdrop serve` a test starts also serves the web console: on a free port, never a fixed one.
+os.environ.setdefault("ROSTERDROP_WEB__PORT", "0")
 
 PG_URL = os.environ.get("ROSTERDROP_TEST_PG_URL")
 # Slow end-to-end tests (big bundles, browsers, many processes) run in CI (`.ci/run` sets CI=true) or with
@@ -100,6 +102,18 @@ def issue_rows(result: RunResult, severity: str | None = None) -> list[tuple]:
                   if severity is None or i.severity == severity)
 
 
+def reset_store(url: str) -> None:
+    """An empty store at the newest schema revision (as `rosterdrop init` makes it)."""
+    from processor.apply.schema import VERSION_TABLE, create_at_head
+
+    engine = open_store(url, create=False)
+    metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {VERSION_TABLE}")
+    create_at_head(engine)
+    engine.dispose()
+
+
 @pytest.fixture(params=ENGINES)
 def env(request, tmp_path) -> Env:
     home = tmp_path / "home"
@@ -107,10 +121,7 @@ def env(request, tmp_path) -> Env:
     url = None
     if request.param == "postgresql":
         url = PG_URL
-        engine = open_store(url, create=False)
-        metadata.drop_all(engine)
-        metadata.create_all(engine)
-        engine.dispose()
+        reset_store(url)
     e = Env(home=home, tmp=tmp_path, store_url=url)
     e.configure(lincoln={}, roosevelt={})
     yield e

@@ -346,8 +346,9 @@ def test_loose_csvs_and_manifest_make_one_run(served):
 def test_serve_on_a_missing_home_creates_it_prints_a_working_password_and_stops_on_sigterm(tmp_path):
     home = tmp_path / "new-home"
     port = free_port()
+    # without a terminal (as here) only `serve --init` creates a missing home (test_service.py)
     daemon = DaemonProcess(home, {"ROSTERDROP_SFTP__PORT": str(port), "ROSTERDROP_DAEMON__WORKERS": "1"},
-                           stdout=subprocess.PIPE)
+                           "--init", stdout=subprocess.PIPE)
     try:
         daemon.wait_log("serving 1 tenants")
         out = daemon.proc.stdout.read1().decode()
@@ -499,8 +500,7 @@ def test_burst_resumes_unfinished_runs_in_order_and_adopts_orphan_spool_folders(
     assert not (home / "spool" / "roosevelt" / orphan_id).exists()
 
 
-def test_a_failed_run_is_kept_the_next_drop_goes_ahead_and_the_old_one_is_superseded(tmp_path, hook_path,
-                                                                                    monkeypatch):
+def test_a_failed_run_is_kept_the_next_drop_goes_ahead_and_a_retry_supersedes_it(tmp_path, hook_path, monkeypatch):
     home = tmp_path / "home"
     write_home(home, ["lincoln"], daemon={"workers": 1})
     inbox = home / "inbox" / "lincoln"
@@ -513,15 +513,22 @@ def test_a_failed_run_is_kept_the_next_drop_goes_ahead_and_the_old_one_is_supers
     statuses = {r["run_id"]: r["status"] for r in runs_of(engine, "lincoln")}
     assert len(statuses) == 2 and "applied" in statuses.values()
     failed = next(k for k, v in statuses.items() if v != "applied")
-    assert statuses[failed] in ("received", "processing")  # kept for the next start; the loop went on
+    assert statuses[failed] == "failed"  # recorded, not left `processing`; the loop went on
+    assert len(emails(home, failed)) == 1  # the district was told
+    assert (home / "spool" / "lincoln" / failed).is_dir()  # kept for a retry
 
     monkeypatch.delenv("RD_HOOK_FAIL_NAME")
     assert Daemon(Context.load(home), burst=True).run() == 0
-    after = {r["run_id"]: r["status"] for r in runs_of(engine, "lincoln")}
+    assert {r["run_id"]: r["status"] for r in runs_of(engine, "lincoln")}[failed] == "failed"  # not resumed
+    assert (home / "spool" / "lincoln" / failed).is_dir()  # nor archived by the restart
+    r = cli(home, "runs", "retry", failed, "--json")
     # the older drop is not applied over the newer one
-    assert after[failed] == "superseded"
+    assert r.returncode == 2, r.stderr
+    assert json.loads(r.stdout)["status"] == "superseded"
+    after = {r["run_id"]: r["status"] for r in runs_of(engine, "lincoln")}
     assert sorted(after.values()) == ["applied", "superseded"]
     assert audit_rows(engine, failed) == 0
+    assert len(emails(home, failed)) == 2  # and the district is told it was not applied
 
 
 def test_a_busy_store_is_retried_in_the_same_process(tmp_path, hook_path, monkeypatch, caplog):

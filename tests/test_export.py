@@ -43,7 +43,8 @@ def test_json_is_the_contract_document(env, capsys):
     code, out, err = cli(env, capsys, "--json")
     doc = json.loads(out)
     assert code == 0 and err == ""
-    assert list(doc) == ["tenant", "schools", "people", "classes", "enrollments", "guardians"]
+    assert list(doc) == ["tenant", "schools", "people", "classes", "enrollments", "guardians", "locks"]
+    assert doc["locks"] == []
     assert doc["tenant"] == "lincoln"
     assert doc["schools"] == [
         {"sourced_id": "d1", "name": "Lincoln Unified", "identifier": "0600001", "type": "district",
@@ -71,11 +72,14 @@ def test_json_is_streamed_byte_for_byte_as_the_whole_document_was(env, capsys, m
     without_pat(env)
     monkeypatch.setattr(export, "BATCH", 2)
     args = ["--all"] if include_inactive else []
+    assert main(["--home", str(env.home), "roster", "lock", "--tenant", "lincoln", "--entity", "people", "--id", "u3",
+                 "--field", "email", "--value", "josé@lincoln.example", "--by", "ops"]) == 0
+    capsys.readouterr()
     for tenant in ("lincoln", "roosevelt"):  # roosevelt has no rows: every list is []
         whole = json.dumps(env.export(tenant, include_inactive), indent=2, ensure_ascii=False) + "\n"
         code = main(["--home", str(env.home), "roster", "export", "--tenant", tenant, "--json", *args])
         assert code == 0 and capsys.readouterr().out == whole
-        assert ('"given_name": "José"' if tenant == "lincoln" else '"people": [],') in whole
+        assert ('"value": "josé@lincoln.example"' if tenant == "lincoln" else '"people": [],') in whole
 
 
 @pytest.mark.parametrize("include_inactive", [False, True])
@@ -87,11 +91,11 @@ def test_jsonl_streams_every_record_with_its_kind(env, capsys, monkeypatch, incl
     assert code == 0 and err == "" and out.endswith("\n")
     lines = [json.loads(line) for line in out.splitlines()]
     assert lines[0] == {"kind": "roster", "tenant": "lincoln", "include_inactive": include_inactive}
-    streamed: dict[str, list] = {s: [] for s in KINDS.values()}
+    streamed: dict[str, list] = {s: [] for s in [*KINDS.values(), "locks"]}
     for line in lines[1:]:
-        streamed[KINDS[line.pop("kind")]].append(line)
+        streamed[KINDS.get(line.pop("kind"), "locks")].append(line)
     doc = env.export(include_inactive=include_inactive)
-    assert streamed == {s: doc[s] for s in KINDS.values()}
+    assert streamed == {s: doc[s] for s in streamed}
     u4 = [p for p in streamed["people"] if p["sourced_id"] == "u4"]
     assert u4 == ([{"sourced_id": "u4", "role": "teacher", "email": "pobrien@lincoln.example", "given_name": "Pat",
                     "family_name": "O'Brien", "username": "pobrien", "school": "s2", "schools": ["s2"],

@@ -195,7 +195,7 @@ def test_write_report_writes_html_text_and_every_issue_as_csv(tmp_path):
     assert path.read_text().lower().startswith("<!doctype html>")
     assert (tmp_path / "r" / "report.txt").read_text().startswith("ROSTER APPLIED")
     rows = list(csv.DictReader(io.StringIO((tmp_path / "r" / "issues.csv").read_text(encoding="utf-8-sig"))))
-    assert list(rows[0]) == ISSUE_COLUMNS
+    assert list(rows[0]) == [*ISSUE_COLUMNS, "count"]
     assert [(r["severity"], r["code"], r["line"], r["sourced_id"]) for r in rows] == [
         ("error", "missing_value", "12", "u-12"), ("error", "missing_value", "14", "u-14"),
         ("error", "invalid_value", "20", "u-20"), ("alert", "unknown_column", "1", "")]

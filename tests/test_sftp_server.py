@@ -303,13 +303,13 @@ def test_sender_can_ls_stat_mkdir_rename_and_remove_inside_the_inbox(server, spo
         with sftp.open("sub/x.part", "wb") as f:
             f.write(b"12345")
         assert sftp.stat("sub/x.part").st_size == 5
-        assert sorted(sftp.listdir("/")) == ["sub"] and sftp.listdir("sub") == ["x.part"]
+        assert sorted(sftp.listdir("/")) == ["results", "sub"] and sftp.listdir("sub") == ["x.part"]
         sftp.rename("sub/x.part", "sub/y.part")
         with pytest.raises(IOError):
             sftp.rename("sub/y.part", "sub")  # no overwrite
         sftp.remove("sub/y.part")
         sftp.rmdir("sub")
-        assert sftp.listdir("/") == []
+        assert sftp.listdir("/") == ["results"]  # only the read-only results folder
     finally:
         t.close()
     assert spool.calls == []
@@ -329,7 +329,7 @@ def test_dotdot_and_absolute_paths_stay_inside_the_inbox(server, home, spool):
                 sftp.open(path, "rb")
         with pytest.raises(FileNotFoundError):
             sftp.open("/etc/passwd", "wb")
-        assert sftp.listdir("/..") == sftp.listdir("/") == []
+        assert sftp.listdir("/..") == sftp.listdir("/") == ["results"]
         # `..` cannot climb above the inbox: this write lands in the inbox, not next to the config
         with sftp.open("../../rosterdrop.toml", "wb") as f:
             f.write(b"[oops]")

@@ -10,6 +10,7 @@ import pandas as pd
 from sqlalchemy import Connection, func, select
 
 from processor.apply.diff import ChangeSet, link_ends
+from processor.apply.identity import probable_id_change
 from processor.apply.store import ENTITY_TABLES
 from processor.config import Policy
 from processor.convert.roster import ENTITY_OF, Roster
@@ -29,6 +30,7 @@ def check_holds(conn: Connection, tenant: str, changes: ChangeSet, roster: Roste
               *_school_mass_deactivation(conn, tenant, changes, roster, policy, files),
               *_mass_update(changes, policy, files),
               *_school_vanished(conn, tenant, changes, files), *_too_many_guardians(changes, policy, files)]
+    issues += probable_id_change(conn, tenant, changes, roster)
     return concat_issues(issues)
 
 

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import time
-from contextlib import contextmanager
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine, insert, select, update
 
-from processor.apply.store import locks, runs, tenants
+from processor.apply.store import runs, tenants
+from processor.apply.tenant_lock import tenant_lock  # noqa: F401 - callers use run_store.tenant_lock
 from processor.context import UserError
 from processor.runs import IssueOut, RunResult, RunStatus, now_iso
 
@@ -111,53 +107,6 @@ def supersede_older_holds(conn: Connection, tenant: str, received_at: str) -> li
 
 def touch(conn: Connection, run_id: str) -> None:
     conn.execute(update(runs).where(runs.c.run_id == run_id).values(status=runs.c.status))
-
-
-# ---------------------------------------------------------------- per-tenant lock
-
-
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _stale(owner: str) -> bool:
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another host's lock: only its own host can tell (scale-out uses the job queue's locks)
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-@contextmanager
-def tenant_lock(engine: Engine, tenant: str, run_id: str, timeout: float = 600.0):
-    """One run at a time per tenant, across processes: a row in tenant_locks while the run works."""
-    deadline = time.monotonic() + timeout
-    owner = _owner()
-    while True:
-        try:
-            with engine.begin() as conn:
-                conn.execute(insert(locks).values(tenant=tenant, run_id=run_id, owner=owner, acquired_at=time.time()))
-            break
-        except IntegrityError:
-            with engine.begin() as conn:
-                row = conn.execute(select(locks.c.owner).where(locks.c.tenant == tenant)).first()
-                if row is not None and _stale(row[0]):
-                    # The process that held it died (kill -9): its transaction rolled back, the lock is stale.
-                    conn.execute(delete(locks).where(locks.c.tenant == tenant, locks.c.owner == row[0]))
-                    continue
-            if time.monotonic() > deadline:
-                raise UserError(f"tenant {tenant} is busy with another run; try again later") from None
-            time.sleep(0.2)
-    try:
-        yield
-    finally:
-        with engine.begin() as conn:
-            conn.execute(delete(locks).where(locks.c.tenant == tenant, locks.c.run_id == run_id))
 
 
 def mark_superseded(engine: Engine, run_id: str, newer: str, when: str) -> RunResult:

@@ -141,6 +141,36 @@ ENTITY_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The web console (processor/web). Operators sign in with a password set by `rosterdrop web passwd NAME`.
+web_operators = Table(
+    "web_operators", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# Server-side sessions: the cookie holds a random id, the store only its SHA-256 (a leaked table signs no
+# one in). kind: admin (one tenant, principal = the report_to address) | operator (every tenant).
+web_sessions = Table(
+    "web_sessions", metadata,
+    Column("sid_hash", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("principal", Text, nullable=False),
+    Column("tenant", String(64)),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+# One-time tokens already spent (sign-in links): a second use of the same link is refused.
+web_used_tokens = Table(
+    "web_used_tokens", metadata,
+    Column("nonce", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("used_at", Float, nullable=False),
+)
+
+
 def _entity_table(name: str, fields: tuple[str, ...]) -> Table:
     return Table(
         name, metadata,
@@ -174,14 +204,18 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 
 
 def open_store(url: str, create: bool = True) -> Engine:
-    """An engine for the store; creates missing tables (the schema is not released yet: no migrations)."""
+    """An engine for the store. create: an empty database gets every table, stamped at the newest schema
+    revision (processor.apply.schema); a database with tables is left as it is. Commands never create:
+    they open the store through Context, which checks its revision (init and `db upgrade` make it)."""
     # hide_parameters: a logged database error must never carry roster values (names, emails).
     engine = create_engine(url, future=True, hide_parameters=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
         create_private_sqlite(engine.url.database)  # 0600, not the umask's 0644: it holds the roster
     if create:
-        metadata.create_all(engine)
+        from processor.apply.schema import create_at_head
+
+        create_at_head(engine)
     return engine
 
 
@@ -207,3 +241,20 @@ def refresh_statistics(engine: Engine, tables: list[str], run_id: str) -> None:
     log.info("run %s: refreshed PostgreSQL planner statistics of %s (%.1f s)", run_id, ", ".join(tables),
              time.perf_counter() - start)
 
+
+# A tenant whose SFTP logins are refused (`rosterdrop tenant disable`): one row while it is disabled.
+# Kept in the store, not in rosterdrop.toml, so the command takes effect at the next login without a reload.
+tenant_access = Table(
+    "tenant_access", metadata,
+    Column("tenant", String(64), primary_key=True),
+    Column("disabled_at", Float, nullable=False),
+    Column("disabled_by", Text),
+)
+
+
+# Tables of other modules, registered on this metadata (imported last: they import `metadata` from here).
+from processor import events as _events  # noqa: E402,F401
+from processor import webhooks as _webhooks  # noqa: E402,F401
+from processor.apply import identity as _identity  # noqa: E402,F401
+from processor.apply import locks as _locks  # noqa: E402,F401
+from processor.web import tokens as _tokens  # noqa: E402,F401

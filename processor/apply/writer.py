@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from sqlalchemy import Connection, delete
 
+from processor import events
 from processor.apply.diff import ChangeSet, next_snapshot, write_snapshot
 from processor.apply.store import ENTITY_COLUMNS, ENTITY_TABLES, audit, snapshots
 from processor.convert.roster import data_json
@@ -43,6 +44,7 @@ def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet
         current = changes.current.get(table)
         if current is not None and (tc.changed or tc.rehashed is not None or not current.attrs.get("snapshot")):
             write_snapshot(conn, tenant, table, run_id, next_snapshot(tc, current))
+    events.record_changes(conn, tenant, run_id, changes)
 
 
 def _audit(conn: Connection, tenant: str, run_id: str, table: str, tc, before: pd.DataFrame | None) -> None:
@@ -188,4 +190,5 @@ def revert_run(conn: Connection, tenant: str, run_id: str) -> int:
             values = json.loads(before)
             values["tenant"] = tenant
             conn.execute(t.insert().values(**values))
+    events.record_revert(conn, tenant, run_id, rows)
     return len(rows)

@@ -30,7 +30,7 @@ from processor.bundle.formats import ENTITY_ORDER, SPECS
 from processor.bundle.provenance import FILE, PART, Origin
 from processor.bundle.read import LINE, Bundle, BundleFile, parse_csv
 from processor.bundle.sniff import header
-from processor.bundle.unpack import Unpacked
+from processor.bundle.unpack import Limits, Unpacked
 from processor.validate.issues import one_issue
 
 FORMAT = "clever"
@@ -134,7 +134,7 @@ def read(raw: Unpacked, bundle: Bundle) -> Bundle:
     sent: dict[str, list[str]] = {}
     for name in FILES:
         if name in raw.files:
-            got = _read_file(FILES[name], raw.files[name], issues)
+            got = _read_file(FILES[name], raw.files[name], issues, raw.limits)
             if got is None:
                 bundle.fatal = True
             else:
@@ -173,10 +173,11 @@ def read(raw: Unpacked, bundle: Bundle) -> Bundle:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def _read_file(spec: CleverFile, data: bytes, issues: list[pd.DataFrame]) -> tuple[pd.DataFrame, list[str]] | None:
+def _read_file(spec: CleverFile, data: bytes, issues: list[pd.DataFrame], limits: Limits | None = None
+               ) -> tuple[pd.DataFrame, list[str]] | None:
     """One Clever CSV as a frame under Clever's exact headers (every defined one, blank if not sent) + LINE."""
     name = spec.name
-    parsed = parse_csv(data, name, issues)
+    parsed = parse_csv(data, name, issues, limits)
     if parsed is None:
         return None
     head, frame, line_issues = parsed

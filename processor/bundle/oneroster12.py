@@ -99,7 +99,7 @@ def read(raw: Unpacked, bundle: Bundle) -> Bundle:
             issues.append(one_issue("unsupported_file", f"{spec.filename} was ignored: manifest.csv marks it "
                                     "absent.", file=spec.filename))
             continue
-        bf = read_file(spec, data, issues)
+        bf = read_file(spec, data, issues, raw.limits)
         if bf is None:
             bundle.fatal = True
             continue
@@ -156,7 +156,7 @@ def _roles_mode(raw: Unpacked, bundle: Bundle) -> str:
 
 def _apply_roles(raw: Unpacked, bundle: Bundle, users: BundleFile) -> None:
     issues = bundle.issues
-    roles = read_file(ROLES, raw.files[ROLES_FILE], issues)
+    roles = read_file(ROLES, raw.files[ROLES_FILE], issues, raw.limits)
     if roles is None:
         bundle.fatal = True
         return

@@ -53,6 +53,7 @@ class Bundle:
     files: dict[str, BundleFile] = field(default_factory=dict)  # entity → file (present files only)
     issues: list[pd.DataFrame] = field(default_factory=list)
     fatal: bool = False
+    limits: Limits = field(default_factory=Limits)  # what this run may collect (validate caps its issues)
 
     def frame(self, entity: str) -> pd.DataFrame | None:
         f = self.files.get(entity)
@@ -61,7 +62,7 @@ class Bundle:
 
 def read_bundle(path, limits: Limits | None = None) -> Bundle:
     raw = unpack(path, limits or Limits())
-    bundle = Bundle(issues=list(raw.issues), fatal=raw.fatal)
+    bundle = Bundle(issues=list(raw.issues), fatal=raw.fatal, limits=raw.limits)
     if raw.fatal:
         return bundle
     # OneRoster 1.2 and Clever drops are translated into this same Bundle at the edge; the rest is shared.
@@ -86,7 +87,7 @@ def read_bundle(path, limits: Limits | None = None) -> Bundle:
     # Files are read two at a time, biggest first: while pyarrow parses one, the other is trimmed and
     # normalised (Arrow kernels, which release the GIL). Issues are kept in file order all the same.
     with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="read") as pool:
-        futures = {e: pool.submit(_read_one, SPECS[e], raw.files[SPECS[e].filename])
+        futures = {e: pool.submit(_read_one, SPECS[e], raw.files[SPECS[e].filename], raw.limits)
                    for e in sorted(wanted, key=lambda e: -len(raw.files[SPECS[e].filename]))}
         for entity in wanted:
             bf, file_issues = futures[entity].result()
@@ -99,9 +100,9 @@ def read_bundle(path, limits: Limits | None = None) -> Bundle:
     return bundle
 
 
-def _read_one(spec: FileSpec, data: bytes) -> tuple[BundleFile | None, list[pd.DataFrame]]:
+def _read_one(spec: FileSpec, data: bytes, limits: Limits) -> tuple[BundleFile | None, list[pd.DataFrame]]:
     issues: list[pd.DataFrame] = []
-    return read_file(spec, data, issues), issues
+    return read_file(spec, data, issues, limits), issues
 
 
 def _read_manifest(raw: Unpacked, bundle: Bundle) -> None:
@@ -117,10 +118,16 @@ def _read_manifest(raw: Unpacked, bundle: Bundle) -> None:
         return
     props: dict[str, str] = {}
     reader = csv.reader(io.StringIO(text, newline=""))
-    for row in reader:
-        if len(row) < 2 or row[0].strip().lower() in ("propertyname", ""):
-            continue
-        props[row[0].strip()] = row[1].strip()
+    try:
+        _field_limit(raw.limits)
+        for row in reader:
+            if len(row) < 2 or row[0].strip().lower() in ("propertyname", ""):
+                continue
+            props[row[0].strip()] = row[1].strip()
+    except csv.Error as exc:
+        bundle.issues.append(_csv_problem(MANIFEST, reader.line_num, exc, raw.limits))
+        bundle.fatal = True
+        return
     bundle.manifest = props
     lower = {k.lower(): v for k, v in props.items()}
     version = lower.get("oneroster.version", "1.1")
@@ -179,11 +186,18 @@ def _decode(data: bytes, name: str, issues: list[pd.DataFrame]) -> str | None:
             issues.append(one_issue("bad_bundle", f"{name} starts like UTF-16 but cannot be decoded; "
                                     "export it as UTF-8.", file=name))
             return None
+        if "\x00" in text:
+            issues.append(_nul_problem(name, text.count("\n", 0, text.index("\x00")) + 1))
+            return None
         issues.append(one_issue("encoding", f"{name} is UTF-16; it was read, but export UTF-8.", file=name))
         return text
     if b"\x00" in data[:65536]:
         issues.append(one_issue("bad_bundle", f"{name} is not a text file (it contains NUL bytes); export "
                                 "it as a UTF-8 CSV.", file=name))
+        return None
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        issues.append(_nul_problem(name, data.count(b"\n", 0, nul) + 1))
         return None
     try:
         return data.decode("utf-8-sig")
@@ -199,10 +213,11 @@ def _decode(data: bytes, name: str, issues: list[pd.DataFrame]) -> str | None:
         return text
 
 
-def read_file(spec: FileSpec, data: bytes, issues: list[pd.DataFrame]) -> BundleFile | None:
+def read_file(spec: FileSpec, data: bytes, issues: list[pd.DataFrame], limits: Limits | None = None
+              ) -> BundleFile | None:
     """Read one CSV; None when the file cannot be used at all (issues say why)."""
     name = spec.filename
-    parsed = parse_csv(data, name, issues)
+    parsed = parse_csv(data, name, issues, limits)
     if parsed is None:
         return None
     header, frame, line_issues = parsed
@@ -227,27 +242,67 @@ def read_file(spec: FileSpec, data: bytes, issues: list[pd.DataFrame]) -> Bundle
     return BundleFile(spec.entity, name, frame, meta_cols, sent)
 
 
-def parse_csv(data: bytes, name: str, issues: list[pd.DataFrame]
+def parse_csv(data: bytes, name: str, issues: list[pd.DataFrame], limits: Limits | None = None
               ) -> tuple[list[str] | None, pd.DataFrame, list[pd.DataFrame]] | None:
     """One CSV file's bytes as (header, frame of c0..cN + LINE, line issues); None when the file is not
     text at all (issues say why). Plain UTF-8, the common case, goes to pyarrow as the bytes it came in:
     pyarrow checks the UTF-8 itself, so 100s of MB are never decoded into a Python str unless a slow path
     needs the text. Anything else (UTF-16, invalid UTF-8 read as Windows-1252) is decoded first by
-    _decode, which leaves its `encoding` alert."""
-    if not data.startswith((b"\xff\xfe", b"\xfe\xff")) and b"\x00" not in data[:65536]:
-        raw = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
-        parsed = _parse(raw, name, lambda: raw.decode("utf-8"))
-        if parsed is not None:
-            return parsed
-    text = _decode(data, name, issues)  # not UTF-8 after all: decoded with its alert
-    if text is None:
+    _decode, which leaves its `encoding` alert. A file over a limit (columns, rows, the length of one
+    value) or with a NUL byte anywhere is unusable too: PostgreSQL cannot store a NUL, SQLite would."""
+    limits = limits or Limits()
+    try:
+        if not data.startswith((b"\xff\xfe", b"\xfe\xff")) and b"\x00" not in data:
+            raw = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+            parsed = _parse(raw, name, lambda: raw.decode("utf-8"), limits)
+            if parsed is not None:
+                return parsed
+        text = _decode(data, name, issues)  # not UTF-8 after all: decoded with its alert
+        if text is None:
+            return None
+        return _parse(text.encode("utf-8"), name, lambda: text, limits)
+    except _Unusable as exc:
+        issues.append(exc.issue)
         return None
-    return _parse(text.encode("utf-8"), name, lambda: text)
 
 
-def _parse(raw: bytes, name: str, text) -> tuple[list[str] | None, pd.DataFrame, list[pd.DataFrame]] | None:
+class _Unusable(Exception):
+    """A file read stops here: exc.issue (bad_bundle, naming the file and line) says why."""
+
+    def __init__(self, issue: pd.DataFrame) -> None:
+        super().__init__()
+        self.issue = issue
+
+
+def _nul_problem(name: str, line: int) -> pd.DataFrame:
+    return one_issue("bad_bundle", f"{name} has a NUL byte on line {line}; the file is damaged or not a text "
+                     "file. Export it again as a UTF-8 CSV.", file=name, line=line)
+
+
+def _csv_problem(name: str, line: int, exc: csv.Error, limits: Limits) -> pd.DataFrame:
+    if "field limit" in str(exc):
+        return _long_value(name, line, limits)
+    return one_issue("bad_bundle", f"{name} cannot be read as CSV at line {line} ({str(exc)[:100]}). Export it "
+                     "again as a plain CSV file.", file=name, line=line)
+
+
+def _long_value(name: str, line: int, limits: Limits) -> pd.DataFrame:
+    return one_issue("bad_bundle", f"{name} line {line} has a value longer than {limits.max_field_chars:,} "
+                     "characters, which is usually a quote that is never closed (the rest of the file then "
+                     "reads as one value). Fix the quoting in the export and send it again.", file=name, line=line)
+
+
+def _field_limit(limits: Limits) -> None:
+    # The csv module's limit is process-wide; every read of this process uses the same configured value.
+    if csv.field_size_limit() != limits.max_field_chars:
+        csv.field_size_limit(limits.max_field_chars)
+
+
+def _parse(raw: bytes, name: str, text, limits: Limits
+           ) -> tuple[list[str] | None, pd.DataFrame, list[pd.DataFrame]] | None:
     """raw: UTF-8 bytes (maybe invalid); text(): the whole file as str, for the exact slow path only.
-    None when raw is not valid UTF-8."""
+    None when raw is not valid UTF-8; _Unusable when the file is over a limit."""
+    _field_limit(limits)
     try:
         first = _FIRST_LINE.match(raw).group(0).decode("utf-8")
         header = next(csv.reader([first]))
@@ -255,9 +310,16 @@ def _parse(raw: bytes, name: str, text) -> tuple[list[str] | None, pd.DataFrame,
         return None
     except StopIteration:
         return None, pd.DataFrame(), []
+    except csv.Error as exc:
+        raise _Unusable(_csv_problem(name, 1, exc, limits)) from None
     header = [h.strip() for h in header]
     if not any(header):
         return None, pd.DataFrame(), []
+    if len(header) > limits.max_columns_per_file:
+        # Refused before parsing: each column costs memory and a pass of every check, whatever it holds.
+        raise _Unusable(one_issue(
+            "bad_bundle", f"{name} has {len(header):,} columns; at most {limits.max_columns_per_file:,} are "
+            "accepted. Leave unused columns out of the export.", file=name, line=1))
     names = [f"c{i}" for i in range(len(header))]
 
     def slow() -> tuple[list[str], pd.DataFrame, list[pd.DataFrame]] | None:
@@ -265,7 +327,9 @@ def _parse(raw: bytes, name: str, text) -> tuple[list[str] | None, pd.DataFrame,
             whole = text()
         except UnicodeDecodeError:
             return None
-        return header, *_parse_python(whole, header, name)
+        frame, issues = _parse_python(whole, header, name, limits)
+        _check_rows(frame, name, limits)
+        return header, frame, issues
 
     try:
         # large_string: pandas' str dtype wraps it as it is (a plain string column is copied into one).
@@ -280,28 +344,47 @@ def _parse(raw: bytes, name: str, text) -> tuple[list[str] | None, pd.DataFrame,
         )
     except (pa.ArrowInvalid, pa.ArrowException):  # ragged rows, or invalid UTF-8: slow() then says None
         return slow()
-    frame = table.to_pandas()
-    n = len(frame)
+    n = table.num_rows
     # Line numbers: data row i sits on line i + 2 unless values span lines; then count exactly.
     newlines = raw.count(b"\n") or raw.count(b"\r")
     if newlines > n + 1:
         # Either blank lines or quoted newlines: let the csv module count physical lines.
+        del table
         return slow()
+    _check_lengths(table, name, limits)
+    frame = table.to_pandas()
+    del table
+    _check_rows(frame, name, limits)
     frame[LINE] = pd.RangeIndex(2, n + 2)
     return header, frame, []
 
 
-def _parse_python(text: str, header: list[str], name: str) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+def _check_lengths(table: pa.Table, name: str, limits: Limits) -> None:
+    """The exact path's csv module refuses a value over the field limit; the fast path does the same."""
+    for column in table.columns:
+        lengths = pc.utf8_length(column)
+        longest = pc.max(lengths).as_py()
+        if longest is not None and longest > limits.max_field_chars:
+            row = pc.index(pc.greater(lengths, limits.max_field_chars), True).as_py()
+            raise _Unusable(_long_value(name, row + 2, limits))
+
+
+def _check_rows(frame: pd.DataFrame, name: str, limits: Limits) -> None:
+    if len(frame) > limits.max_rows_per_file:
+        raise _Unusable(one_issue(
+            "bad_bundle", f"{name} has more than {limits.max_rows_per_file:,} rows, more than one file may hold. "
+            "Check the export; ask us to raise the limit if your district is that large.", file=name))
+
+
+def _parse_python(text: str, header: list[str], name: str, limits: Limits
+                  ) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
     """The slow, exact path: ragged rows, blank lines, values spanning lines."""
     reader = csv.reader(io.StringIO(text, newline=""))
     next(reader, None)
     width = len(header)
     rows, lines, bad_lines, bad_text, trimmed = [], [], [], [], 0
     first_trimmed: tuple[int, list[str]] | None = None
-    start = reader.line_num + 1
-    for row in reader:
-        line = start
-        start = reader.line_num + 1
+    for line, row in _rows(reader, name, limits):
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
         if len(row) > width:
@@ -319,6 +402,8 @@ def _parse_python(text: str, header: list[str], name: str) -> tuple[pd.DataFrame
             continue
         rows.append(row)
         lines.append(line)
+        if len(rows) > limits.max_rows_per_file:
+            break  # _check_rows refuses the file; no point reading the rest into Python lists
     frame = pd.DataFrame(rows, columns=[f"c{i}" for i in range(width)], dtype="str")
     frame[LINE] = pd.array(lines, dtype="int64") if lines else pd.array([], dtype="int64")
     issues = []
@@ -336,6 +421,18 @@ def _parse_python(text: str, header: list[str], name: str) -> tuple[pd.DataFrame
             [f"This line of {name} does not have the header's {width} fields; it was not imported. "
              "Quote values that contain commas." for _ in bad_lines]))
     return frame, issues
+
+
+def _rows(reader, name: str, limits: Limits):
+    """(line where the row begins, row) of reader's rows; a csv error (a value over the field limit) stops
+    the file, naming that line."""
+    start = reader.line_num + 1
+    try:
+        for row in reader:
+            yield start, row
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise _Unusable(_csv_problem(name, start, exc, limits)) from None
 
 
 def _map_header(spec: FileSpec, header: list[str], issues: list[pd.DataFrame]

@@ -16,7 +16,10 @@ def header(data: bytes | None) -> list[str] | None:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         head = data[:65536].decode("utf-16", errors="replace")
     line = head.replace("\r\n", "\n").replace("\r", "\n").split("\n", 1)[0]
-    names = next(csv.reader([line]), [])
+    try:
+        names = next(csv.reader([line]), [])
+    except csv.Error:  # a header value over the field limit: reading the file reports it
+        return None
     names = [n.strip() for n in names]
     return names if any(names) else None
 
@@ -27,7 +30,10 @@ def manifest_version(files: dict[str, bytes]) -> str | None:
     if data is None:
         return None
     text = data.decode("utf-8-sig", errors="replace")
-    for row in csv.reader(io.StringIO(text, newline="")):
-        if len(row) >= 2 and row[0].strip().lower() == "oneroster.version":
-            return row[1].strip() or None
+    try:
+        for row in csv.reader(io.StringIO(text, newline="")):
+            if len(row) >= 2 and row[0].strip().lower() == "oneroster.version":
+                return row[1].strip() or None
+    except csv.Error:  # a value over the field limit: reading the manifest reports it
+        return None
     return None

@@ -6,8 +6,11 @@ checked by name and read through a counting reader that stops at the caps.
 
 from __future__ import annotations
 
+import os
 import stat
+import struct
 import threading
+import unicodedata
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,9 +31,16 @@ KNOWN_FILES = {s.filename.lower(): s.filename for s in SPECS.values()} | {
 
 @dataclass(frozen=True)
 class Limits:
-    max_total_bytes: int = 4 * 1024**3
+    """What one run may take in. The defaults are the `[limits]` section's (processor/config.py); a bundle
+    over a size limit is rejected with bad_bundle, issues past their cap are kept as counts."""
+    # A 300,000-student district's bundle expands to ~0.4 GB; peak memory is ~5x the expanded size.
+    max_total_bytes: int = 1024**3
     max_ratio: float = 100.0
     max_members: int = 200
+    max_rows_per_file: int = 10_000_000
+    max_columns_per_file: int = 500
+    max_field_chars: int = 128 * 1024  # the csv module's own default limit, applied on every read path
+    max_issues_per_code_and_file: int = 1000
 
 
 @dataclass
@@ -39,6 +49,7 @@ class Unpacked:
     names: dict[str, str] = field(default_factory=dict)  # canonical file name → the name as sent
     issues: list[pd.DataFrame] = field(default_factory=list)
     fatal: bool = False
+    limits: Limits = field(default_factory=Limits)  # the limits it was unpacked with; reading applies the rest
 
     def reject(self, message: str, file: str | None = None) -> Unpacked:
         self.issues.append(one_issue("bad_bundle", message, file=file))
@@ -52,13 +63,30 @@ class Unpacked:
 def unpack(path: Path, limits: Limits | None = None) -> Unpacked:
     limits = limits or Limits()
     out = _unpack_folder(path, limits) if path.is_dir() else _unpack_zip(path, limits)
+    out.limits = limits
     for frame in out.issues:
-        frame["file"] = frame["file"].fillna(path.name)  # a bundle-level problem names the upload itself
+        frame["file"] = frame["file"].fillna(shown(path.name))  # a bundle-level problem names the upload itself
     return out
 
 
 def _canonical(name: str) -> str | None:
     return KNOWN_FILES.get(name.lower())
+
+
+def shown(name: str) -> str:
+    """A member or file name as it may appear in an issue: every character that is not printable (control
+    characters, U+0085, U+2028, bidi overrides...) written as an escape, so that no name from a bundle
+    can break a line of a report, a log or a header."""
+    if name.isprintable():
+        return name
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in name)
+
+
+def _bad_characters(name: str) -> str | None:
+    for ch in name:
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            return f"U+{ord(ch):04X}"
+    return None
 
 
 def _unpack_folder(path: Path, limits: Limits) -> Unpacked:
@@ -67,36 +95,71 @@ def _unpack_folder(path: Path, limits: Limits) -> Unpacked:
     for entry in sorted(path.iterdir()):
         if entry.name.startswith("."):
             continue
+        name = shown(entry.name)
+        bad = _bad_characters(entry.name)
+        if bad:
+            return out.reject(f"the file name '{name}' contains the control character {bad}; rename the file.")
         st = entry.lstat()
         if not stat.S_ISREG(st.st_mode):
             if stat.S_ISLNK(st.st_mode):
-                return out.reject(f"{entry.name} is a symbolic link; send regular files only.", entry.name)
-            continue
+                return out.reject(f"{name} is a symbolic link; send regular files only.", name)
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            # A named pipe, socket or device: opening a FIFO would wait for a writer forever.
+            return out.reject(f"{name} is not a regular file (a named pipe, socket or device); send regular "
+                              "files only.", name)
         canon = _canonical(entry.name)
         if canon is None:
             if entry.suffix.lower() == ".csv":
-                out.note_ignored(entry.name, "it is not a OneRoster file name")
+                out.note_ignored(name, "it is not a OneRoster file name")
             continue
         if canon in out.files:
-            return out.reject(f"{entry.name} appears twice (file names differ only in case).", entry.name)
+            return out.reject(f"{name} appears twice (file names differ only in case).", name)
         total += st.st_size
         if total > limits.max_total_bytes:
             return out.reject(f"the files add up to more than {limits.max_total_bytes:,} bytes.")
-        out.files[canon] = entry.read_bytes()
+        data = _read_regular(entry)
+        if data is None:
+            return out.reject(f"{name} changed into something other than a regular file while it was read; "
+                              "send regular files only.", name)
+        total += len(data) - st.st_size
+        if total > limits.max_total_bytes:
+            return out.reject(f"the files add up to more than {limits.max_total_bytes:,} bytes.")
+        out.files[canon] = data
         out.names[canon] = entry.name
     if len(out.files) == 0:
         return out.reject("the folder holds no OneRoster CSV files (orgs.csv, users.csv, ...).")
     return out
 
 
+def _read_regular(entry: Path) -> bytes | None:
+    """The bytes of a regular file, opened once without following a link or waiting on a FIFO (the name
+    may have been swapped since it was checked); None when it is not a regular file any more."""
+    try:
+        fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return f.read()
+
+
 def _unpack_zip(path: Path, limits: Limits) -> Unpacked:
     out = Unpacked()
+    upload = shown(path.name)
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
-        return out.reject(f"{path.name} is not a zip file, or it is truncated or corrupt.")
+        return out.reject(f"{upload} is not a zip file, or it is truncated or corrupt.")
+    except UnicodeDecodeError:
+        # zipfile decodes names flagged UTF-8 while it reads the central directory.
+        return out.reject(f"{upload} has an entry whose name is marked as UTF-8 but is not valid UTF-8; "
+                          "create the zip again (most zip tools do this right).")
     except OSError as exc:
-        return out.reject(f"{path.name} could not be read: {exc.strerror or exc}.")
+        return out.reject(f"{upload} could not be read: {exc.strerror or exc}.")
+    except (zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError, struct.error) as exc:
+        return out.reject(f"{upload} is not a zip file that can be read ({_short(exc)}).")
     with zf:
         infos = zf.infolist()
         if len(infos) > limits.max_members:
@@ -105,7 +168,7 @@ def _unpack_zip(path: Path, limits: Limits) -> Unpacked:
         for info in infos:
             problem = _unsafe(info)
             if problem:
-                return out.reject(f"zip entry {info.filename!r} {problem}; nothing was read.")
+                return out.reject(f"zip entry '{shown(info.filename)}' {problem}; nothing was read.")
             if info.is_dir():
                 continue
             pure = PurePosixPath(info.filename)
@@ -114,13 +177,13 @@ def _unpack_zip(path: Path, limits: Limits) -> Unpacked:
             canon = _canonical(pure.name)
             if canon is None:
                 if pure.suffix.lower() == ".csv":
-                    out.note_ignored(info.filename, "it is not a OneRoster file name")
+                    out.note_ignored(shown(info.filename), "it is not a OneRoster file name")
                 continue
             if canon in chosen:
-                return out.reject(f"the zip holds {canon} twice ({chosen[canon].filename!r} and "
-                                  f"{info.filename!r}); send one of each file.")
+                return out.reject(f"the zip holds {canon} twice ('{shown(chosen[canon].filename)}' and "
+                                  f"'{shown(info.filename)}'); send one of each file.")
             if info.flag_bits & 0x1:
-                return out.reject(f"{info.filename} is encrypted; send an unencrypted zip.", canon)
+                return out.reject(f"{shown(info.filename)} is encrypted; send an unencrypted zip.", canon)
             chosen[canon] = info
         if not chosen:
             return out.reject("the zip holds no OneRoster CSV files (orgs.csv, users.csv, ...).")
@@ -139,10 +202,10 @@ def _unpack_zip(path: Path, limits: Limits) -> Unpacked:
                 except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError,
                         RuntimeError, ValueError) as exc:
                     # zlib.error is raised as zipfile.BadZipFile/ error subclasses; CRC failures as BadZipFile.
-                    return out.reject(f"{info.filename} could not be decompressed ({_short(exc)}); "
+                    return out.reject(f"{shown(info.filename)} could not be decompressed ({_short(exc)}); "
                                       "the zip is corrupt or uses an unsupported method.", canon)
                 except Exception as exc:  # noqa: BLE001 - zlib.error and friends: any decoder failure is bad input
-                    return out.reject(f"{info.filename} could not be decompressed ({_short(exc)}).", canon)
+                    return out.reject(f"{shown(info.filename)} could not be decompressed ({_short(exc)}).", canon)
                 out.files[canon] = data
                 out.names[canon] = PurePosixPath(info.filename).name
         finally:
@@ -182,7 +245,7 @@ def _read_member(path: Path, info: zipfile.ZipInfo, budget: _Budget, max_ratio: 
             if not budget.take(len(chunk)):
                 raise _TooBig(f"the bundle expands to more than the {budget.limit:,}-byte limit.")
             if size > cap:
-                raise _TooBig(f"{info.filename} expands more than {max_ratio:g} times its compressed size; "
+                raise _TooBig(f"{shown(info.filename)} expands more than {max_ratio:g} times its compressed size; "
                               "it looks like a compression bomb.")
             chunks.append(chunk)
     return b"".join(chunks)
@@ -190,6 +253,10 @@ def _read_member(path: Path, info: zipfile.ZipInfo, budget: _Budget, max_ratio: 
 
 def _unsafe(info: zipfile.ZipInfo) -> str | None:
     name = info.filename
+    bad = _bad_characters(name)
+    if bad:
+        # A line separator in a name would break a report line, a log line or an email header.
+        return f"has the control character {bad} in its name"
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         return "has an absolute path"
     if ".." in PurePosixPath(name.replace("\\", "/")).parts:
@@ -201,5 +268,5 @@ def _unsafe(info: zipfile.ZipInfo) -> str | None:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    text = shown(str(exc) or type(exc).__name__)
     return text[:120]

@@ -22,6 +22,7 @@ from pathlib import Path
 import paramiko
 from sqlalchemy import Engine, delete, insert, select
 
+from processor.apply.access import tenant_disabled
 from processor.apply.store import credentials
 from processor.context import UserError
 
@@ -100,7 +101,7 @@ def check_password(engine: Engine, tenant: str, pw: str) -> bool:
     if stored is None:
         verify_password(_dummy_hash(), pw)
         return False
-    return verify_password(stored, pw)
+    return verify_password(stored, pw) and not tenant_disabled(engine, tenant)
 
 
 def _scrypt(data: bytes, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
@@ -216,7 +217,7 @@ def check_key(engine: Engine, tenant: str, paramiko_pkey: paramiko.PKey) -> bool
     for blob in blobs:
         # no early exit: the time taken must not depend on which key matched; stand-ins never match
         found |= hmac.compare_digest(blob, offered)
-    return found
+    return found and not tenant_disabled(engine, tenant)
 
 
 # ---------------------------------------------------------------- throttle

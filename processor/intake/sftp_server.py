@@ -38,6 +38,7 @@ from paramiko.sftp import (
 from sqlalchemy import Engine
 
 from processor.home import HOST_KEY
+from processor.intake import results
 from processor.intake.auth import LoginThrottle, check_key, check_password
 from processor.intake.limits import UploadLimits, inbox_bytes
 from processor.intake.loose import LooseCsvCollector, OnUpload, is_ignored, is_loose_csv
@@ -286,11 +287,15 @@ class _TenantSftp(paramiko.SFTPServerInterface):
         # real paths opened for writing over this connection (all its SFTP channels: a session is a login)
         self.files_written: set[str] = gate.files_written
         self.status_message: str | None = None  # the text of the next error status (see _SftpSubsystem)
+        self.results = results.ResultsFolder(server.home, server.engine, tenant)  # read-only results/
 
     def refuse(self, why: str) -> int:
         """SFTP_FAILURE with `why` as its message (SFTP v3 has no "quota exceeded" code)."""
         self.status_message = why
         return SFTP_FAILURE
+
+    def _in_results(self, *paths: str) -> bool:
+        return any(results.owns(self.jail.virtual(p)) for p in paths)
 
     def session_started(self) -> None:
         log.info("tenant %s: SFTP session from %s", self.tenant, self.address)
@@ -304,6 +309,8 @@ class _TenantSftp(paramiko.SFTPServerInterface):
 
     @_sftp_errors
     def open(self, path, flags, attr):
+        if self._in_results(path):
+            return self.results.open(self.jail.virtual(path), flags)
         real = self.jail.real(path)
         writing = bool(flags & (os.O_WRONLY | os.O_RDWR))
         if real == self.jail.root:
@@ -339,21 +346,27 @@ class _TenantSftp(paramiko.SFTPServerInterface):
 
     @_sftp_errors
     def list_folder(self, path):
+        if self._in_results(path):
+            return self.results.list_folder(self.jail.virtual(path))
         real = self.jail.real(path)
         if os.path.islink(real):
             return SFTP_PERMISSION_DENIED
-        out = []
+        out = [self.results.folder_attr()] if real == self.jail.root else []
         with os.scandir(real) as entries:
             for entry in entries:
                 try:
                     attr = paramiko.SFTPAttributes.from_stat(entry.stat(follow_symlinks=False), entry.name)
                 except OSError:
                     continue  # gone since the listing started
+                if real == self.jail.root and entry.name == results.FOLDER:
+                    continue  # the virtual results/ folder shadows a real one
                 out.append(attr)
         return out
 
     @_sftp_errors
     def stat(self, path):
+        if self._in_results(path):
+            return self.results.stat(self.jail.virtual(path))
         real = self.jail.real(path)
         st = self._lstat(real)
         if isinstance(st, paramiko.SFTPAttributes):
@@ -364,6 +377,8 @@ class _TenantSftp(paramiko.SFTPServerInterface):
 
     @_sftp_errors
     def lstat(self, path):
+        if self._in_results(path):
+            return self.results.stat(self.jail.virtual(path))
         real = self.jail.real(path)
         st = self._lstat(real)
         if isinstance(st, paramiko.SFTPAttributes):
@@ -383,6 +398,8 @@ class _TenantSftp(paramiko.SFTPServerInterface):
 
     @_sftp_errors
     def remove(self, path):
+        if self._in_results(path):
+            return SFTP_PERMISSION_DENIED
         real = self.jail.real(path)
         if real == self.jail.root:
             return SFTP_PERMISSION_DENIED
@@ -398,6 +415,8 @@ class _TenantSftp(paramiko.SFTPServerInterface):
         return self._rename(oldpath, newpath, replace=True)
 
     def _rename(self, oldpath: str, newpath: str, replace: bool) -> int:
+        if self._in_results(oldpath, newpath):
+            return SFTP_PERMISSION_DENIED
         old, new = self.jail.real(oldpath), self.jail.real(newpath)
         if self.jail.root in (old, new):
             return SFTP_PERMISSION_DENIED
@@ -418,6 +437,8 @@ class _TenantSftp(paramiko.SFTPServerInterface):
 
     @_sftp_errors
     def mkdir(self, path, attr):
+        if self._in_results(path):
+            return SFTP_PERMISSION_DENIED
         real = self.jail.real(path)
         if real == self.jail.root:
             return SFTP_FAILURE
@@ -426,6 +447,8 @@ class _TenantSftp(paramiko.SFTPServerInterface):
 
     @_sftp_errors
     def rmdir(self, path):
+        if self._in_results(path):
+            return SFTP_PERMISSION_DENIED
         real = self.jail.real(path)
         if real == self.jail.root or os.path.islink(real):
             return SFTP_PERMISSION_DENIED
@@ -434,6 +457,8 @@ class _TenantSftp(paramiko.SFTPServerInterface):
 
     @_sftp_errors
     def chattr(self, path, attr):
+        if self._in_results(path):
+            return SFTP_PERMISSION_DENIED
         real = self.jail.real(path)
         st = self._lstat(real)
         if isinstance(st, paramiko.SFTPAttributes):

@@ -197,11 +197,20 @@ def take(ctx: Context, source_path: Path | OpenedDrop, tenant: str, run_id: str,
         return dest
     tmp = dest_dir / f".{dest.name}.tmp"
     if source_path.is_dir():
-        shutil.copytree(source_path, tmp, symlinks=True)
+        shutil.copytree(source_path, tmp, symlinks=True, copy_function=_copy_entry)
     else:
         shutil.copyfile(source_path, tmp)
     os.replace(tmp, dest)
     return dest
+
+
+def _copy_entry(src: str, dst: str) -> None:
+    # A named pipe, socket or device in a folder bundle is copied as an empty named pipe (never opened: a
+    # FIFO would wait for a writer), so the run refuses it by name exactly as it would the moved original.
+    if not stat.S_ISREG(os.lstat(src).st_mode):
+        os.mkfifo(dst, 0o600)
+        return
+    shutil.copy2(src, dst)
 
 
 def archive(ctx: Context, drop_dir: Path, tenant: str, run_id: str) -> Path:

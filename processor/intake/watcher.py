@@ -57,6 +57,10 @@ def zip_ok(path: Path) -> bool:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         with os.fdopen(fd, "rb") as f, zipfile.ZipFile(f) as z:
             return z.testzip() is None
+    except UnicodeDecodeError:
+        # A name flagged UTF-8 that is not: the central directory was read whole, so the zip is complete;
+        # the run rejects it with a clear issue (bundle/unpack.py) rather than the inbox keeping it forever.
+        return True
     except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, NotImplementedError,
             RuntimeError, ValueError):
         # RuntimeError: encrypted member; NotImplementedError: unsupported compression. Neither is

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from processor.validate.issues import ISSUE_COLUMNS
+from processor.validate.issues import COUNT, ISSUE_COLUMNS, issue_counts
 
 CHANGE_COLUMNS = ["entity", "sourced_id", "action", "label", "fields"]
 # UTF-8 with a BOM: without it Excel reads the file as Windows-1252 and mangles accented names.
@@ -35,11 +35,13 @@ def _csv_bytes(frame: pd.DataFrame, columns: list[str], text_columns: list[str])
 
 
 def issues_csv(issues: pd.DataFrame) -> bytes:
-    """Every issue, one row each, with the columns of ISSUE_COLUMNS."""
+    """Every issue, one row each, with the columns of ISSUE_COLUMNS and `count`: 1, or on the one row per
+    code and file past the cap, how many more occurrences it stands for."""
     frame = issues.copy()
     if "line" in frame:
         frame["line"] = frame["line"].astype("Int64")
-    return _csv_bytes(frame, ISSUE_COLUMNS, [c for c in ISSUE_COLUMNS if c != "line"])
+    frame[COUNT] = issue_counts(issues)
+    return _csv_bytes(frame, [*ISSUE_COLUMNS, COUNT], [c for c in ISSUE_COLUMNS if c != "line"])
 
 
 def changes_csv(changes: pd.DataFrame) -> bytes:

@@ -12,9 +12,11 @@ Never twice: before sending, a deliverer claims the row (status `sending`, with 
 transaction that only succeeds if nobody else changed the row, so two deliverers (the daemon and an
 `outbox send`) never send the same message. Right after the SMTP server accepts it, the row is marked
 `sent` in its own transaction. If the process dies between the two, the row stays `sending`; once the
-lease runs out it is sent again. We chose at-least-once for that window (milliseconds wide): losing a hold
-notice is worse than a duplicate, and the resent message carries the same Message-ID, which many mail
-clients use to show it once.
+lease runs out it is sent again. We chose at-least-once for that window: losing a hold notice is worse
+than a duplicate, and the resent message carries the same Message-ID (fixed when it is queued), which many
+mail clients use to show it once. The window is not milliseconds wide: it runs from the end of DATA until
+the server's reply, which a slow server may delay up to [smtp] timeout_seconds (docs/operations.md, "Email
+delivery: at least once"); a timeout there is retried, and duplicates, the same way.
 """
 
 from __future__ import annotations
@@ -201,9 +203,16 @@ def queue_run_email(conn: Connection, ctx: Context, data: ReportData, report_dir
         log.exception("run %s tenant %s: the report email could not be built; queuing a short one instead",
                       result.run_id, result.tenant)
         rendered, attachments = _short_report(data), []
-    msg = build_message(ctx, recipients, rendered, attachments, tenant=result.tenant, run_id=result.run_id)
-    outbox_id = _insert(conn, tenant=result.tenant, run_id=result.run_id, kind=RUN_REPORT,
-                        recipients=recipients, msg=msg, now=time.time() if now is None else now)
+    from processor.web.emails import with_links
+
+    # One message per recipient for a hold (each carries its own signed review link); else one message.
+    outbox_id = None
+    for to, body in with_links(ctx, result.tenant, result.run_id, view.effective_status(result) == "held",
+                               recipients, rendered):
+        msg = build_message(ctx, to, body, attachments, tenant=result.tenant, run_id=result.run_id)
+        row_id = _insert(conn, tenant=result.tenant, run_id=result.run_id, kind=RUN_REPORT,
+                         recipients=to, msg=msg, now=time.time() if now is None else now)
+        outbox_id = row_id if outbox_id is None else outbox_id
     log.info("run %s tenant %s: report email %d queued for %d recipient(s)", result.run_id, result.tenant,
              outbox_id, len(recipients))
     return outbox_id
@@ -226,10 +235,21 @@ def queue_notice(conn: Connection, ctx: Context, tenant: str, kind: str, context
     if kind == "weekly_digest" and "runs" not in context:
         context = {**digest_context(conn, tenant, now), **context}
     rendered = render_notice(kind, tenant, tenant_name, context)
+    from processor.web.emails import with_links
+
+    [(_, rendered)] = with_links(ctx, tenant, run_id, False, recipients, rendered)  # the run's page, support
     msg = build_message(ctx, recipients, rendered, tenant=tenant, run_id=run_id, kind=kind)
     outbox_id = _insert(conn, tenant=tenant, run_id=run_id, kind=kind, recipients=recipients, msg=msg, now=now)
     log.info("run %s tenant %s: %s notice %d queued", run_id or "-", tenant, kind, outbox_id)
     return outbox_id
+
+
+def queue_message(conn: Connection, ctx: Context, tenant: str, kind: str, recipients: list[str],
+                  rendered: RenderedReport, run_id: str | None = None, now: float | None = None) -> int:
+    """Queue an already rendered email (e.g. the console's sign-in link) in the caller's transaction."""
+    msg = build_message(ctx, recipients, rendered, tenant=tenant, run_id=run_id, kind=kind)
+    return _insert(conn, tenant=tenant, run_id=run_id, kind=kind, recipients=recipients, msg=msg,
+                   now=time.time() if now is None else now)
 
 
 # ---------------------------------------------------------------- delivery
@@ -326,8 +346,10 @@ class _EmlTransport:
 
 
 def _lease_seconds(ctx: Context) -> float:
-    # Longer than the slowest successful send (each SMTP step may take up to the timeout), so a live
-    # deliverer's claim never expires under it.
+    # Longer than the slowest successful send (connect, EHLO, STARTTLS, login, MAIL, RCPTs, DATA and the
+    # reply to its end: each step may take up to the timeout), so a live deliverer's claim never expires
+    # under it and two deliverers never send at once. Only a dead deliverer's claim runs out; its resend is
+    # the at-least-once case in the module docstring.
     timeout = ctx.config.smtp.timeout_seconds if ctx.config.smtp else 30
     return 10 * timeout + 60
 

@@ -18,7 +18,8 @@ from processor.report import view
 from processor.report.render import RenderedReport, render_page, render_plain
 from processor.validate.issues import CATALOGUE
 
-NOTICE_KINDS = ("hold_released", "hold_discarded", "missing_drop", "weekly_digest", "duplicate_drop")
+NOTICE_KINDS = ("hold_released", "hold_discarded", "missing_drop", "weekly_digest", "duplicate_drop", "run_failed",
+                "run_superseded")
 DIGEST_DAYS = 7
 DIGEST_RUNS_SHOWN = 50
 DIGEST_TOP_ERRORS = 5
@@ -54,6 +55,9 @@ def normalise(kind: str, context: dict) -> dict:
         ctx["hours_text"] = _hours(ctx.get("hours"))
         ctx["last"] = view.when(ctx.get("last_received_at"))
         ctx["expected_text"] = _hours(ctx["expect_every_hours"]) if ctx.get("expect_every_hours") else ""
+    elif kind in ("run_failed", "run_superseded"):
+        ctx["file"] = view.clean(ctx.get("file"), 120)  # the district's own file name, one line
+        ctx.setdefault("newer", None)
     elif kind == "weekly_digest":
         ctx.setdefault("days", DIGEST_DAYS)
         ctx.setdefault("runs", [])
@@ -78,6 +82,10 @@ def notice_subject(kind: str, tenant_name: str, ctx: dict) -> str:
         text = f"{name} roster: this file was already processed; nothing was done"
     elif kind == "missing_drop":
         text = f"{name} roster: no roster received in {ctx['hours_text']} hours"
+    elif kind == "run_failed":
+        text = f"{name} roster: we could not process this drop; the operator has been told"
+    elif kind == "run_superseded":
+        text = f"{name} roster: drop not applied, a newer drop was applied first"
     else:
         holds = int(ctx["status_counts"].get("held", 0))
         text = (f"{name} roster: weekly summary, {view.plural(ctx['runs_total'], 'drop')}, "
@@ -101,6 +109,10 @@ _BANNERS = {
         "Your roster in our system may be going out of date."),
     "weekly_digest": lambda c: view.Banner(
         "grey", "Weekly roster summary", f"Drops received in the last {c['days']} days."),
+    "run_failed": lambda c: view.Banner(
+        "rejected", "We could not process this file", "The operator has been told; nothing was applied."),
+    "run_superseded": lambda c: view.Banner(
+        "grey", "Drop not applied", "A newer drop was applied first; nothing from this one was applied."),
 }
 
 

@@ -20,7 +20,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from processor.report import view
 from processor.report.csvfiles import changes_csv, issues_csv
 from processor.runs import RunResult, RunStatus
-from processor.validate.issues import CATALOGUE, SEVERITY_ORDER, empty_issues
+from processor.validate.issues import CATALOGUE, SEVERITY_ORDER, empty_issues, issue_counts
 
 # The email body (HTML + text) must stay under 1 MB whatever the bundle holds; 50 rows per code keeps it
 # far below that for the catalogue as it stands, and the loop in `render_report` shrinks the cap further
@@ -132,6 +132,7 @@ def report_context(data: ReportData, rows_per_code: int = view.ROWS_PER_CODE) ->
         "alert_groups": [g for g in groups if g["severity"] == "alert"],
         "totals": totals,
         "capped": any(g["more"] for g in groups),
+        "unlisted": bool(issue_counts(issues).gt(1).any()),  # some issues are counted, not listed, in issues.csv
         "rows_per_code": rows_per_code,
         # A released run lists what it changed, as its hold listed what it would change.
         "deactivations": deactivations if status == "held" or released else [],
@@ -201,8 +202,10 @@ def run_summary_text(result: RunResult) -> str:
         lines.append(f"  {'':<12}" + "".join(f"{f:>12}" for f in fields))
         for entity, c in result.counts.items():
             lines.append(f"  {entity:<12}" + "".join(f"{getattr(c, f):>12,}" for f in fields))
-    by_code = Counter((i.severity, i.code) for i in result.issues)
-    totals = Counter(i.severity for i in result.issues)
+    by_code, totals = Counter(), Counter()
+    for i in result.issues:  # i.count: an issue past the cap per code and file stands for many
+        by_code[(i.severity, i.code)] += i.count
+        totals[i.severity] += i.count
     lines.append("")
     lines.append("issues: " + ", ".join(view.plural(totals.get(s, 0), s) for s in ("hold", "error", "alert")))
     for (severity, code), n in sorted(by_code.items(), key=lambda kv: (SEVERITY_ORDER.get(kv[0][0], 9),

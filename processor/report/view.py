@@ -13,7 +13,7 @@ from datetime import datetime
 import pandas as pd
 
 from processor.runs import COUNTED, RunResult, RunStatus
-from processor.validate.issues import CATALOGUE, SEVERITY_ORDER
+from processor.validate.issues import CATALOGUE, SEVERITY_ORDER, issue_counts
 
 ROWS_PER_CODE = 50
 SCHOOLS_SHOWN = 50
@@ -71,7 +71,8 @@ def effective_status(result: RunResult) -> str:
 
 
 def severity_totals(issues: pd.DataFrame) -> dict[str, int]:
-    counts = issues["severity"].value_counts() if len(issues) else pd.Series(dtype="int64")
+    # A row past the cap per code and file counts many occurrences (validate/issues.py cap_issues).
+    counts = issue_counts(issues).groupby(issues["severity"]).sum() if len(issues) else pd.Series(dtype="int64")
     return {s: int(counts.get(s, 0)) for s in ("hold", "error", "alert")}
 
 
@@ -317,7 +318,10 @@ def issue_groups(issues: pd.DataFrame, rows_per_code: int = ROWS_PER_CODE) -> li
     if issues is None or issues.empty:
         return []
     keys = ["severity", "code"]
-    sizes = issues.groupby(keys, sort=False).size().rename("count").reset_index()
+    occurrences = issue_counts(issues)
+    grouped = occurrences.groupby([issues[k] for k in keys], sort=False)
+    sizes = grouped.sum().rename("count").rename_axis(keys).reset_index()
+    unlisted = occurrences.where(occurrences > 1, 0).groupby([issues[k] for k in keys], sort=False).sum()
     # Holds, errors, alerts; within errors the fatal ones first (they are why a run was rejected), most
     # fundamental first, then the biggest groups.
     fatal_rank = {c.code: i for i, c in enumerate(c for c in CATALOGUE.values() if c.fatal)}
@@ -325,6 +329,11 @@ def issue_groups(issues: pd.DataFrame, rows_per_code: int = ROWS_PER_CODE) -> li
     sizes["_f"] = sizes["code"].map(fatal_rank).fillna(len(fatal_rank))
     sizes = sizes.sort_values(["_o", "_f", "count", "code"], ascending=[True, True, False, True], kind="stable")
     head = issues.groupby(keys, sort=False).head(rows_per_code)
+    # What the shown rows stand for (a counting row shown stands for its count), so "and N more" is the rest.
+    head_occurrences = occurrences[head.index]
+    shown_count = head_occurrences.groupby([head[k] for k in keys], sort=False).sum()
+    unlisted = unlisted.sub(head_occurrences.where(head_occurrences > 1, 0)
+                            .groupby([head[k] for k in keys], sort=False).sum(), fill_value=0)
     shown = _display(head)
     shown["severity"], shown["code"] = head["severity"], head["code"]
     rows_by_key = {key: part.drop(columns=keys).to_dict("records") for key, part in shown.groupby(keys, sort=False)}
@@ -340,7 +349,9 @@ def issue_groups(issues: pd.DataFrame, rows_per_code: int = ROWS_PER_CODE) -> li
             "fix": spec.fix if spec else "",
             "count": int(count),
             "rows": rows,
-            "more": int(count) - len(rows),
+            "more": int(count) - int(shown_count.get((severity, code), 0)),
+            # of those, the ones issues.csv counts on a summary row instead of listing them
+            "unlisted": int(unlisted.get((severity, code), 0)),
         })
     return groups
 

@@ -104,6 +104,10 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in [
     Code("superseded", "alert", False, "A newer drop replaced this one",
          "A newer drop was applied after this one was held, so releasing it would undo newer data.",
          "No action needed; the newer drop is the current roster."),
+    Code("internal_error", "error", True, "Rosterdrop could not process this file",
+         "An internal error stopped the processing before anything was applied; the operator has been told.",
+         "No action needed: the operator processes the same file again (`rosterdrop runs retry`) once the cause "
+         "is fixed."),
     Code("mass_deactivation", "hold", False, "Too many records would be removed",
          "This full (bulk) drop would deactivate more records than your district's threshold allows (for the whole "
          "district or for one school); nothing was applied.",
@@ -123,6 +127,14 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in [
     Code("school_vanished", "hold", False, "A school disappeared from the roster",
          "An active school with people in it is missing from this full (bulk) drop; nothing was applied.",
          "If the school closed, release the hold; otherwise include it in the export and send it again."),
+    Code("manual_change_kept", "alert", False, "Manual changes were kept",
+         "Some fields were changed by hand in the app and locked there; this drop's values for them were not applied.",
+         "No action needed; to let the SIS's value apply again, ask the vendor to unlock the field."),
+    Code("probable_id_change", "hold", False, "People seem to have changed ids",
+         "Many people would be removed while as many near-identical people (same email, or same name and birth "
+         "date) are added with other sourcedIds: the SIS probably changed its ids; nothing was applied.",
+         "If the ids changed, have the operator map old ids to new ones (`rosterdrop roster alias`), then "
+         "release the hold; if these are different people, release it as it is."),
 ]}
 
 
@@ -162,7 +174,17 @@ def _col(v, n, dtype):
         return pd.Series([None] * n, dtype=dtype)
     if isinstance(v, str):
         return pd.Series([v] * n, dtype="object")
+    if isinstance(v, pd.Series) and n > _ARROW_ROWS:
+        # A check over a big file: keep its Arrow strings (no Python object per row) and its integers as
+        # they are; the issues are capped per code and file right after, and only those become objects.
+        if dtype == "object" and v.dtype == "str":
+            return pd.Series(v.array, dtype="str")
+        if dtype == "Int64":
+            return pd.Series(pd.array(v.to_numpy(), dtype="Int64"))
     return pd.Series(np.asarray(v, dtype=object) if dtype == "object" else list(v), dtype=dtype)
+
+
+_ARROW_ROWS = 10_000
 
 
 def empty_issues() -> pd.DataFrame:
@@ -188,5 +210,74 @@ def sort_issues(issues: pd.DataFrame) -> pd.DataFrame:
 
 
 def issues_to_records(issues: pd.DataFrame) -> list[dict]:
-    out = issues.astype(object).where(issues.notna(), None)
+    out = issues[ISSUE_COLUMNS].astype(object).where(issues[ISSUE_COLUMNS].notna(), None)
+    out["count"] = issue_counts(issues).to_numpy()
     return out.to_dict("records")
+
+
+# An issue row stands for `count` occurrences. Rows are 1 (the column is absent from most frames); cap_issues
+# writes one row per (severity, code, file) with the count of the rows past the cap.
+COUNT = "count"
+CAP_KEYS = ["severity", "code", "file"]
+
+
+def issue_counts(issues: pd.DataFrame) -> pd.Series:
+    """How many occurrences each issue row stands for (1, or the count of a summary row)."""
+    if COUNT not in issues:
+        return pd.Series(1, index=issues.index, dtype="int64")
+    return issues[COUNT].fillna(1).astype("int64")
+
+
+def cap_issues(issues: pd.DataFrame, limit: int) -> pd.DataFrame:
+    """At most `limit` issue rows per (severity, code, file), in their order; the rest become one row per
+    group that counts them (`count`), so that a million invalid rows cost a thousand rows of memory, JSON
+    and issues.csv, and every total still adds up. Capping capped issues again merges their counts."""
+    if len(issues) <= limit:
+        return issues
+    counts = issue_counts(issues)
+    listed = counts.eq(1)
+    if COUNT not in issues and all(_constant(issues[k]) for k in CAP_KEYS):
+        # One check's frame (one code, one file), the common case: no grouping, no copy of the rest.
+        first = issues.iloc[0]
+        field = first["field"] if _constant(issues["field"]) else None
+        groups = [((first["severity"], first["code"], first["file"]), len(issues) - limit, field)]
+        kept = issues.iloc[:limit].copy()
+    else:
+        by = [issues[k] for k in CAP_KEYS]
+        keep = listed & listed.groupby(by, sort=False, dropna=False).cumsum().le(limit)
+        if keep.all():
+            return issues
+        rest = issues[~keep]
+        by = [rest[k].fillna("") for k in CAP_KEYS]
+        totals = counts[~keep].groupby(by, sort=False).sum()
+        fields = rest["field"].groupby(by, sort=False).agg(lambda f: f.iloc[0] if f.nunique(dropna=False) == 1
+                                                           else None)
+        groups = [(key, n, fields.get(key)) for key, n in totals.items()]
+        kept = issues[keep].copy()
+    summary = []
+    for (severity, code, file), n, field in groups:
+        file = None if pd.isna(file) else file
+        where = f" in {file}" if file else ""
+        summary.append({
+            "severity": severity, "code": code, "file": file or None, "line": None, "sourced_id": None,
+            "field": None if pd.isna(field) else field, "value": None, COUNT: int(n),
+            "message": f"{int(n):,} more {code} {_plural(severity)}{where} are counted here, not listed one by "
+                       f"one: only the first {limit:,} of each kind in one file are listed. {_fix(code)}",
+        })
+    kept[COUNT] = 1
+    extra = pd.DataFrame(summary, columns=[*ISSUE_COLUMNS, COUNT]).astype({"line": "Int64", COUNT: "int64"})
+    return pd.concat([kept, extra], ignore_index=True)
+
+
+def _constant(column: pd.Series) -> bool:
+    first = column.iloc[0]
+    return bool(column.isna().all()) if pd.isna(first) else bool(column.eq(first).all())
+
+
+def _plural(severity: str) -> str:
+    return {"error": "errors", "alert": "alerts", "hold": "holds"}.get(severity, "issues")
+
+
+def _fix(code: str) -> str:
+    spec = CATALOGUE.get(code)
+    return spec.fix if spec else ""

@@ -84,7 +84,9 @@ def root_causes(bf: BundleFile, errors: pd.DataFrame) -> pd.Series:
     mine = errors[errors["file"].isin(files_of(bf)) & errors["sourced_id"].notna()]
     if mine.empty:
         return pd.Series([], dtype="str")
-    first = mine.drop_duplicates("sourced_id")
+    # Arrow strings throughout: a file with a million rejected rows makes no million Python objects here.
+    sid = mine["sourced_id"].astype("str")
+    first = mine[~sid.duplicated().to_numpy()]
     where = first["file"].astype("str") if FILE in bf.frame.columns else bf.name
-    return pd.Series((first["code"] + " on line " + first["line"].astype("str") + " of " + where).to_numpy(),
-                     index=first["sourced_id"].astype("str").to_numpy(), dtype="str")
+    text = first["code"].astype("str") + " on line " + first["line"].astype("str") + " of " + where
+    return pd.Series(text.array, index=pd.Index(sid[first.index].array), dtype="str")

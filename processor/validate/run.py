@@ -12,7 +12,7 @@ from processor.bundle.read import Bundle
 from processor.config import Policy
 from processor.convert.roles import app_roles
 from processor.validate.current import NO_ROSTER, CurrentRoster
-from processor.validate.issues import concat_issues, is_fatal, one_issue, sort_issues
+from processor.validate.issues import cap_issues, concat_issues, is_fatal, one_issue, sort_issues
 from processor.validate.policy import check_single_school, check_students_need_enrollment
 from processor.validate.references import Targets, check_references, root_causes
 from processor.validate.values import check_values
@@ -32,9 +32,12 @@ class Validation:
 
 
 def validate(bundle: Bundle, policy: Policy, current: CurrentRoster = NO_ROSTER) -> Validation:
-    issues: list[pd.DataFrame] = list(bundle.issues)
+    cap = bundle.limits.max_issues_per_code_and_file
+    # Issues are capped as they come (a million invalid rows must not cost a million rows of memory
+    # downstream), and once more when merged; reference checks see each file's issues in full.
+    issues: list[pd.DataFrame] = [cap_issues(f, cap) for f in bundle.issues]
     if bundle.fatal:
-        return Validation(sort_issues(concat_issues(issues)), fatal=True)
+        return Validation(cap_issues(sort_issues(concat_issues(issues)), cap), fatal=True)
     out = Validation(issues=pd.DataFrame())
     targets = Targets()
     if "users" in bundle.files:
@@ -58,7 +61,7 @@ def validate(bundle: Bundle, policy: Policy, current: CurrentRoster = NO_ROSTER)
         _students_need_enrollment(bundle, out, targets, issues, current, None)
     all_issues = concat_issues(issues)
     out.fatal = out.fatal or is_fatal(all_issues)
-    out.issues = sort_issues(all_issues)
+    out.issues = cap_issues(sort_issues(all_issues), cap)
     return out
 
 
@@ -102,7 +105,7 @@ def _check_in_order(bundle: Bundle, policy: Policy, current: CurrentRoster, out:
             rejected |= bad
         if entity == "enrollments" and policy.students_need_enrollment and "users" in bundle.files:
             _students_need_enrollment(bundle, out, targets, issues, current, active & ~rejected)
-        issues.extend(file_issues)
+        issues.extend(cap_issues(f, bundle.limits.max_issues_per_code_and_file) for f in file_issues)
         out.rejected[entity] = rejected
         _update_targets(targets, bundle, entity, rejected, file_issues, current)
 
@@ -115,12 +118,15 @@ def _update_targets(targets: Targets, bundle: Bundle, entity: str, rejected: pd.
     if bundle.modes.get(entity) != "bulk":
         valid = valid.union(current.active(entity).difference(pd.Index(sid[rejected].unique())))
     targets.valid[entity] = valid
-    errors = concat_issues([f for f in file_issues if len(f)])
-    errors = errors[errors["severity"].eq("error")]
+    # Only the columns root_causes reads, errors only: a file with a million rejected rows is not copied whole.
+    errors = concat_issues([f.loc[f["severity"].eq("error"), _CAUSE_COLUMNS] for f in file_issues if len(f)])
     causes = root_causes(bf, errors)
     # vector.isin: pandas' Index.isin takes seconds against a large `valid` even when causes is empty.
     targets.rejected[entity] = causes[~isin(causes.index, valid)] if len(causes) else causes
     targets.checkable[entity] = True
+
+
+_CAUSE_COLUMNS = ["severity", "code", "file", "line", "sourced_id"]
 
 
 def _students_need_enrollment(bundle: Bundle, out: Validation, targets: Targets, issues: list[pd.DataFrame],
