@@ -23,6 +23,7 @@ from processor.convert.roster import TABLE_OF, Roster, convert
 from processor.intake.spool import Drop, archive, sha256_of, take
 from processor.runs import Counts, IssueOut, RunResult, RunStatus, new_run_id, now_iso
 from processor.validate.current import CurrentRoster
+from processor.validate.datachecks import load_stored as load_data_check_roster
 from processor.validate.issues import concat_issues, issues_to_records, sort_issues
 from processor.validate.run import validate
 
@@ -337,6 +338,7 @@ def load_current_roster(conn: Connection, tenant: str, modes: dict[str, str]) ->
         people = conn.execute(select(e.c.person).distinct().where(e.c.tenant == tenant, e.c.status == "active")
                               ).scalars().all()
         current.enrolled_people = pd.Index(people, dtype="str")
+    load_data_check_roster(conn, tenant, modes, current)
     return current
 
 

@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from processor.report import view
 from processor.report.csvfiles import changes_csv, issues_csv
 from processor.runs import RunResult, RunStatus
+from processor.validate.datachecks import DATA_CHECKS
 from processor.validate.issues import CATALOGUE, SEVERITY_ORDER, empty_issues
 
 # The email body (HTML + text) must stay under 1 MB whatever the bundle holds; 50 rows per code keeps it
@@ -129,7 +130,8 @@ def report_context(data: ReportData, rows_per_code: int = view.ROWS_PER_CODE) ->
         "hold_groups": [g for g in groups if g["severity"] == "hold"] if status == "held" else [],
         "other_hold_groups": [g for g in groups if g["severity"] == "hold"] if status != "held" else [],
         "error_groups": [g for g in groups if g["severity"] == "error"],
-        "alert_groups": [g for g in groups if g["severity"] == "alert"],
+        "alert_groups": [g for g in groups if g["severity"] == "alert" and g["code"] not in DATA_CHECKS],
+        "data_check_groups": view.data_check_groups(groups),
         "totals": totals,
         "capped": any(g["more"] for g in groups),
         "rows_per_code": rows_per_code,

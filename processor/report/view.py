@@ -345,6 +345,23 @@ def issue_groups(issues: pd.DataFrame, rows_per_code: int = ROWS_PER_CODE) -> li
     return groups
 
 
+DATA_CHECK_ROWS = 10  # the first rows of each data check; every one is in issues.csv
+
+
+def data_check_groups(groups: list[dict], rows: int = DATA_CHECK_ROWS) -> list[dict]:
+    """The alert groups of the data checks (validate/datachecks.py), in the checks' order, first rows only."""
+    from processor.validate.datachecks import DATA_CHECKS
+
+    by_code = {g["code"]: g for g in groups if g["severity"] == "alert" and g["code"] in DATA_CHECKS}
+    out = []
+    for code in DATA_CHECKS:
+        if code in by_code:
+            g = by_code[code]
+            shown = g["rows"][:rows]
+            out.append({**g, "rows": shown, "more": g["count"] - len(shown)})
+    return out
+
+
 def deactivations(changes: pd.DataFrame, limit: int = ROWS_PER_CODE) -> tuple[list[dict], int]:
     """The rows a held drop would deactivate: the first `limit` and the total."""
     if changes is None or changes.empty or "action" not in changes:
