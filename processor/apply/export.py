@@ -27,9 +27,10 @@ def export_roster(engine: Engine, tenant: str, include_inactive: bool = False) -
         people = [{"sourced_id": r["sourced_id"], "role": r["role"], "email": r["email"] or "",
                    "given_name": r["given_name"] or "", "family_name": r["family_name"] or "",
                    "username": r["username"] or "", "school": r["school"] or None,
-                   "schools": _split(r["schools"]), "status": r["status"]}
+                   "schools": _split(r["schools"]), "status": r["status"],
+                   "preferred_language": r["preferred_language"] or "en"}
                   for r in rows("people", "sourced_id", "role", "email", "given_name", "family_name", "username",
-                                "school", "schools", "status")]
+                                "school", "schools", "status", "preferred_language")]
         classes = [{"sourced_id": r["sourced_id"], "title": r["title"], "grades": _split(r["grades"]),
                     "school": r["school"], "status": r["status"]}
                    for r in rows("classes", "sourced_id", "title", "grades", "school", "status")]

@@ -15,6 +15,7 @@ from processor.bundle.read import LINE, Bundle, BundleFile
 from processor.config import Policy
 from processor.validate.current import CurrentRoster
 from processor.validate.issues import issue_frame
+from processor.validate.language import check_languages
 from processor.vector import isin
 
 DATA_CHECKS = ("duplicate_email", "duplicate_username", "class_without_teacher", "class_without_students",
@@ -35,6 +36,7 @@ def check_data(bundle: Bundle, policy: Policy, current: CurrentRoster, rejected:
         stored = current.people if bundle.modes.get("users") == "delta" else None
         for column, code in (("email", "duplicate_email"), ("username", "duplicate_username")):
             issues += _duplicates(users, people, stored, column, code)
+        issues += check_languages(users, people)
         if not policy.students_need_enrollment:  # that policy already rejects such students
             issues += _students_without_class(bundle, kept, people & roles.eq("student"), current)
     if "classes" in bundle.files:
