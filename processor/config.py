@@ -103,6 +103,14 @@ class Tenant(_Strict):
     policy: Policy = Policy()
     pull: PullConfig | None = None
     expect_drop_every_hours: float | None = Field(None, gt=0)
+    timezone: str = "UTC"  # IANA name: times in this tenant's reports and emails are local times
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, v: str) -> str:
+        from processor.report.timezones import check_timezone
+
+        return check_timezone(v)
 
 
 class DaemonConfig(_Strict):

@@ -242,6 +242,7 @@ def _report_data(ctx: Context, result: RunResult, issues: pd.DataFrame, changes:
         changes=_change_rows(changes) if changes else _empty_changes(),
         release_command=f"rosterdrop holds release {result.run_id}" if held and not result.outcome else None,
         discard_command=f"rosterdrop holds discard {result.run_id}" if held and not result.outcome else None,
+        timezone=ctx.config.tenant(result.tenant).timezone,
     )
 
 

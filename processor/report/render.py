@@ -39,6 +39,7 @@ class ReportData:
     changes: pd.DataFrame  # entity, sourced_id, action, label, fields
     release_command: str | None = None
     discard_command: str | None = None
+    timezone: str = "UTC"  # the tenant's (config); the report's times are local times there
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def report_context(data: ReportData, rows_per_code: int = view.ROWS_PER_CODE) ->
         "tenant_name": view.clean(data.tenant_name, 120) or result.tenant,
         "tenant": result.tenant,
         "run_id": result.run_id,
-        "received": view.when(result.received_at),
+        "received": view.when(result.received_at, data.timezone),
         "source": result.source,
         "format": result.format or "",
         "status": status,
@@ -141,7 +142,7 @@ def report_context(data: ReportData, rows_per_code: int = view.ROWS_PER_CODE) ->
         "change_totals": view.change_totals(data.changes) if status == "held" or released else [],
         "removed_heading": "What the release changed" if released else "What would be removed",
         "deactivated_verb": "were deactivated" if released else "would be deactivated",
-        "released_line": view.released_line(result, issues) if released else "",
+        "released_line": view.released_line(result, issues, data.timezone) if released else "",
         "release_command": data.release_command,
         "discard_command": data.discard_command,
     }

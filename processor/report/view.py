@@ -231,13 +231,13 @@ def banner(result: RunResult, issues: pd.DataFrame) -> Banner:
     return Banner("grey", "Roster " + outcome_phrase(result, issues), "")
 
 
-def released_line(result: RunResult, issues: pd.DataFrame) -> str:
+def released_line(result: RunResult, issues: pd.DataFrame, timezone: str | None = None) -> str:
     """'Held for review (52% of people would be removed), released by alice at 2026-12-01 22:10 UTC ("note").'"""
     action = result.released
     if action is None:
         return ""
     note = f' ("{clean(action.note, 200)}")' if action.note else ""
-    return (f"Held for review ({hold_reason(issues)}), released by {clean(action.by, 120)} at {when(action.at)}"
+    return (f"Held for review ({hold_reason(issues)}), released by {clean(action.by, 120)} at {when(action.at, timezone)}"
             f"{note}.")
 
 
@@ -384,14 +384,19 @@ def change_totals(changes: pd.DataFrame) -> list[dict]:
             for (e, a), n in counts.items()]
 
 
-def when(iso: str | None) -> str:
-    """An ISO timestamp as '2024-05-01 02:13 UTC' (or as given when it does not parse)."""
+def when(iso: str | None, timezone: str | None = None) -> str:
+    """An ISO timestamp as '2024-05-01 02:13 UTC' (or as given when it does not parse); with the tenant's
+    time zone, as its local time and abbreviation ('2024-04-30 21:13 CDT')."""
     if not iso:
         return ""
     try:
         dt = datetime.fromisoformat(iso)
     except ValueError:
         return clean(iso, 40)
+    if timezone and dt.utcoffset() is not None:
+        from processor.report.timezones import local_time
+
+        return local_time(dt, timezone)
     if dt.utcoffset() is None or dt.utcoffset().total_seconds() == 0:
         return dt.strftime("%Y-%m-%d %H:%M UTC")
     return dt.strftime("%Y-%m-%d %H:%M %z")
