@@ -55,3 +55,22 @@ def test_after_the_upgrade_stored_people_are_filled_in_silently_not_reported_as_
     # And the next drop finds the new hashes: nothing to rewrite.
     again = env.process(with_changes(CLEAN, users_csv=LANG_USERS, orgs_csv=bumped.replace("T02", "T03")))
     assert again.counts["users"].unchanged == 6 and again.counts["users"].updated == 0
+
+
+def test_a_clever_drop_carries_it_in_an_extension_column(sqlite_env):
+    from pathlib import Path
+
+    samples = Path(__file__).resolve().parent.parent / "sample_drops" / "clever"
+    files = {p.name: p.read_bytes() for p in samples.glob("*.csv")}
+    head, *rows = files["students.csv"].decode().replace("\r\n", "\r").split("\r")
+    rows = [r for r in rows if r]
+    langs = ["es", "not a language"] + ["vi"] * (len(rows) - 2)
+    files["students.csv"] = "\r".join([head + ",ext.preferred_language",
+                                       *(f"{r},{lang}" for r, lang in zip(rows, langs, strict=True))]).encode()
+    result = sqlite_env.process(files)
+    assert result.format == "clever" and result.status == "applied"
+    assert [(i.code, i.file, i.line) for i in result.issues if i.field == "metadata.ext.preferred_language"] == [
+        ("invalid_value", "students.csv", 3)]
+    students = {sid: p["preferred_language"] for sid, p in people(sqlite_env).items() if p["role"] == "student"}
+    first, second = rows[0].split(",")[0], rows[1].split(",")[0]
+    assert students[first] == "es" and students[second] == "en" and set(students.values()) == {"es", "en", "vi"}
