@@ -133,6 +133,8 @@ def report_context(data: ReportData, rows_per_code: int = view.ROWS_PER_CODE) ->
         "error_groups": [g for g in groups if g["severity"] == "error"],
         "alert_groups": [g for g in groups if g["severity"] == "alert" and g["code"] not in DATA_CHECKS],
         "data_check_groups": view.data_check_groups(groups),
+        # The Alerts heading counts the alerts it lists; the data checks have their own section.
+        "alerts_listed": sum(g["count"] for g in groups if g["severity"] == "alert" and g["code"] not in DATA_CHECKS),
         "totals": totals,
         "capped": any(g["more"] for g in groups),
         "rows_per_code": rows_per_code,
