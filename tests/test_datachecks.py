@@ -134,3 +134,18 @@ def test_the_report_has_a_data_checks_section_with_counts_and_first_rows(env):
     assert "ALERTS" not in text  # data checks are listed once, in their own section
     html = Path(result.report).read_text()
     assert "Data checks" in html and "Two people share an email" in html
+
+
+def test_a_delta_deleting_one_of_a_students_two_classes_leaves_them_with_one(env):
+    env.configure(lincoln={"min_deactivated_count": 0, "max_deactivated_percent": 100})
+    env.process(with_changes(CLEAN, enrollments_csv=ENROLLMENTS + "e5,active,,k2,s2,u2,student,false,,\n"))
+    u2 = USERS_HEADER + USERS.splitlines()[2] + "\n"
+    result = env.process({"manifest.csv": DELTA_MANIFEST, "users.csv": u2,
+                          "enrollments.csv": ENR_HEADER + "e2,tobedeleted,,k1,s1,u2,student,false,,\n"})
+    assert result.status == "applied"
+    assert [c for c in checks(result) if c[0] == "student_without_class"] == []
+    result = env.process({"manifest.csv": DELTA_MANIFEST, "users.csv": u2.replace("jdoe@", "jane@"),
+                          "enrollments.csv": ENR_HEADER + "e5,tobedeleted,,k2,s2,u2,student,false,,\n"})
+    assert result.status == "applied"
+    assert [c for c in checks(result) if c[0] == "student_without_class"] == [
+        ("student_without_class", "users.csv", 2, "u2")]

@@ -18,6 +18,7 @@ class CurrentRoster:
     people: pd.DataFrame | None = None  # active people: sourced_id, email, username
     # enrollment role → active enrollments of that role per class id
     classes_with: dict[str, pd.Series] = field(default_factory=dict)
+    person_enrollments: pd.Series | None = None  # person → active enrollments (a delta of enrollments only)
 
     def active(self, entity: str) -> pd.Index:
         return self.ids.get(entity, EMPTY_INDEX)

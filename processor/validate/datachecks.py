@@ -107,24 +107,13 @@ def _duplicates(users: BundleFile, people: pd.Series, stored: pd.DataFrame | Non
 # ---------------------------------------------------------------- classes and students without each other
 
 
-def _enrolled(bundle: Bundle, kept: dict[str, pd.Series], column: str, stored: pd.Index) -> pd.Index:
-    """Ids in `column` of the roster's active enrollments after this drop (as validate's policy counts them)."""
-    bf = bundle.files.get("enrollments")
-    if bf is None:
-        return stored
-    enr = bf.frame
-    in_file = pd.Index(enr.loc[kept["enrollments"], column].unique())
-    if bundle.modes.get("enrollments") == "bulk":
-        return in_file
-    # A delta: what it deletes no longer counts; the rest of the stored enrollments still do.
-    gone = enr.loc[enr["status"].eq("tobedeleted"), column]
-    return stored.difference(pd.Index(gone.unique())).union(in_file)
-
-
 def _students_without_class(bundle: Bundle, kept: dict[str, pd.Series], students: pd.Series,
                             current: CurrentRoster) -> list[pd.DataFrame]:
     users = bundle.files["users"]
-    enrolled = _enrolled(bundle, kept, "userSourcedId", current.enrolled_people)
+    stored = current.person_enrollments
+    if stored is None:  # no delta of enrollments: the stored people with one are exact
+        stored = pd.Series(1, index=current.enrolled_people, dtype="int64")
+    enrolled = _with_enrollment(bundle, kept, "userSourcedId", stored)
     lacking = students & ~isin(users.frame["sourcedId"], enrolled)
     if not lacking.any():
         return []
@@ -144,26 +133,28 @@ def _classes_without(bundle: Bundle, kept: dict[str, pd.Series], current: Curren
             ("student", "class_without_students",
              "This class has no active student enrollment. Enroll its students in your SIS, or leave the "
              "class out of the export if it does not meet.")):
-        lacking = kept["classes"] & ~isin(ids, _classes_with(bundle, kept, current, role))
+        stored = current.classes_with.get(role, pd.Series([], dtype="int64"))
+        lacking = kept["classes"] & ~isin(ids, _with_enrollment(bundle, kept, "classSourcedId", stored, role))
         if lacking.any():
             out.append(_alert(code, classes, lacking, None, None, message))
     return out
 
 
-def _classes_with(bundle: Bundle, kept: dict[str, pd.Series], current: CurrentRoster, role: str) -> pd.Index:
-    """Classes with an active enrollment of `role` once the drop is applied."""
+def _with_enrollment(bundle: Bundle, kept: dict[str, pd.Series], column: str, stored: pd.Series,
+                     role: str | None = None) -> pd.Index:
+    """Ids in `column` (class or person) with an active enrollment (of `role`) once the drop is applied.
+    stored: the stored roster's active enrollments per id (used unless the drop sends them all)."""
     bf = bundle.files.get("enrollments")
-    stored = current.classes_with.get(role, pd.Series([], dtype="int64"))
     if bf is None:
         return pd.Index(stored.index[stored > 0], dtype="str")
     enr = bf.frame
-    of_role = enr["role"].eq(role)
-    in_file = pd.Index(enr.loc[kept["enrollments"] & of_role, "classSourcedId"].unique(), dtype="str")
+    of_role = enr["role"].eq(role) if role else pd.Series(True, index=enr.index)
+    in_file = pd.Index(enr.loc[kept["enrollments"] & of_role, column].unique(), dtype="str")
     if bundle.modes.get("enrollments") == "bulk":
         return in_file
-    # A delta: a class keeps the role while it has a stored enrollment of it that the delta does not delete
-    # (counted per class, so deleting one of a class's two teachers still leaves one).
-    deleted = enr.loc[enr["status"].eq("tobedeleted") & of_role, "classSourcedId"].value_counts()
+    # A delta: an id keeps one while it has a stored enrollment the delta does not delete (counted per id,
+    # so deleting one of a class's two teachers, or one of a student's two classes, still leaves one).
+    deleted = enr.loc[enr["status"].eq("tobedeleted") & of_role, column].value_counts()
     left = stored.sub(deleted.reindex(stored.index, fill_value=0))
     return pd.Index(left.index[left > 0], dtype="str").union(in_file)
 
@@ -207,8 +198,8 @@ def _session_dates(sessions: BundleFile, kept: pd.Series) -> list[pd.DataFrame]:
 
 def load_stored(conn, tenant: str, modes: dict[str, str], current: CurrentRoster) -> None:
     """What the data checks need of the stored roster, for entities the drop does not carry in full: the
-    emails and usernames of active people (a delta's people may collide with them), and which classes have
-    how many active teacher and student enrollments (a delta of enrollments changes them). Two narrow queries, or none."""
+    emails and usernames of active people (a delta's people may collide with them), and how many active
+    enrollments each class (by role) and, for a delta of enrollments, each person has. Narrow queries, or none."""
     from sqlalchemy import func, select
 
     from processor.apply.store import ENTITY_TABLES
@@ -226,3 +217,9 @@ def load_stored(conn, tenant: str, modes: dict[str, str], current: CurrentRoster
         frame = pd.DataFrame(rows, columns=["class_id", "role", "n"])
         current.classes_with = {r: frame.loc[frame["role"].eq(r)].set_index("class_id")["n"].astype("int64")
                                 for r in ("teacher", "student")}
+    if modes.get("enrollments") == "delta" and modes.get("users") in ("bulk", "delta"):
+        e = ENTITY_TABLES["enrollments"]
+        rows = conn.execute(select(e.c.person, func.count()).where(
+            e.c.tenant == tenant, e.c.status == "active").group_by(e.c.person)).all()
+        frame = pd.DataFrame(rows, columns=["person", "n"])
+        current.person_enrollments = frame.set_index("person")["n"].astype("int64")
