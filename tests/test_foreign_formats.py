@@ -70,3 +70,11 @@ def test_oneroster_with_a_stray_canvas_looking_column_is_still_oneroster(sqlite_
     users = CLEAN["users.csv"].replace("metadata.MembeanSchoolAdmin", "metadata.login_id")
     result = sqlite_env.process({**CLEAN, "users.csv": users})
     assert result.status == "applied"
+
+
+def test_a_oneroster_enrollments_file_without_sourcedid_is_a_missing_column_not_another_format(sqlite_env):
+    enr = "\n".join(",".join(line.split(",")[1:]) for line in CLEAN["enrollments.csv"].splitlines()) + "\n"
+    result = sqlite_env.process({**CLEAN, "enrollments.csv": enr})
+    assert result.status == "rejected"
+    assert ("missing_column", "enrollments.csv") in [(i.code, i.file) for i in result.issues]
+    assert not any(i.message.startswith("This bundle is") for i in result.issues)

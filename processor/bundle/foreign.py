@@ -71,10 +71,10 @@ def _sds_v21(raw: Unpacked) -> tuple[str, str] | None:
     if users and {"sourcedid", "username"} <= users and not users & {"status", "enableduser", "role",
                                                                       "datelastmodified"}:
         signs.append("users.csv without status, enabledUser and role")
+    if not signs:  # an enrollments.csv without sourcedId alone is more likely a careless OneRoster export
+        return None
     if enr and {"classsourcedid", "usersourcedid", "role"} <= enr and "sourcedid" not in enr:
         signs.append("enrollments.csv without sourcedId")
-    if not signs:
-        return None
     return "Microsoft School Data Sync (SDS) v2.1 CSV", "; ".join(signs[:2])
 
 
@@ -85,10 +85,10 @@ def _canvas(raw: Unpacked) -> tuple[str, str] | None:
         signs.append("users.csv with user_id and login_id")
     if {"course_id", "short_name", "long_name"} <= courses:
         signs.append("courses.csv with course_id, short_name and long_name")
+    if not signs:  # enrollments.csv alone does not say Canvas
+        return None
     if "user_id" in enr and "role" in enr and enr & {"course_id", "section_id"}:
         signs.append("enrollments.csv with course_id/section_id, user_id and role")
-    if not signs:
-        return None
     return "a Canvas SIS import CSV", "; ".join(signs[:2])
 
 
