@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -97,6 +98,20 @@ class PullConfig(_Strict):
     known_hosts: str | None = None
 
 
+class Pause(_Strict):
+    """[[tenants.X.pauses]]: drops received from `from` to `until` (dates, inclusive, in the tenant's time zone)."""
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    start: date = Field(alias="from")
+    until: date
+    mode: Literal["hold", "additions_only", "skip"] = "hold"
+
+    @model_validator(mode="after")
+    def _in_order(self) -> Pause:
+        if self.until < self.start:
+            raise ValueError(f"until ({self.until}) is before from ({self.start})")
+        return self
+
+
 class Tenant(_Strict):
     name: str
     report_to: list[str] = []
@@ -104,6 +119,7 @@ class Tenant(_Strict):
     pull: PullConfig | None = None
     expect_drop_every_hours: float | None = Field(None, gt=0)
     timezone: str = "UTC"  # IANA name: times in this tenant's reports and emails are local times
+    pauses: list[Pause] = []  # the school year's pauses (summer): processor/apply/pauses.py
 
     @field_validator("timezone")
     @classmethod

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import Connection, select
 
-from processor.apply import hold_actions
+from processor.apply import hold_actions, pauses
 from processor.apply import runs as run_store
 from processor.apply.diff import ChangeSet, TableChanges, compute_changes, labels, note_kept
 from processor.apply.holds import check_holds, counts_by_entity
@@ -159,6 +159,12 @@ def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_ru
         issues = sort_issues(concat_issues([holds, issues]))
         if len(holds) and not force:
             return _finish(ctx, drop, result, issues, changes, roster, RunStatus.HELD, dry_run, conn)
+        pause = None if force else pauses.active_pause(ctx.config.tenant(tenant), drop.received_at)
+        if pause is not None:  # the district's calendar (CONTRACT.md section 12): a release is never paused
+            status = _paused(conn, drop, result, pause, changes, dry_run, superseded)
+            issues = sort_issues(concat_issues([pauses.pause_issue(pause, changes, status is not None), issues]))
+            if status is not None:
+                return _finish(ctx, drop, result, issues, changes, roster, status, dry_run, conn)
         if dry_run:
             return _finish(ctx, drop, result, issues, changes, roster, RunStatus.APPLIED, dry_run, conn)
         with _stage(result, "apply"):
@@ -166,6 +172,22 @@ def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_ru
         reshaped.extend(t for t, tc in changes.tables.items() if _reshaped(tc))
         superseded.extend(run_store.supersede_older_holds(conn, tenant, drop.received_at))
         return _finish(ctx, drop, result, issues, changes, roster, RunStatus.APPLIED, dry_run, conn)
+
+
+def _paused(conn: Connection, drop: Drop, result: RunResult, pause, changes: ChangeSet, dry_run: bool,
+            superseded: list) -> RunStatus | None:
+    """What a pause makes of the drop: held, skipped (discarded), or None (apply it as usual). additions_only
+    applies the creations here and holds the rest; with nothing to hold back the drop applies as usual."""
+    if pause.mode == "skip":
+        return RunStatus.DISCARDED
+    if pause.mode == "additions_only":
+        if not pauses.held_back(changes):
+            return None
+        if not dry_run:
+            with _stage(result, "apply"):
+                apply_changes(conn, drop.tenant, drop.run_id, pauses.additions_only(changes))
+            superseded.extend(run_store.supersede_older_holds(conn, drop.tenant, drop.received_at))
+    return RunStatus.HELD
 
 
 RESHAPED_ROWS = 10_000

@@ -95,6 +95,8 @@ def outcome_phrase(result: RunResult, issues: pd.DataFrame, changes: pd.DataFram
     if status == "duplicate":
         return "was a duplicate of an earlier drop; nothing done"
     if status == "discarded":
+        if result.discarded is None and len(issues) and issues["code"].eq("paused").any():
+            return "was skipped: syncs are paused; nothing applied"  # a pause of mode skip (apply/pauses.py)
         return "held drop was discarded; nothing applied"
     if status == "superseded":
         return "held drop was superseded by a newer drop; nothing applied"
@@ -222,6 +224,9 @@ def banner(result: RunResult, issues: pd.DataFrame) -> Banner:
         if result.released is not None:  # the report's first lines say what it was held for, and who released it
             title = "Held drop released: " + title[0].lower() + title[1:]
         return Banner(kind, title, subtitle[0].upper() + subtitle[1:])
+    if status == "held" and _additions_applied(issues):
+        return Banner("held", "Roster partly applied: new records only, the rest ON HOLD",
+                      clean(issues.loc[issues["code"].eq("paused"), "message"].iloc[0], 300))
     if status == "held":
         return Banner("held", "Roster ON HOLD: nothing was applied",
                       "A change in this drop needs a person's OK: " + _sentence(hold_reason(issues)))
@@ -229,6 +234,13 @@ def banner(result: RunResult, issues: pd.DataFrame) -> Banner:
         return Banner("rejected", "Roster rejected: nothing was applied",
                       "The drop as a whole could not be used: " + _sentence(rejection_reason(issues)))
     return Banner("grey", "Roster " + outcome_phrase(result, issues), "")
+
+
+def _additions_applied(issues: pd.DataFrame) -> bool:
+    """An additions_only pause applied the drop's creations and holds the rest (apply/pauses.py)."""
+    if issues is None or issues.empty:
+        return False
+    return bool((issues["code"].eq("paused") & issues["severity"].eq("hold") & issues["value"].eq("additions_only")).any())
 
 
 def released_line(result: RunResult, issues: pd.DataFrame, timezone: str | None = None) -> str:

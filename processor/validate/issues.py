@@ -137,6 +137,10 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in [
          "This drop would update more of a file's records than your district's threshold allows, as a drop "
          "from another district or an SIS that renumbered its ids would; nothing was applied.",
          "Check that the drop is your district's current export; if the changes are intended, release the hold."),
+    Code("paused", "hold", False, "Syncs are paused",
+         "The drop arrived during a pause in your district's calendar (for example the summer): it is held, "
+         "applied for additions only, or skipped, as the pause says.",
+         "No action needed; release the hold to apply the drop now, or send a new drop after the pause."),
     Code("too_many_guardians", "hold", False, "A student has too many guardian contacts",
          "A student has more guardian links than your district's threshold allows; nothing was applied.",
          "Correct the student's contacts in your SIS, or release the hold if they are right."),
