@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -129,6 +130,20 @@ class Webhook(_Strict):
     events: list[str] = ["*"]  # event type patterns, e.g. ["person.*", "run.*"]
 
 
+class Pause(_Strict):
+    """[[tenants.X.pauses]]: drops received from `from` to `until` (dates, inclusive, in the tenant's time zone)."""
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    start: date = Field(alias="from")
+    until: date
+    mode: Literal["hold", "additions_only", "skip"] = "hold"
+
+    @model_validator(mode="after")
+    def _in_order(self) -> Pause:
+        if self.until < self.start:
+            raise ValueError(f"until ({self.until}) is before from ({self.start})")
+        return self
+
+
 class Tenant(_Strict):
     name: str
     report_to: list[Annotated[str, AfterValidator(lambda a: check_address(a))]] = []
@@ -137,6 +152,15 @@ class Tenant(_Strict):
     pull: PullConfig | None = None
     expect_drop_every_hours: float | None = Field(None, gt=0)
     webhooks: list[Webhook] = []
+    timezone: str = "UTC"  # IANA name: times in this tenant's reports and emails are local times
+    pauses: list[Pause] = []  # the school year's pauses (summer): processor/apply/pauses.py
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, v: str) -> str:
+        from processor.report.timezones import check_timezone
+
+        return check_timezone(v)
 
     # Both reach email headers, subjects and every run's report: a line break or separator in them made
     # every run of the tenant fail at the email (issue 13), so they are refused here, at start-up.

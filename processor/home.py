@@ -46,6 +46,7 @@ port = 2222
 # [tenants.demo]
 # name = "Demo District"
 # report_to = ["it@demo.example"]
+# timezone = "America/Chicago"            # times in reports and emails are local (an IANA name; default UTC)
 #
 # [tenants.demo.policy]
 # single_school = false

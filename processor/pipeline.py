@@ -12,7 +12,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import OperationalError
 
 from processor import events
-from processor.apply import hold_actions
+from processor.apply import hold_actions, pauses
 from processor.apply import runs as run_store
 from processor.apply.diff import ChangeSet, TableChanges, compute_changes, labels, note_kept
 from processor.apply.holds import check_holds, counts_by_entity
@@ -28,6 +28,7 @@ from processor.failures import failure_reason, log_failure, record_failed, super
 from processor.intake.spool import Drop, archive, open_drop, take
 from processor.runs import Counts, IssueOut, RunResult, RunStatus, new_run_id, now_iso
 from processor.validate.current import CurrentRoster
+from processor.validate.datachecks import load_stored as load_data_check_roster
 from processor.validate.issues import cap_issues, concat_issues, issues_to_records, sort_issues
 from processor.validate.run import validate
 
@@ -202,6 +203,12 @@ def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_ru
         issues = sort_issues(concat_issues([holds, issues]))
         if len(holds) and not force:
             return _finish(ctx, drop, result, issues, changes, roster, RunStatus.HELD, dry_run, conn)
+        pause = None if force else pauses.active_pause(ctx.config.tenant(tenant), drop.received_at)
+        if pause is not None:  # the district's calendar (CONTRACT.md section 12): a release is never paused
+            status = _paused(conn, drop, result, pause, changes, dry_run, superseded)
+            issues = sort_issues(concat_issues([pauses.pause_issue(pause, changes, status is not None), issues]))
+            if status is not None:
+                return _finish(ctx, drop, result, issues, changes, roster, status, dry_run, conn)
         if dry_run:
             return _finish(ctx, drop, result, issues, changes, roster, RunStatus.APPLIED, dry_run, conn)
         with _stage(result, "apply"):
@@ -209,6 +216,22 @@ def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_ru
         reshaped.extend(t for t, tc in changes.tables.items() if _reshaped(tc))
         superseded.extend(run_store.supersede_older_holds(conn, tenant, drop.received_at))
         return _finish(ctx, drop, result, issues, changes, roster, RunStatus.APPLIED, dry_run, conn)
+
+
+def _paused(conn: Connection, drop: Drop, result: RunResult, pause, changes: ChangeSet, dry_run: bool,
+            superseded: list) -> RunStatus | None:
+    """What a pause makes of the drop: held, skipped (discarded), or None (apply it as usual). additions_only
+    applies the creations here and holds the rest; with nothing to hold back the drop applies as usual."""
+    if pause.mode == "skip":
+        return RunStatus.DISCARDED
+    if pause.mode == "additions_only":
+        if not pauses.held_back(changes):
+            return None
+        if not dry_run:
+            with _stage(result, "apply"):
+                apply_changes(conn, drop.tenant, drop.run_id, pauses.additions_only(changes))
+            superseded.extend(run_store.supersede_older_holds(conn, drop.tenant, drop.received_at))
+    return RunStatus.HELD
 
 
 RESHAPED_ROWS = 10_000
@@ -287,6 +310,7 @@ def _report_data(ctx: Context, result: RunResult, issues: pd.DataFrame, changes:
         changes=_change_rows(changes) if changes else _empty_changes(),
         release_command=f"rosterdrop holds release {result.run_id}" if held and not result.outcome else None,
         discard_command=f"rosterdrop holds discard {result.run_id}" if held and not result.outcome else None,
+        timezone=ctx.config.tenant(result.tenant).timezone,
     )
 
 
@@ -383,6 +407,7 @@ def load_current_roster(conn: Connection, tenant: str, modes: dict[str, str]) ->
         people = conn.execute(select(e.c.person).distinct().where(e.c.tenant == tenant, e.c.status == "active")
                               ).scalars().all()
         current.enrolled_people = pd.Index(people, dtype="str")
+    load_data_check_roster(conn, tenant, modes, current)
     return current
 
 

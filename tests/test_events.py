@@ -82,6 +82,7 @@ def test_an_unchanged_drop_and_a_dry_run_write_no_change_events(env):
 
 
 def test_held_rejected_released_and_discarded_runs_are_events(env):
+    env.configure(lincoln={"min_deactivated_count": 0})  # a tiny district: 2 of 6 people withdrawn holds
     env.process(CLEAN)
     mark = all_events(env)[-1]["id"]
     held = env.process(with_changes(CLEAN, users_csv=drop_lines(USERS, "u2", "u3"),

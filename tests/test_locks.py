@@ -89,6 +89,7 @@ def test_a_lock_survives_bulk_and_delta_drops_without_making_the_row_look_change
 
 
 def test_a_lock_survives_the_release_of_a_hold_and_the_report_counts_it(env):
+    env.configure(lincoln={"min_deactivated_count": 0})  # a tiny district: 2 of 6 people withdrawn holds
     env.process(CLEAN)
     assert lock_role(env) == 0
     held = env.process(with_changes(CLEAN, users_csv=drop_lines(USERS, "u2", "u3").replace("Tara", "Tamara"),

@@ -68,6 +68,10 @@ def test_mass_withdrawal_is_held_after_clean_and_delta_supersedes_it(sqlite_env)
         ("hold", "mass_deactivation", "enrollments.csv", None, None, "status", "17%"),
         ("hold", "mass_deactivation", "users.csv", None, None, "status", "41%"),
         ("hold", "mass_deactivation", "users.csv", None, "org-lincoln-es", "school", "83%"),
+        # Data checks: the elementary homerooms lost every student with the failed export.
+        ("alert", "class_without_students", "classes.csv", 2, "cls-es-hr-kg", None, None),
+        ("alert", "class_without_students", "classes.csv", 3, "cls-es-hr-02", None, None),
+        ("alert", "class_without_students", "classes.csv", 4, "cls-es-hr-04", None, None),
     ]
     messages = [i.message for i in held.issues]
     assert messages[0].startswith("This full drop would deactivate 15 of 89 active enrollments (17%), more than "

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, delete, insert, select
 
-from processor.apply.store import ENTITY_COLUMNS, ENTITY_TABLES, snapshots
+from processor.apply.store import ADDED_COLUMNS, ENTITY_COLUMNS, ENTITY_TABLES, snapshots
 from processor.convert.roster import Roster, data_json
 from processor.vector import PARALLEL, arrow, isin, positions
 
@@ -327,6 +327,9 @@ def _describe_updates(tc: TableChanges, before: pd.DataFrame) -> None:
     old = old.reindex(new.index)
     diffs = pd.DataFrame({c: new[c].fillna("").astype("str").ne(old[c].fillna("").astype("str")) for c in cols},
                          index=new.index)
+    for c in ADDED_COLUMNS.get(tc.table, ()):
+        if c in diffs:
+            diffs[c] &= old[c].fillna("").astype("str").ne("")
     data_changed = pd.Series(_data_differs(new["data"], old["data"]), index=new.index)
     names = np.array(cols, dtype=object)
     fields = [",".join(names[row]) for row in diffs.to_numpy()] if cols else [""] * len(new)

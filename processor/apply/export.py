@@ -35,7 +35,8 @@ def _person(r) -> dict:
     return {"sourced_id": r["sourced_id"], "role": r["role"], "email": r["email"] or "",
             "given_name": r["given_name"] or "", "family_name": r["family_name"] or "",
             "username": r["username"] or "", "school": r["school"] or None,
-            "schools": _split(r["schools"]), "status": r["status"]}
+            "schools": _split(r["schools"]), "status": r["status"],
+            "preferred_language": r["preferred_language"] or "en"}
 
 
 def _class(r) -> dict:
@@ -56,7 +57,7 @@ def _guardian(r) -> dict:
 SHAPES: dict[str, tuple[str, tuple[str, ...], Callable]] = {
     "schools": ("orgs", ("sourced_id", "name", "identifier", "type", "status"), _school),
     "people": ("people", ("sourced_id", "role", "email", "given_name", "family_name", "username", "school",
-                          "schools", "status"), _person),
+                          "schools", "status", "preferred_language"), _person),
     "classes": ("classes", ("sourced_id", "title", "grades", "school", "status"), _class),
     "enrollments": ("enrollments", ("sourced_id", "class_id", "person", "role", "status"), _enrollment),
     "guardians": ("guardian_links", ("sourced_id", "student", "guardian", "status"), _guardian),

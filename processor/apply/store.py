@@ -134,11 +134,15 @@ ENTITY_COLUMNS: dict[str, tuple[str, ...]] = {
     "courses": ("title", "course_code", "grades", "org", "school_year"),
     "classes": ("title", "class_code", "class_type", "grades", "school", "course", "terms"),
     "people": ("role", "or_role", "username", "email", "given_name", "family_name", "middle_name",
-               "identifier", "school", "schools", "grades", "enabled"),
+               "identifier", "school", "schools", "grades", "enabled", "preferred_language"),
     "enrollments": ("class_id", "person", "role", "is_primary", "school", "begin_date", "end_date"),
     "guardian_links": ("student", "guardian"),
     "demographics": ("birth_date", "sex"),
 }
+
+# Columns added after rows were stored: a stored NULL there was never written, not a value, so the diff fills
+# it in silently (a "rehashed" row) instead of reporting every stored record as updated after the upgrade.
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"people": ("preferred_language",)}
 
 
 # The web console (processor/web). Operators sign in with a password set by `rosterdrop web passwd NAME`.

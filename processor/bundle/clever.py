@@ -191,6 +191,8 @@ def _read_file(spec: CleverFile, data: bytes, issues: list[pd.DataFrame], limits
         canon = known.get(h.lower())
         if canon is None and name == "sections.csv" and TEACHER_N.match(h):
             canon = f"Teacher_{TEACHER_N.match(h).group(1)}_id"
+        if canon is None and h.lower().startswith("ext.") and len(h) > 4:
+            canon = h  # an extension column (e.g. ext.preferred_language): kept as metadata.ext.*
         if canon is None or canon in columns:
             if h:
                 why = "it is a second column of that name" if canon else "it is not one of Clever's columns"

@@ -9,6 +9,7 @@ import io
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -26,7 +27,7 @@ from processor.bundle.formats import (
     FileSpec,
 )
 from processor.bundle.provenance import Origin
-from processor.bundle.unpack import Limits, Unpacked, unpack
+from processor.bundle.unpack import Limits, Unpacked, shown, unpack
 from processor.validate.issues import issue_frame, one_issue
 from processor.vector import PARALLEL, arrow, chunks, isin, text_bytes
 
@@ -63,6 +64,13 @@ class Bundle:
 def read_bundle(path, limits: Limits | None = None) -> Bundle:
     raw = unpack(path, limits or Limits())
     bundle = Bundle(issues=list(raw.issues), fatal=raw.fatal, limits=raw.limits)
+    if not raw.fatal or raw.no_roster_files:
+        from processor.bundle.foreign import detect_foreign
+
+        foreign = detect_foreign(raw, raw.ignored)
+        if foreign:  # another format: one issue that says so, instead of errors about OneRoster's files
+            bundle.issues, bundle.fatal = [one_issue("bad_bundle", foreign, file=shown(Path(path).name))], True
+            return bundle
     if raw.fatal:
         return bundle
     # OneRoster 1.2 and Clever drops are translated into this same Bundle at the edge; the rest is shared.

@@ -50,6 +50,8 @@ class Unpacked:
     issues: list[pd.DataFrame] = field(default_factory=list)
     fatal: bool = False
     limits: Limits = field(default_factory=Limits)  # the limits it was unpacked with; reading applies the rest
+    ignored: list[str] = field(default_factory=list)  # CSV names skipped as not ours (bundle/foreign.py reads them)
+    no_roster_files: bool = False  # rejected only for holding none of our file names
 
     def reject(self, message: str, file: str | None = None) -> Unpacked:
         self.issues.append(one_issue("bad_bundle", message, file=file))
@@ -57,6 +59,7 @@ class Unpacked:
         return self
 
     def note_ignored(self, name: str, why: str) -> None:
+        self.ignored.append(name)
         self.issues.append(one_issue("unsupported_file", f"{name} was ignored: {why}.", file=name))
 
 
@@ -128,6 +131,7 @@ def _unpack_folder(path: Path, limits: Limits) -> Unpacked:
         out.files[canon] = data
         out.names[canon] = entry.name
     if len(out.files) == 0:
+        out.no_roster_files = True
         return out.reject("the folder holds no OneRoster CSV files (orgs.csv, users.csv, ...).")
     return out
 
@@ -186,6 +190,7 @@ def _unpack_zip(path: Path, limits: Limits) -> Unpacked:
                 return out.reject(f"{shown(info.filename)} is encrypted; send an unencrypted zip.", canon)
             chosen[canon] = info
         if not chosen:
+            out.no_roster_files = True
             return out.reject("the zip holds no OneRoster CSV files (orgs.csv, users.csv, ...).")
         budget = _Budget(limits.max_total_bytes)
         # Members decompress two at a time, biggest first: zlib and crc32 release the GIL, so a 300k-student

@@ -20,6 +20,7 @@ from processor.bundle.read import LINE, Bundle
 from processor.config import Policy
 from processor.validate.current import CurrentRoster
 from processor.validate.issues import one_issue
+from processor.validate.language import preferred_languages
 from processor.validate.run import Validation
 from processor.vector import PARALLEL, arrow, explode, id_set, isin, json_rows, lookup, row_hash
 
@@ -175,7 +176,8 @@ def _people_columns(users: pd.DataFrame, roles: pd.Series, org_types: pd.Series)
         joined = pd.concat([joined, schools[several].groupby(level=0).agg(",".join)])
     joined = joined.reindex(users.index, fill_value="")
     primary = schools[~schools.index.duplicated(keep="first")].reindex(users.index, fill_value="")
-    return {"role": roles.astype("str"), "schools": joined.astype("str"), "school": primary.astype("str")}
+    return {"role": roles.astype("str"), "schools": joined.astype("str"), "school": primary.astype("str"),
+            "preferred_language": preferred_languages(users)}
 
 
 def _status(df: pd.DataFrame) -> np.ndarray:

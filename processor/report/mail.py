@@ -175,7 +175,7 @@ def _short_report(data: ReportData) -> RenderedReport:
     result = data.result
     name = view.clean(data.tenant_name, 80) or result.tenant
     status = view.effective_status(result)
-    text = (f"{name}: the roster drop received {view.when(result.received_at)} is {status}.\n"
+    text = (f"{name}: the roster drop received {view.when(result.received_at, data.timezone)} is {status}.\n"
             f"The detailed report could not be built; your Rosterdrop operator has the details (run {result.run_id}).\n")
     html = f"<!doctype html><html><body><pre>{escape(text)}</pre></body></html>"
     return RenderedReport(f"{name} roster: {status}", html, text)
@@ -234,6 +234,7 @@ def queue_notice(conn: Connection, ctx: Context, tenant: str, kind: str, context
     now = time.time() if now is None else now
     if kind == "weekly_digest" and "runs" not in context:
         context = {**digest_context(conn, tenant, now), **context}
+    context = {"timezone": ctx.config.tenant(tenant).timezone, **context}  # local times in the notice
     rendered = render_notice(kind, tenant, tenant_name, context)
     from processor.web.emails import with_links
 

@@ -39,21 +39,22 @@ def normalise(kind: str, context: dict) -> dict:
         raise ValueError(f"unknown notice kind {kind!r}; expected one of {', '.join(NOTICE_KINDS)}")
     ctx = dict(context)
     ctx.setdefault("run_id", None)
-    ctx["received"] = view.when(ctx.get("received_at"))
+    tz = ctx.get("timezone")  # the tenant's, from queue_notice
+    ctx["received"] = view.when(ctx.get("received_at"), tz)
     if kind in ("hold_released", "hold_discarded"):
         ctx.setdefault("status", "applied" if kind == "hold_released" else "discarded")
         # Who acted, when and why (CONTRACT.md section 7); absent, the sentence just leaves them out.
         ctx["by"] = view.clean(ctx.get("by"), 120)
-        ctx["at_text"] = view.when(ctx.get("at")) if ctx.get("at") else ""
+        ctx["at_text"] = view.when(ctx.get("at"), tz) if ctx.get("at") else ""
         ctx["note"] = view.clean(ctx.get("note"), 500)
     elif kind == "duplicate_drop":
-        ctx["earlier"] = view.when(ctx.get("earlier_received_at"))
+        ctx["earlier"] = view.when(ctx.get("earlier_received_at"), tz)
         ctx.setdefault("earlier_run_id", "")
         ctx.setdefault("earlier_status", "")
         ctx["file_name"] = view.clean(ctx.get("file_name"), 120)
     elif kind == "missing_drop":
         ctx["hours_text"] = _hours(ctx.get("hours"))
-        ctx["last"] = view.when(ctx.get("last_received_at"))
+        ctx["last"] = view.when(ctx.get("last_received_at"), tz)
         ctx["expected_text"] = _hours(ctx["expect_every_hours"]) if ctx.get("expect_every_hours") else ""
     elif kind in ("run_failed", "run_superseded"):
         ctx["file"] = view.clean(ctx.get("file"), 120)  # the district's own file name, one line

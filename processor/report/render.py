@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from processor.report import view
 from processor.report.csvfiles import changes_csv, issues_csv
 from processor.runs import RunResult, RunStatus
+from processor.validate.datachecks import DATA_CHECKS
 from processor.validate.issues import CATALOGUE, SEVERITY_ORDER, empty_issues, issue_counts
 
 # The email body (HTML + text) must stay under 1 MB whatever the bundle holds; 50 rows per code keeps it
@@ -38,6 +39,7 @@ class ReportData:
     changes: pd.DataFrame  # entity, sourced_id, action, label, fields
     release_command: str | None = None
     discard_command: str | None = None
+    timezone: str = "UTC"  # the tenant's (config); the report's times are local times there
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def report_context(data: ReportData, rows_per_code: int = view.ROWS_PER_CODE) ->
         "tenant_name": view.clean(data.tenant_name, 120) or result.tenant,
         "tenant": result.tenant,
         "run_id": result.run_id,
-        "received": view.when(result.received_at),
+        "received": view.when(result.received_at, data.timezone),
         "source": result.source,
         "format": result.format or "",
         "status": status,
@@ -129,7 +131,10 @@ def report_context(data: ReportData, rows_per_code: int = view.ROWS_PER_CODE) ->
         "hold_groups": [g for g in groups if g["severity"] == "hold"] if status == "held" else [],
         "other_hold_groups": [g for g in groups if g["severity"] == "hold"] if status != "held" else [],
         "error_groups": [g for g in groups if g["severity"] == "error"],
-        "alert_groups": [g for g in groups if g["severity"] == "alert"],
+        "alert_groups": [g for g in groups if g["severity"] == "alert" and g["code"] not in DATA_CHECKS],
+        "data_check_groups": view.data_check_groups(groups),
+        # The Alerts heading counts the alerts it lists; the data checks have their own section.
+        "alerts_listed": sum(g["count"] for g in groups if g["severity"] == "alert" and g["code"] not in DATA_CHECKS),
         "totals": totals,
         "capped": any(g["more"] for g in groups),
         "unlisted": bool(issue_counts(issues).gt(1).any()),  # some issues are counted, not listed, in issues.csv
@@ -140,7 +145,7 @@ def report_context(data: ReportData, rows_per_code: int = view.ROWS_PER_CODE) ->
         "change_totals": view.change_totals(data.changes) if status == "held" or released else [],
         "removed_heading": "What the release changed" if released else "What would be removed",
         "deactivated_verb": "were deactivated" if released else "would be deactivated",
-        "released_line": view.released_line(result, issues) if released else "",
+        "released_line": view.released_line(result, issues, data.timezone) if released else "",
         "release_command": data.release_command,
         "discard_command": data.discard_command,
     }

@@ -96,6 +96,8 @@ def outcome_phrase(result: RunResult, issues: pd.DataFrame, changes: pd.DataFram
     if status == "duplicate":
         return "was a duplicate of an earlier drop; nothing done"
     if status == "discarded":
+        if result.discarded is None and len(issues) and issues["code"].eq("paused").any():
+            return "was skipped: syncs are paused; nothing applied"  # a pause of mode skip (apply/pauses.py)
         return "held drop was discarded; nothing applied"
     if status == "superseded":
         return "held drop was superseded by a newer drop; nothing applied"
@@ -223,6 +225,9 @@ def banner(result: RunResult, issues: pd.DataFrame) -> Banner:
         if result.released is not None:  # the report's first lines say what it was held for, and who released it
             title = "Held drop released: " + title[0].lower() + title[1:]
         return Banner(kind, title, subtitle[0].upper() + subtitle[1:])
+    if status == "held" and _additions_applied(issues):
+        return Banner("held", "Roster partly applied: new records only, the rest ON HOLD",
+                      clean(issues.loc[issues["code"].eq("paused"), "message"].iloc[0], 300))
     if status == "held":
         return Banner("held", "Roster ON HOLD: nothing was applied",
                       "A change in this drop needs a person's OK: " + _sentence(hold_reason(issues)))
@@ -232,13 +237,20 @@ def banner(result: RunResult, issues: pd.DataFrame) -> Banner:
     return Banner("grey", "Roster " + outcome_phrase(result, issues), "")
 
 
-def released_line(result: RunResult, issues: pd.DataFrame) -> str:
+def _additions_applied(issues: pd.DataFrame) -> bool:
+    """An additions_only pause applied the drop's creations and holds the rest (apply/pauses.py)."""
+    if issues is None or issues.empty:
+        return False
+    return bool((issues["code"].eq("paused") & issues["severity"].eq("hold") & issues["value"].eq("additions_only")).any())
+
+
+def released_line(result: RunResult, issues: pd.DataFrame, timezone: str | None = None) -> str:
     """'Held for review (52% of people would be removed), released by alice at 2026-12-01 22:10 UTC ("note").'"""
     action = result.released
     if action is None:
         return ""
     note = f' ("{clean(action.note, 200)}")' if action.note else ""
-    return (f"Held for review ({hold_reason(issues)}), released by {clean(action.by, 120)} at {when(action.at)}"
+    return (f"Held for review ({hold_reason(issues)}), released by {clean(action.by, 120)} at {when(action.at, timezone)}"
             f"{note}.")
 
 
@@ -356,6 +368,23 @@ def issue_groups(issues: pd.DataFrame, rows_per_code: int = ROWS_PER_CODE) -> li
     return groups
 
 
+DATA_CHECK_ROWS = 10  # the first rows of each data check; every one is in issues.csv
+
+
+def data_check_groups(groups: list[dict], rows: int = DATA_CHECK_ROWS) -> list[dict]:
+    """The alert groups of the data checks (validate/datachecks.py), in the checks' order, first rows only."""
+    from processor.validate.datachecks import DATA_CHECKS
+
+    by_code = {g["code"]: g for g in groups if g["severity"] == "alert" and g["code"] in DATA_CHECKS}
+    out = []
+    for code in DATA_CHECKS:
+        if code in by_code:
+            g = by_code[code]
+            shown = g["rows"][:rows]
+            out.append({**g, "rows": shown, "more": g["count"] - len(shown)})
+    return out
+
+
 def deactivations(changes: pd.DataFrame, limit: int = ROWS_PER_CODE) -> tuple[list[dict], int]:
     """The rows a held drop would deactivate: the first `limit` and the total."""
     if changes is None or changes.empty or "action" not in changes:
@@ -378,14 +407,19 @@ def change_totals(changes: pd.DataFrame) -> list[dict]:
             for (e, a), n in counts.items()]
 
 
-def when(iso: str | None) -> str:
-    """An ISO timestamp as '2024-05-01 02:13 UTC' (or as given when it does not parse)."""
+def when(iso: str | None, timezone: str | None = None) -> str:
+    """An ISO timestamp as '2024-05-01 02:13 UTC' (or as given when it does not parse); with the tenant's
+    time zone, as its local time and abbreviation ('2024-04-30 21:13 CDT')."""
     if not iso:
         return ""
     try:
         dt = datetime.fromisoformat(iso)
     except ValueError:
         return clean(iso, 40)
+    if timezone and dt.utcoffset() is not None:
+        from processor.report.timezones import local_time
+
+        return local_time(dt, timezone)
     if dt.utcoffset() is None or dt.utcoffset().total_seconds() == 0:
         return dt.strftime("%Y-%m-%d %H:%M UTC")
     return dt.strftime("%Y-%m-%d %H:%M %z")

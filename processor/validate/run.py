@@ -12,6 +12,7 @@ from processor.bundle.read import Bundle
 from processor.config import Policy
 from processor.convert.roles import app_roles
 from processor.validate.current import NO_ROSTER, CurrentRoster
+from processor.validate.datachecks import check_data
 from processor.validate.issues import cap_issues, concat_issues, is_fatal, one_issue, sort_issues
 from processor.validate.policy import check_single_school, check_students_need_enrollment
 from processor.validate.references import Targets, check_references, root_causes
@@ -59,6 +60,8 @@ def validate(bundle: Bundle, policy: Policy, current: CurrentRoster = NO_ROSTER)
         pool.shutdown(wait=True, cancel_futures=True)
     if policy.students_need_enrollment and "users" in bundle.files and "enrollments" not in bundle.files:
         _students_need_enrollment(bundle, out, targets, issues, current, None)
+    if not out.fatal:
+        issues.extend(check_data(bundle, policy, current, out.rejected, out.roles))
     all_issues = concat_issues(issues)
     out.fatal = out.fatal or is_fatal(all_issues)
     out.issues = cap_issues(sort_issues(all_issues), cap)
