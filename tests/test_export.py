@@ -56,7 +56,8 @@ def test_json_is_the_contract_document(env, capsys):
     assert [p["sourced_id"] for p in doc["people"]] == ["a1", "g1", "u1", "u2", "u3", "u4"]
     assert doc["people"][4] == {"sourced_id": "u3", "role": "student", "email": "jnunez@lincoln.example",
                                 "given_name": "José", "family_name": "Núñez", "username": "josé", "school": "s2",
-                                "schools": ["s2"], "status": "active"}
+                                "schools": ["s2"], "status": "active",
+                                "preferred_language": "en"}
     assert doc["classes"][1] == {"sourced_id": "k2", "title": "Algebra I - P1", "grades": ["09", "10"],
                                  "school": "s2", "status": "active"}
     assert doc["enrollments"][0] == {"sourced_id": "e1", "class": "k1", "person": "u1", "role": "teacher",
@@ -99,7 +100,7 @@ def test_jsonl_streams_every_record_with_its_kind(env, capsys, monkeypatch, incl
     u4 = [p for p in streamed["people"] if p["sourced_id"] == "u4"]
     assert u4 == ([{"sourced_id": "u4", "role": "teacher", "email": "pobrien@lincoln.example", "given_name": "Pat",
                     "family_name": "O'Brien", "username": "pobrien", "school": "s2", "schools": ["s2"],
-                    "status": "inactive"}] if include_inactive else [])
+                    "status": "inactive", "preferred_language": "en"}] if include_inactive else [])
     one = [json.loads(line) for line in cli(env, capsys, *args, "--entity", "enrollments")[1].splitlines()]
     assert [r["kind"] for r in one[1:]] == ["enrollment"] * len(doc["enrollments"])
 
@@ -112,11 +113,11 @@ def test_csv_writes_one_entity_with_a_header(env, capsys, monkeypatch):
     rows = list(csv.reader(io.StringIO(out)))
     assert tuple(rows[0]) == export.CSV_COLUMNS["people"]
     assert rows[1:] == [
-        ["a1", "district_admin", "boss@lincoln.example", "Bo", "Ss", "boss", "", "", "active"],  # no school
-        ["g1", "guardian", "mdoe@mail.example", "Mary", "Doe", "mdoe", "s1", "s1", "active"],
-        ["u1", "teacher", "tmartin@lincoln.example", "Tara", "Martin", "tmartin", "s1", "s1", "active"],
-        ["u2", "student", "jdoe@lincoln.example", "Jane", "Doe", "jdoe", "s1", "s1", "active"],
-        ["u3", "student", "jnunez@lincoln.example", "José", "Núñez", "josé", "s2", "s2", "active"]]
+        ["a1", "district_admin", "boss@lincoln.example", "Bo", "Ss", "boss", "", "", "active", "en"],  # no school
+        ["g1", "guardian", "mdoe@mail.example", "Mary", "Doe", "mdoe", "s1", "s1", "active", "en"],
+        ["u1", "teacher", "tmartin@lincoln.example", "Tara", "Martin", "tmartin", "s1", "s1", "active", "en"],
+        ["u2", "student", "jdoe@lincoln.example", "Jane", "Doe", "jdoe", "s1", "s1", "active", "en"],
+        ["u3", "student", "jnunez@lincoln.example", "José", "Núñez", "josé", "s2", "s2", "active", "en"]]
     code, out, _ = cli(env, capsys, "--format", "csv", "--entity", "classes", "--all")
     assert list(csv.DictReader(io.StringIO(out)))[1]["grades"] == "09,10"  # a list is one cell, as in OneRoster
     assert '"09,10"' in out

@@ -93,7 +93,7 @@ KINDS = {"schools": "school", "people": "person", "classes": "class", "enrollmen
 CSV_COLUMNS: dict[str, tuple[str, ...]] = {
     "schools": ("sourced_id", "name", "identifier", "type", "status"),
     "people": ("sourced_id", "role", "email", "given_name", "family_name", "username", "school", "schools",
-               "status"),
+               "status", "preferred_language"),
     "classes": ("sourced_id", "title", "grades", "school", "status"),
     "enrollments": ("sourced_id", "class", "person", "role", "status"),
     "guardians": ("student", "guardian", "status"),
