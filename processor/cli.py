@@ -465,6 +465,9 @@ def cmd_server_fingerprint(args, home: Path) -> int:
         _print_json({"type": key_type, "fingerprint": fp})
     else:
         print(f"{fp} {key_type}")
+    return 0
+
+
 def cmd_web_passwd(args, home: Path) -> int:
     import getpass
 
@@ -487,6 +490,9 @@ def cmd_web_passwd(args, home: Path) -> int:
         _print_json({"operator": name, "password": "set"})
     else:
         print(f"console password set for operator {name}")
+    return 0
+
+
 def cmd_events(args, home: Path) -> int:
     from processor.events import EventsExpired, read_events
 

@@ -98,7 +98,7 @@ def test_init_tenant_says_how_to_set_credentials(env, capsys):
 
 
 def test_status_per_tenant(env, capsys):
-    env.configure(lincoln={"max_deactivated_percent": 10}, roosevelt={})
+    env.configure(lincoln={"max_deactivated_percent": 10, "min_deactivated_count": 0}, roosevelt={})
     first = env.process(CLEAN)
     held = env.process(with_changes(CLEAN, users_csv=drop_lines(USERS, "u2", "u3", "u4", "g1")))
     assert (first.status.value, held.status.value) == ("applied", "held")

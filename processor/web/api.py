@@ -67,6 +67,7 @@ class Person(BaseModel):
     school: str | None
     schools: list[str]
     status: str
+    preferred_language: str = "en"  # ISO 639 / BCP-47, from metadata.preferred_language (Clever: ext.*)
 
 
 class Class(BaseModel):
