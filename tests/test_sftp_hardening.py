@@ -351,3 +351,22 @@ def test_parallel_uploads_share_the_inbox_quota(make_server, spool, monkeypatch)
         t1.close()
         t2.close()
     wait_for(lambda: sum(p.stat().st_size for p in srv.inbox("lincoln").iterdir()) <= 300_000)
+
+
+def test_a_disabled_tenant_is_refused_as_disabled_and_an_accepted_login_names_its_method(make_server, engine,  # noqa: F811
+                                                                                         caplog):
+    from processor.apply.access import disable, enable
+
+    caplog.set_level(logging.INFO, logger="rosterdrop")
+    srv = make_server()
+    disable(engine, "lincoln")
+    assert not login(srv, "lincoln", PASSWORDS["lincoln"])
+    assert refusals(caplog, "tenant lincoln: login refused (password, tenant disabled) from 127.0.0.1")
+    enable(engine, "lincoln")
+    t = transport_from(srv)
+    try:
+        t.connect(username="lincoln", password=PASSWORDS["lincoln"])
+        paramiko.SFTPClient.from_transport(t).listdir(".")
+    finally:
+        t.close()
+    assert any(r.getMessage() == "tenant lincoln: login accepted (password) from 127.0.0.1" for r in caplog.records)

@@ -37,6 +37,7 @@ from paramiko.sftp import (
 )
 from sqlalchemy import Engine
 
+from processor.apply.access import tenant_disabled
 from processor.home import HOST_KEY
 from processor.intake import results
 from processor.intake.auth import LoginThrottle, check_key, check_password
@@ -546,6 +547,7 @@ class _Gate(paramiko.ServerInterface):
         self.address = address
         self.transport: paramiko.Transport | None = None
         self.authenticated = False
+        self.login_method: str | None = None  # password | publickey, once the gate said yes
         self.files_written: set[str] = set()  # see _TenantSftp.files_written
 
     def get_allowed_auths(self, username):
@@ -563,6 +565,8 @@ class _Gate(paramiko.ServerInterface):
         """
         if username not in self.server.tenants:
             return "unknown user"
+        if tenant_disabled(self.server.engine, username):
+            return "tenant disabled"
         return None
 
     def _refused(self, username: str, method: str, why: str) -> None:
@@ -578,7 +582,7 @@ class _Gate(paramiko.ServerInterface):
             return
         self.authenticated = True
         self.server._authenticated(self.transport)
-        method = getattr(self.transport.auth_handler, "auth_method", "") or "?"
+        method = self.login_method or "?"
         log.info("tenant %s: login accepted (%s) from %s", self.transport.get_username(), method, self.address)
 
     def check_auth_password(self, username, password):
@@ -596,6 +600,7 @@ class _Gate(paramiko.ServerInterface):
         refusal = self._login_refusal(username)
         if ok and refusal is None:
             attempt.succeeded()
+            self.login_method = "password"
             return paramiko.AUTH_SUCCESSFUL
         self._refused(username, "password", refusal or "wrong password")
         delay = attempt.failed()
@@ -620,6 +625,7 @@ class _Gate(paramiko.ServerInterface):
         refusal = self._login_refusal(username)
         if ok and refusal is None:
             attempt.succeeded()
+            self.login_method = "publickey"
             return paramiko.AUTH_SUCCESSFUL
         self._refused(username, "publickey", refusal or "key not authorized")
         delay = attempt.failed()
