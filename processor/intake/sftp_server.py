@@ -586,48 +586,36 @@ class _Gate(paramiko.ServerInterface):
         log.info("tenant %s: login accepted (%s) from %s", self.transport.get_username(), method, self.address)
 
     def check_auth_password(self, username, password):
-        attempt = self.server.throttle.reserve(self.address, username, "password")
-        if attempt is None:
-            self._refused(username, "password", "throttled after repeated failures")
-            return paramiko.AUTH_FAILED
-        try:
-            # The hash runs for unknown user names too: the answer takes the same time either way.
-            ok = check_password(self.server.engine, username, str(password))
-        except Exception:
-            log.exception("password check failed")
-            attempt.failed()
-            return paramiko.AUTH_FAILED
-        refusal = self._login_refusal(username)
-        if ok and refusal is None:
-            attempt.succeeded()
-            self.login_method = "password"
-            return paramiko.AUTH_SUCCESSFUL
-        self._refused(username, "password", refusal or "wrong password")
-        delay = attempt.failed()
-        if delay:
-            log.warning("address %s refused for %.0f s after repeated failed logins", self.address, delay)
-        return paramiko.AUTH_FAILED
+        # The hash runs for unknown user names too: the answer takes the same time either way.
+        return self._check_credential(username, "password", "wrong password",
+                                      lambda: check_password(self.server.engine, username, str(password)))
 
     def check_auth_publickey(self, username, key):
         # paramiko asks twice for a key that is accepted (without, then with its signature): both
-        # answers come from here, the signature itself is paramiko's job.
-        attempt = self.server.throttle.reserve(self.address, username, "publickey")
+        # answers come from here, the signature itself is paramiko's job. Queried for unknown user names
+        # too: the time taken must not tell which tenants exist.
+        return self._check_credential(username, "publickey", "key not authorized",
+                                      lambda: check_key(self.server.engine, username, key))
+
+    def _check_credential(self, username: str, method: str, wrong: str, check) -> int:
+        """One login attempt: reserved in the throttle before the (slow) check, then the who-may-log-in
+        rules, then success or a logged refusal that counts against the address and the user."""
+        attempt = self.server.throttle.reserve(self.address, username, method)
         if attempt is None:
-            self._refused(username, "publickey", "throttled after repeated failures")
+            self._refused(username, method, "throttled after repeated failures")
             return paramiko.AUTH_FAILED
         try:
-            # Queried for unknown user names too: the time taken must not tell which tenants exist.
-            ok = check_key(self.server.engine, username, key)
+            ok = check()
         except Exception:
-            log.exception("public key check failed")
+            log.exception("%s check failed", method)
             attempt.failed()
             return paramiko.AUTH_FAILED
         refusal = self._login_refusal(username)
         if ok and refusal is None:
             attempt.succeeded()
-            self.login_method = "publickey"
+            self.login_method = method
             return paramiko.AUTH_SUCCESSFUL
-        self._refused(username, "publickey", refusal or "key not authorized")
+        self._refused(username, method, refusal or wrong)
         delay = attempt.failed()
         if delay:
             log.warning("address %s refused for %.0f s after repeated failed logins", self.address, delay)
