@@ -537,36 +537,28 @@ def run_act(request: Request, form: dict) -> Response:
 
 
 def roster_page(request: Request, form: dict) -> Response:
-    console, session, denied = _need_session(request)
-    if denied:
-        return denied
-    tenant = request.path_params["tenant"]
-    return page("roster.html", session=session, tenant=tenant, tenant_name=console.ctx.config.tenants[tenant].name,
-                schools=queries.schools(console.ctx, tenant))
+    return _roster_view(request, "roster.html", "schools", lambda ctx, tenant, _id: queries.schools(ctx, tenant))
 
 
 def school_page(request: Request, form: dict) -> Response:
-    console, session, denied = _need_session(request)
-    if denied:
-        return denied
-    tenant = request.path_params["tenant"]
-    school = queries.school(console.ctx, tenant, request.query_params.get("id", ""))
-    if school is None:
-        return message("No such school", "There is no school with that id for this district.", 404, session)
-    return page("school.html", session=session, tenant=tenant, tenant_name=console.ctx.config.tenants[tenant].name,
-                school=school)
+    return _roster_view(request, "school.html", "school", queries.school, "school")
 
 
 def class_page(request: Request, form: dict) -> Response:
+    return _roster_view(request, "class.html", "cls", queries.class_people, "class")
+
+
+def _roster_view(request: Request, template: str, key: str, find, noun: str = "") -> Response:
+    """A roster page of the signed-in tenant: find(ctx, tenant, ?id=) → the template's `key`; None → 404."""
     console, session, denied = _need_session(request)
     if denied:
         return denied
     tenant = request.path_params["tenant"]
-    cls = queries.class_people(console.ctx, tenant, request.query_params.get("id", ""))
-    if cls is None:
-        return message("No such class", "There is no class with that id for this district.", 404, session)
-    return page("class.html", session=session, tenant=tenant, tenant_name=console.ctx.config.tenants[tenant].name,
-                cls=cls)
+    found = find(console.ctx, tenant, request.query_params.get("id", ""))
+    if found is None:
+        return message(f"No such {noun}", f"There is no {noun} with that id for this district.", 404, session)
+    return page(template, session=session, tenant=tenant, tenant_name=console.ctx.config.tenants[tenant].name,
+                **{key: found})
 
 
 # ---------------------------------------------------------------- the app
