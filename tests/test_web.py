@@ -125,12 +125,12 @@ def test_tampered_expired_and_foreign_links_get_403_and_change_nothing(console):
     other = held_run(console, tenant="roosevelt")
     [link] = console.links("/hold/", to="it@lincoln.example")
     token = link.rsplit("/", 1)[1]
-    payload, stamp, sig = token.split(".")
+    payload, stamp, sig = token.rsplit(".", 2)  # a compressed payload starts with "." itself
     signer = Signer.of(env.ctx)
     bad = {
         # the first character: the last one of base64 may carry unused bits, so changing it may change nothing
         "tampered signature": f"{payload}.{stamp}.{'B' if sig[0] == 'A' else 'A'}{sig[1:]}",
-        "tampered run": signer.hold_token("lincoln", other.run_id, "it@lincoln.example").split(".")[0]
+        "tampered run": signer.hold_token("lincoln", other.run_id, "it@lincoln.example").rsplit(".", 2)[0]
         + f".{stamp}.{sig}",
         "expired": expired_hold_token(env.ctx, "lincoln", held.run_id, "it@lincoln.example"),
         "another install's key": Signer(b"not our secret", 7).hold_token("lincoln", held.run_id, "it@lincoln.example"),
