@@ -60,6 +60,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from processor.apply.store import outbox, runs
 from processor.apply.tenant_lock import tenant_lock
+from processor.calendar import send_pause_notices
 from processor.config import Config, ConfigError
 from processor.context import Context, UserError
 from processor.events import vendor_jobs
@@ -657,6 +658,7 @@ class Daemon:
             jobs.append(("weekly-digest", lambda: queue_weekly_digests(self.ctx),
                          cron_trigger(self.config.daemon.weekly_digest, "daemon.weekly_digest"), {}))
         jobs.extend(vendor_jobs(self.ctx))
+        jobs.append(("pause-notices", lambda: send_pause_notices(self.ctx), IntervalTrigger(hours=1), {"next_run_time": datetime.now(UTC) + timedelta(seconds=30)}))  # noqa: E501
         jobs.append(("retry-hand-overs", self._retry_hand_overs, IntervalTrigger(seconds=RETRY_EVERY_SECONDS), {}))
         return jobs
 

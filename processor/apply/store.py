@@ -257,6 +257,7 @@ tenant_access = Table(
 
 
 # Tables of other modules, registered on this metadata (imported last: they import `metadata` from here).
+from processor import calendar as _calendar  # noqa: E402,F401
 from processor import events as _events  # noqa: E402,F401
 from processor import webhooks as _webhooks  # noqa: E402,F401
 from processor.apply import identity as _identity  # noqa: E402,F401
