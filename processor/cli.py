@@ -50,7 +50,8 @@ def cmd_process(args, home: Path) -> int:
     from processor.pipeline import process_path
 
     ctx = Context.load(home)
-    result = process_path(ctx, Path(args.path), args.tenant, dry_run=args.dry_run, source="cli")
+    result = process_path(ctx, Path(args.path), args.tenant, dry_run=args.dry_run, source="cli",
+                          new_year=args.new_year)
     _deliver_quietly(ctx)
     if args.json:
         _print_json(result.to_json())
@@ -131,7 +132,7 @@ def cmd_holds_release(args, home: Path) -> int:
 
     ctx = Context.load(home)
     try:
-        result = release_hold(ctx, args.run_id, by=args.by, note=args.note)
+        result = release_hold(ctx, args.run_id, by=args.by, note=args.note, new_year=args.new_year)
     except AlreadyActed as done:
         return _already_acted(args, done)
     _deliver_quietly(ctx)
@@ -699,6 +700,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("path", metavar="PATH", help="the bundle: a .zip file or a folder of CSV files")
     sp.add_argument("--tenant", required=True, metavar="ID", help="the tenant (district) the drop belongs to")
     sp.add_argument("--dry-run", action="store_true", help="compute everything, apply nothing, send nothing")
+    sp.add_argument("--new-year", action="store_true",
+                    help="the new-school-year reset: last year's classes and enrollments that the drop does not "
+                         "list are deactivated, people are kept, and limits are reported but do not hold")
 
     runs = sub.add_parser("runs", help="list and show runs", description="list and show runs")
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
@@ -718,6 +722,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("release", cmd_holds_release, "apply a held run now (its changes are recomputed)", holds_sub)
     sp.add_argument("run_id", metavar="RUN_ID")
     _hold_action_args(sp, "released")
+    sp.add_argument("--new-year", action="store_true",
+                    help="the new-school-year reset: last year's classes and enrollments that the drop does not "
+                         "list are deactivated, people are kept, and limits are reported but do not hold")
     sp = add("discard", cmd_holds_discard, "drop a held run; nothing is applied", holds_sub)
     sp.add_argument("run_id", metavar="RUN_ID")
     _hold_action_args(sp, "discarded")
