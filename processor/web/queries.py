@@ -273,3 +273,39 @@ def store_ok(ctx: Context) -> bool:
         return True
     except Exception:  # noqa: BLE001 - any failure means "not reachable" to a health check
         return False
+
+
+# ---------------------------------------------------------------- data checks (CONTRACT.md section 12)
+
+DATA_CHECK_ROWS = 5
+
+
+def data_checks(ctx: Context, tenant: str, rows: int = DATA_CHECK_ROWS) -> dict | None:
+    """The data-check alerts of the tenant's latest applied run: per code its count, title, fix and first rows;
+    None when the tenant has no applied run yet."""
+    from processor.validate.datachecks import DATA_CHECKS
+    from processor.validate.issues import CATALOGUE
+
+    with ctx.engine.connect() as conn:
+        last = conn.execute(select(runs.c.run_id, runs.c.received_at, runs.c.result)
+                            .where(runs.c.tenant == tenant, runs.c.status == "applied")
+                            .order_by(runs.c.received_at.desc(), runs.c.run_id.desc()).limit(1)).first()
+    if last is None:
+        return None
+    try:
+        issues = json.loads(last.result or "{}").get("issues") or []
+    except (ValueError, AttributeError):
+        issues = []
+    groups = []
+    for code in DATA_CHECKS:
+        mine = [i for i in issues if i.get("code") == code]
+        if not mine:
+            continue
+        spec = CATALOGUE[code]
+        groups.append({"code": code, "title": spec.title, "fix": spec.fix,
+                       "count": sum(int(i.get("count") or 1) for i in mine),
+                       "rows": [{"file": i.get("file") or "", "line": i.get("line"), "sourced_id": i.get("sourced_id")
+                                 or "", "message": view.clean(i.get("message"), view.MESSAGE_CHARS)}
+                                for i in mine[:rows]]})
+    return {"run_id": last.run_id, "received": view.when(last.received_at, ctx.config.tenants[tenant].timezone),
+            "groups": groups, "total": sum(g["count"] for g in groups)}
