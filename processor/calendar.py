@@ -49,6 +49,7 @@ pause_notices = Table(
 )
 
 NOTICES = ("pause_starting", "pause_ended")
+MODE_LABEL = {"hold": "drops held for review", "additions_only": "additions only", "skip": "nothing applied"}
 MODE_TEXT = {
     "hold": "drops are held until someone releases or discards them",
     "additions_only": "new records (summer-school students, new staff) are added; updates and withdrawals are "

@@ -60,9 +60,10 @@ def normalise(kind: str, context: dict) -> dict:
         ctx["file"] = view.clean(ctx.get("file"), 120)  # the district's own file name, one line
         ctx.setdefault("newer", None)
     elif kind in ("pause_starting", "pause_ended"):
-        from processor.calendar import MODE_TEXT  # the district's calendar (processor/calendar.py)
+        from processor.calendar import MODE_LABEL, MODE_TEXT  # the district's calendar (processor/calendar.py)
 
         ctx["mode_text"] = MODE_TEXT.get(ctx.get("mode"), "")
+        ctx["mode_label"] = MODE_LABEL.get(ctx.get("mode"), "")
         # On the due day; otherwise a day late (the daemon was down all of the due day).
         ctx["on_time"] = ctx.get("today") == (ctx.get("pause_from_eve") if kind == "pause_starting"
                                               else ctx.get("pause_until"))
@@ -127,7 +128,7 @@ _BANNERS = {
         "rejected", "We could not process this file", "The operator has been told; nothing was applied."),
     "pause_starting": lambda c: view.Banner(
         "held", "Syncs pause " + ("tomorrow" if c["on_time"] else "today"),
-        f"From {c['pause_from']} to {c['pause_until']}: {c['mode_text']}."),
+        f"{c['pause_from']} to {c['pause_until']}, {c['mode_label']}."),
     "pause_ended": lambda c: view.Banner(
         "applied", "The sync pause ends " + ("today" if c["on_time"] else "yesterday"),
         f"Drops from {c['resumes']} on are processed as usual."),
