@@ -60,7 +60,10 @@ def normalise(kind: str, context: dict) -> dict:
         ctx["file"] = view.clean(ctx.get("file"), 120)  # the district's own file name, one line
         ctx.setdefault("newer", None)
     elif kind in ("pause_starting", "pause_ended"):
-        from processor.calendar import MODE_LABEL, MODE_TEXT  # the district's calendar (processor/calendar.py)
+        from processor.calendar import (  # the district's calendar (processor/calendar.py)
+            MODE_LABEL,
+            MODE_TEXT,
+        )
 
         ctx["mode_text"] = MODE_TEXT.get(ctx.get("mode"), "")
         ctx["mode_label"] = MODE_LABEL.get(ctx.get("mode"), "")
