@@ -128,3 +128,13 @@ def test_the_end_notice_counts_the_holds_waiting_for_review(env):
     assert send_pause_notices(env.ctx, datetime.now(CHICAGO).replace(hour=12).timestamp()) >= 1
     [msg] = [m for _, k, m in notices(env.ctx) if k == "pause_ended"]
     assert "1 held drop is waiting for review" in text_of(msg)
+
+
+def test_the_daemon_schedules_the_pause_notices_every_hour(env):
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    from processor.daemon import Daemon
+
+    jobs = {job_id: trigger for job_id, _fn, trigger, _opts in Daemon(env.ctx)._scheduled_jobs()}
+    assert isinstance(jobs["pause-notices"], IntervalTrigger)
+    assert jobs["pause-notices"].interval.total_seconds() == 3600
