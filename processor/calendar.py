@@ -14,7 +14,7 @@ New school year. A run marked `new_year` (`process --new-year`, `holds release -
 - classes and enrollments are taken as the full set whatever the manifest says (a `delta` or `absent` file
   counts as bulk): every stored class and enrollment the drop does not list is deactivated: last year's;
 - people are kept: no person is deactivated by a new-year run (not for being absent from users.csv, not for
-  `tobedeleted`); the run's `new_year` alert counts them, and the next regular drop deactivates those still
+  `tobedeleted`), nor a guardian link of a kept person; the run's `new_year` alert counts them, and the next regular drop deactivates those still
   missing, with its usual limits. A partial August export cannot take accounts away unchecked;
 - holds (mass_deactivation, mass_update, ...) are still worked out and reported as alerts saying what they would
   have held, but they do not hold: a new year replaces most classes and enrollments by design;
@@ -126,9 +126,20 @@ def keep_people(changes) -> int:
     tc = changes.tables.get("people")
     if tc is None or tc.deactivated.empty:
         return 0
+    from processor.apply.diff import link_ends
+    from processor.vector import isin
+
     kept = len(tc.deactivated)
+    ids = tc.deactivated["sourced_id"]
     changes.tables["people"] = dataclasses.replace(tc, deactivated=tc.deactivated.iloc[0:0],
                                                    unchanged=tc.unchanged + kept)
+    links = changes.tables.get("guardian_links")
+    if links is not None and not links.deactivated.empty:  # a kept person keeps their guardian links too
+        student, guardian = link_ends(links.deactivated["sourced_id"])
+        stay = isin(student, ids) | isin(guardian, ids)
+        if stay.any():
+            changes.tables["guardian_links"] = dataclasses.replace(
+                links, deactivated=links.deactivated[~stay], unchanged=links.unchanged + int(stay.sum()))
     return kept
 
 
@@ -147,8 +158,11 @@ def new_year_issue(changes, people_kept: int) -> pd.DataFrame:
     from processor.validate.issues import one_issue
 
     gone = {t: len(changes.tables[t].deactivated) if t in changes.tables else 0 for t in ("classes", "enrollments")}
-    kept = (f"{people_kept:,} people who are not in this drop were kept active; the next regular drop deactivates "
-            "those still missing" if people_kept else "no person was deactivated")
+    one = people_kept == 1
+    kept = (f"{people_kept:,} {'person who is' if one else 'people who are'} not in this drop "
+            f"{'was' if one else 'were'} kept active; the next regular drop deactivates "
+            "them if still missing" if people_kept
+            else "no person was deactivated")
     return one_issue("new_year", f"New school year: last year's {gone['classes']:,} classes and "
                      f"{gone['enrollments']:,} enrollments that this drop does not list were deactivated; {kept}.",
                      value="new_year")

@@ -62,17 +62,19 @@ def test_a_new_year_run_deactivates_last_years_classes_and_enrollments_and_keeps
     # People kept: u3 is not in the drop and stays active; u5 is new; nobody was deactivated.
     assert people(env)["u3"]["status"] == "active" and "u5" in people(env)
     assert result.counts["users"].deactivated == 0 and result.counts["users"].created == 1
+    # ...and so do their guardian links (g1 is u3's parent; users.csv still names u3 among g1's agents).
+    assert [r["status"] for r in env.export(include_inactive=True)["guardians"] if r["student"] == "u3"] == ["active"]
     [note] = by_code(result, "new_year")
     assert note.severity == "alert"
-    assert ("last year's 2 classes and 4 enrollments that this drop does not list were deactivated; 1 people who "
-            "are not in this drop were kept active") in note.message
+    assert ("last year's 2 classes and 4 enrollments that this drop does not list were deactivated; 1 person who "
+            "is not in this drop was kept active") in note.message
     # The limits that would have held it are there, as alerts that say so.
     reported = by_code(result, "mass_deactivation")
     assert reported and {i.severity for i in reported} == {"alert"}
     assert all(i.message.startswith("Not held, as this is a new-school-year run") for i in reported)
     assert not [i for i in result.issues if i.severity == "hold"]
     report = (Path(result.report).parent / "report.txt").read_text()
-    assert "New school year" in report
+    assert report.startswith("ROSTER APPLIED AS THE NEW SCHOOL YEAR\nLast year's 2 classes and 4 enrollments")
 
 
 def test_a_new_year_takes_classes_and_enrollments_as_the_full_set_even_from_a_delta(env):
