@@ -74,28 +74,40 @@ def send_pause_notices(ctx, now: float | None = None) -> int:
     from processor.report.mail import queue_notice
 
     now = time.time() if now is None else now
-    sent = 0
+    due = []
     for tenant, tcfg in sorted(ctx.config.tenants.items()):
-        if not tcfg.pauses or not tcfg.report_to:
+        if tcfg.pauses and tcfg.report_to:
+            today = datetime.fromtimestamp(now, UTC).astimezone(ZoneInfo(tcfg.timezone)).date()
+            due += [(tenant, notice, pause, today) for notice, pause in due_notices(tcfg.pauses, today)]
+    if not due:
+        return 0
+    with ctx.engine.connect() as conn:  # what was sent before: skipped without a try (the insert still decides)
+        done = {(t, n, _date(f), _date(u)) for t, n, f, u in conn.execute(select(
+            pause_notices.c.tenant, pause_notices.c.notice, pause_notices.c.pause_from, pause_notices.c.pause_until))}
+    sent = 0
+    for tenant, notice, pause, today in due:
+        if (tenant, notice, pause.start, pause.until) in done:
             continue
-        today = datetime.fromtimestamp(now, UTC).astimezone(ZoneInfo(tcfg.timezone)).date()
-        for notice, pause in due_notices(tcfg.pauses, today):
-            try:
-                with ctx.engine.begin() as conn:
-                    # The claim first: a second sender waits on this key and then finds it taken.
-                    conn.execute(insert(pause_notices).values(tenant=tenant, notice=notice, pause_from=pause.start,
-                                                              pause_until=pause.until, sent_at=now))
-                    outbox_id = queue_notice(conn, ctx, tenant, notice, _notice_context(conn, tenant, pause, today),
-                                             now=now)
-                    conn.execute(pause_notices.update().where(
-                        pause_notices.c.tenant == tenant, pause_notices.c.notice == notice,
-                        pause_notices.c.pause_from == pause.start, pause_notices.c.pause_until == pause.until
-                    ).values(outbox_id=outbox_id))
-            except IntegrityError:
-                continue  # sent already (by this host earlier, or by another one just now)
-            log.info("tenant %s: %s notice queued for the pause %s to %s", tenant, notice, pause.start, pause.until)
-            sent += 1
+        try:
+            with ctx.engine.begin() as conn:
+                # The claim first: a second sender waits on this key and then finds it taken.
+                conn.execute(insert(pause_notices).values(tenant=tenant, notice=notice, pause_from=pause.start,
+                                                          pause_until=pause.until, sent_at=now))
+                outbox_id = queue_notice(conn, ctx, tenant, notice, _notice_context(conn, tenant, pause, today),
+                                         now=now)
+                conn.execute(pause_notices.update().where(
+                    pause_notices.c.tenant == tenant, pause_notices.c.notice == notice,
+                    pause_notices.c.pause_from == pause.start, pause_notices.c.pause_until == pause.until
+                ).values(outbox_id=outbox_id))
+        except IntegrityError:
+            continue  # sent already (by this host earlier, or by another one just now)
+        log.info("tenant %s: %s notice queued for the pause %s to %s", tenant, notice, pause.start, pause.until)
+        sent += 1
     return sent
+
+
+def _date(value) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
 def _notice_context(conn, tenant: str, pause, today: date) -> dict:
