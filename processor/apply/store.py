@@ -269,4 +269,5 @@ from processor import queue as _queue  # noqa: E402,F401
 from processor import webhooks as _webhooks  # noqa: E402,F401
 from processor.apply import identity as _identity  # noqa: E402,F401
 from processor.apply import locks as _locks  # noqa: E402,F401
+from processor.intake import blobs as _blobs  # noqa: E402,F401
 from processor.web import tokens as _tokens  # noqa: E402,F401
