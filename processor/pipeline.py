@@ -69,9 +69,25 @@ def receive(ctx: Context, path: Path, tenant: str, source: str, move: bool) -> D
     spooled = take(ctx, opened, tenant, run_id, move)  # moves what was hashed, checked by its descriptor
     result = RunResult(run_id=run_id, tenant=tenant, status=RunStatus.RECEIVED, source=source,
                        received_at=now_iso(), sha256=sha)
-    run_store.record_run(engine, result, path.name, str(spooled), tcfg.name)
+    run_store.record_run(engine, result, path.name, str(spooled), tcfg.name, also=_queued(ctx, tenant, run_id, spooled))
     log.info("run %s tenant %s: received from %s (%s)", run_id, tenant, source, sha[:12])
     return Drop(run_id, tenant, spooled, sha, result.received_at, source, path.name)
+
+
+def _queued(ctx: Context, tenant: str, run_id: str, spooled: Path):
+    """With the procrastinate backend, what the drop's transaction also does: store its bytes (a worker on
+    any host processes it from the store alone) and ring the tenant's wake-up."""
+    if ctx.config.queue.backend != "procrastinate":
+        return None
+
+    def also(conn: Connection) -> None:
+        from processor.intake.blobs import put_drop_bytes
+        from processor.queue import ring
+
+        put_drop_bytes(conn, tenant, run_id, spooled)
+        ring(conn, tenant)
+
+    return also
 
 
 def _duplicate(ctx: Context, path: Path, tenant: str, source: str, sha: str, earlier: str, move: bool) -> RunResult:

@@ -40,7 +40,7 @@ from processor.daemon.scheduled import (
 )
 
 __all__ = ["Daemon", "apply_retention", "check_missing_drops", "cron_trigger", "first_start",
-           "queue_weekly_digests", "serve"]
+           "queue_weekly_digests", "serve", "work"]
 
 log = logging.getLogger("rosterdrop.daemon")
 
@@ -67,6 +67,20 @@ def serve(home: Path, burst: bool = False, create: bool = False) -> int:
     with ServeLock(home):
         startup_warnings(ctx.config)
         code = Daemon(ctx, burst=burst).run()
+    _exit_if_threads_linger(code)
+    return code
+
+
+def work(home: Path, processes: int | None = None) -> int:
+    """`rosterdrop worker`: worker processes only, until SIGTERM/SIGINT (current runs finish); the exit
+    code. Any number of them, on any hosts, beside any number of `serve`s; they share only the store."""
+    ctx = Context.load(home)
+    if ctx.config.queue.backend != "procrastinate":
+        raise UserError('`rosterdrop worker` needs [queue] backend = "procrastinate" (and a PostgreSQL store); '
+                        "with the local backend `rosterdrop serve` runs the workers itself")
+    if processes is not None and processes < 1:
+        raise UserError(f"--processes must be at least 1 (got {processes})")
+    code = Daemon(ctx, workers_only=True, workers=processes).run()
     _exit_if_threads_linger(code)
     return code
 

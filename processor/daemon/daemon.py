@@ -32,20 +32,23 @@ TICK_SECONDS = 0.2  # how often the loop looks at the stop flag while idle
 class Daemon:
     """The doors, the scheduler, the queue and its workers; run() is the daemon's whole life."""
 
-    def __init__(self, ctx: Context, burst: bool = False) -> None:
+    def __init__(self, ctx: Context, burst: bool = False, workers_only: bool = False,
+                 workers: int | None = None) -> None:
         self.ctx = ctx
         self.config: Config = ctx.config
         self.burst = burst
-        self.workers = ctx.config.daemon.workers or os.cpu_count() or 1
+        self.workers_only = workers_only  # `rosterdrop worker`: no doors, scheduler or console
+        self.workers = workers or ctx.config.daemon.workers or os.cpu_count() or 1
         self.started_at = time.time()
         self.stopping = threading.Event()  # set by a signal or request_stop(): the loop ends
         self.mailer = Mailer(ctx)
         self.queue = _make_queue(ctx, self.workers, burst, on_done=lambda drop, status: self.mailer.kick())
         self.doors = Doors(ctx, self.queue.put, self.stopping)
         # built now: a bad cron fails before any door opens
-        self.schedule = Scheduler([] if burst else scheduled_jobs(ctx, self.started_at, self.doors.pull,
-                                                                  self._sweeps), once=self.queue.once)
+        self.schedule = Scheduler([] if burst or workers_only else scheduled_jobs(
+            ctx, self.started_at, self.doors.pull, self._sweeps), once=self.queue.once)
         self.web = None
+        self._doors_text = ""
         self._old_handlers: dict[int, object] = {}
         self._config_watch = None
         # One line per event is ours to write; the libraries' own INFO lines are noise (and paramiko's
@@ -63,16 +66,15 @@ class Daemon:
             self.ctx.engine  # noqa: B018 - created once here, before door threads share it
             self.queue.start()  # the workers
             self.queue.recover()  # runs left unfinished
-            self.doors.recover()  # the spool, pulls left half-way
+            if not self.workers_only:
+                self.doors.recover()  # the spool, pulls left half-way
             if self.burst:
                 self.doors.take_inboxes()
             else:
-                doors = self.doors.open()
-                self._open_console()
-                log.info("serving %d tenants with %d workers: %s", len(self.config.tenants), self.workers,
-                         ", ".join(doors) or "no doors")
-                self.schedule.start()
-                self.mailer.start()
+                if not self.workers_only:
+                    self._open_doors()  # and the console, the scheduler, the outbox
+                log.info("%s %d tenants with %d workers%s", "working for" if self.workers_only else "serving",
+                         len(self.config.tenants), self.workers, self._doors_text)
                 self._service_ready()
             while not self.stopping.is_set():
                 self._service_tick()
@@ -93,12 +95,16 @@ class Daemon:
         self.doors.retry_hand_overs()
         self.queue.resume_abandoned()
 
-    def _open_console(self) -> None:
+    def _open_doors(self) -> None:
+        doors = self.doors.open()
+        self._doors_text = ": " + (", ".join(doors) or "no doors")
         if self.config.web.enabled:
             from processor.web.server import WebServer
 
             self.web = WebServer(self.ctx)
             self.web.start()  # UserError (one line) when its port is taken
+        self.schedule.start()
+        self.mailer.start()
 
     # ------------------------------------------------------------ stopping
 
@@ -132,7 +138,7 @@ class Daemon:
             self.web.stop()
         self.doors.close()
         self.schedule.stop()
-        if not self.burst:
+        if not self.burst and not self.workers_only:
             log.info("stopping: doors closed; waiting for %d current runs", len(self.queue.running()))
         self.queue.stop(time.monotonic() + self.config.daemon.stop_timeout_seconds)
         self.mailer.stop()

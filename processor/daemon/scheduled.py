@@ -41,12 +41,14 @@ MISSING_DROP_CHECK_SECONDS = 60.0
 
 
 class ScheduledJob(NamedTuple):
-    """One entry of the schedule. options: APScheduler add_job() keywords (e.g. a first next_run_time)."""
+    """One entry of the schedule. options: APScheduler add_job() keywords (e.g. a first next_run_time);
+    local: this host's own work (its failed hand-overs, its spool), run by every host."""
 
     name: str
     trigger: Any
     run: Callable[[], object]
     options: dict = {}
+    local: bool = False
 
 
 def scheduled_jobs(ctx: Context, started_at: float, pull: Callable[[str], object],
@@ -69,7 +71,7 @@ def scheduled_jobs(ctx: Context, started_at: float, pull: Callable[[str], object
         jobs.append(ScheduledJob("weekly-digest", cron_trigger(config.daemon.weekly_digest, "daemon.weekly_digest"),
                                  lambda: queue_weekly_digests(ctx)))
     jobs.extend(ScheduledJob(name, trigger, fn, options) for name, fn, trigger, options in vendor_jobs(ctx))
-    jobs.append(ScheduledJob("retry-hand-overs", IntervalTrigger(seconds=RETRY_EVERY_SECONDS), sweeps))
+    jobs.append(ScheduledJob("retry-hand-overs", IntervalTrigger(seconds=RETRY_EVERY_SECONDS), sweeps, local=True))
     return jobs
 
 

@@ -105,3 +105,13 @@ def process_in_worker(drop: Drop) -> str:
     except Exception as exc:
         log_failure(drop, exc)  # the frames, never the message (it may quote roster rows)
         raise RunFailed(failure_reason(exc), transient=isinstance(exc, OperationalError)) from None
+
+
+def run_queue_worker(home: str, config: Config, parent_pid: int, log_level: int, wait: bool) -> None:
+    """A procrastinate backend's worker process: one Procrastinate worker, one job at a time. SIGTERM lets
+    the current run finish (systemd signals the whole cgroup; the daemon sends it at stop); SIGINT is the
+    daemon's to act on."""
+    from processor.queue import run_worker
+
+    worker_init(home, config, parent_pid, log_level)
+    run_worker(_WORKER_CTX, wait=wait)

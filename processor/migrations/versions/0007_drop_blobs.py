@@ -1,7 +1,7 @@
 """Drop bytes in the store (drop_blobs, drop_blob_chunks): with the procrastinate backend a worker on any host reads a drop from the store alone.
 
 Revision ID: 0007_drop_blobs
-Revises: 0005_preferred_language
+Revises: 0006_queue
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0007_drop_blobs'
-down_revision = '0005_preferred_language'
+down_revision = '0006_queue'
 branch_labels = None
 depends_on = None
 
