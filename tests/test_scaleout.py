@@ -207,6 +207,11 @@ def test_workers_on_two_hosts_in_network_namespaces_share_the_drops(cluster):
             _ip("netns", "exec", name, "ip", "addr", "add", f"{ns_ip}/30", "dev", f"{name}n")
             _ip("netns", "exec", name, "ip", "link", "set", f"{name}n", "up")
             _ip("netns", "exec", name, "ip", "link", "set", "lo", "up")
+        for name in names:  # a namespace is a host of its own: the machine's 127.0.0.1 is not there
+            probe = subprocess.run(["ip", "netns", "exec", name, sys.executable, "-c",
+                                    f"import socket; socket.create_connection(('127.0.0.1', {url.port or 5432}), 2)"],
+                                   capture_output=True, text=True)
+            assert probe.returncode != 0 and "ConnectionRefused" in probe.stderr
         forwarder = subprocess.Popen([sys.executable, "-c", FORWARDER, url.host or "127.0.0.1", str(url.port or 5432),
                                       *(f"{h}:{port}" for h, _ in nets)], stdout=subprocess.PIPE, text=True)
         assert forwarder.stdout.readline().strip() == "ready"
