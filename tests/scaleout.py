@@ -288,11 +288,24 @@ class Cluster:
     def wait_final(self, run_ids, timeout: float) -> dict[str, str]:
         deadline = time.monotonic() + timeout
         run_ids = list(run_ids)
+        many = len(run_ids) > 50
         while True:
+            if many and self.unfinished() and time.monotonic() < deadline:
+                time.sleep(2)  # one count, not thousands of ids, while the queue drains
+                continue
             st = self.statuses(run_ids)
             if all(st.get(r) in FINAL for r in run_ids) or time.monotonic() > deadline:
                 return st
             time.sleep(0.2)
+
+    def unfinished(self) -> int:
+        from sqlalchemy import func, select
+
+        from processor.apply.store import runs
+
+        with self.ctx.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(runs).where(
+                runs.c.status.in_(("received", "processing")))).scalar_one()
 
     def wait_trace(self, predicate, timeout: float) -> list[dict]:
         deadline = time.monotonic() + timeout

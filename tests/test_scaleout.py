@@ -132,7 +132,7 @@ def test_2000_tenants_with_one_drop_each_drain_completely(cluster):
     cluster.start_worker("host-a", processes=2)
     cluster.start_worker("host-b", processes=2)
     run_ids = [cluster.submit(t, drop_files(0)) for t in cluster.tenants]
-    statuses = cluster.wait_final(run_ids, 1800)
+    statuses = cluster.wait_final(run_ids, 3600)
     assert len(statuses) == 2000
     assert set(statuses.values()) == {"applied"}, {s for s in statuses.values()}
     for run_id in run_ids[::97]:
