@@ -148,6 +148,7 @@ def bench_kill(url: str, trials: int, tmp: Path) -> None:
             else:
                 cluster.kill_pid(holding[0]["pid"])
             status = cluster.wait_final([run_id], 180)[run_id]
+            cluster.settle([run_id])
             ends = [r for r in cluster.trace() if r["ev"] == "end" and r["run"] == run_id]
             if status not in ("applied",):
                 lost += status not in FINAL_OK
@@ -233,6 +234,7 @@ def bench_throughput(url: str, drops: int, worker_counts: list[int], paced: int,
                 if all(s in FINAL_OK for s in st.values()) or time.time() - t0 > 900:
                     break
                 time.sleep(0.5)
+            cluster.settle(run_ids)
             trace = cluster.trace()
             t_end = max(r["t"] for r in trace if r["ev"] == "return" and r["run"] in set(run_ids))
             cpu = worker_cpu(worker.proc.pid) - cpu0
@@ -318,6 +320,7 @@ def bench_overhead(url: str, drops: int, tmp: Path) -> None:
                 cpu0 = worker_cpu(worker.proc.pid)
                 run_ids = [cluster.submit(t, drop_files(0)) for t in tenants]  # all waiting before the first
                 cluster.wait_final(run_ids, 900)
+                cluster.settle(run_ids)
                 cpu = worker_cpu(worker.proc.pid) - cpu0
             trace = cluster.trace()
             st = cluster.statuses()

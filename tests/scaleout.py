@@ -298,6 +298,16 @@ class Cluster:
                 return st
             time.sleep(0.2)
 
+    def settle(self, run_ids, timeout: float = 15) -> None:
+        """Until the worker that finished each run has written its `return` record: a run's status is
+        committed inside process_drop, a moment before the trace hears of it."""
+        want = set(run_ids)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if want <= {r["run"] for r in self.trace() if r["ev"] == "return"}:
+                return
+            time.sleep(0.05)
+
     def unfinished(self) -> int:
         from sqlalchemy import func, select
 

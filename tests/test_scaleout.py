@@ -49,6 +49,7 @@ def test_two_hosts_keep_each_tenants_order_and_never_run_one_tenant_twice_at_onc
 
     statuses = cluster.wait_final(run_ids, 120)
     assert set(statuses.values()) == {"applied"}, statuses
+    cluster.settle(run_ids)
     trace = cluster.trace()
     assert order_kept(trace, submitted) == {}, "each tenant's drops are applied in arrival order"
     assert overlaps(trace) == [], "two runs of one tenant were in a worker at the same time"
@@ -87,6 +88,7 @@ def test_kill_9_of_a_worker_mid_apply_runs_the_drop_again_once_and_loses_nothing
         run_id = kill_mid_apply(cluster, tenant, trial, whole_host, hosts)
         statuses = cluster.wait_final([run_id, other], 180)
         assert statuses == {run_id: "applied", other: "applied"}, f"trial {trial}"
+        cluster.settle([run_id, other])
         assert completed(cluster, run_id) == 1, "the killed attempt never completed; the retry did, once"
         starts = [r for r in cluster.trace() if r["ev"] == "start" and r["run"] == run_id]
         assert len(starts) == 2, "processed again once, from the start"
@@ -117,6 +119,7 @@ def test_a_poison_drop_of_one_tenant_does_not_delay_the_others(cluster):
     assert set(statuses.values()) == {"applied"}, statuses
     assert took < cluster.stalled_after, f"the other tenants waited {took:.0f} s behind a poison drop"
     assert cluster.wait_final([fails], 30)[fails] == "failed"
+    cluster.settle([fails])
     starts = [r for r in cluster.trace() if r["ev"] == "start" and r["run"] == fails]
     assert len(starts) == 1, "a drop that fails ends failed at once, not retried (`runs retry` redoes it)"
     final = cluster.wait_final([poison], 10 * cluster.stalled_after + 60)[poison]
@@ -135,6 +138,7 @@ def test_2000_tenants_with_one_drop_each_drain_completely(cluster):
     statuses = cluster.wait_final(run_ids, 3600)
     assert len(statuses) == 2000
     assert set(statuses.values()) == {"applied"}, {s for s in statuses.values()}
+    cluster.settle(run_ids[::97])
     for run_id in run_ids[::97]:
         assert completed(cluster, run_id) == 1
 
@@ -221,6 +225,7 @@ def test_workers_on_two_hosts_in_network_namespaces_share_the_drops(cluster):
         run_ids = [cluster.submit(t, drop_files(v)) for v in range(3) for t in cluster.tenants]
         statuses = cluster.wait_final(run_ids, 180)
         assert set(statuses.values()) == {"applied"}, statuses
+        cluster.settle(run_ids)
         hosts = {r["host"] for r in cluster.trace() if r["ev"] == "end"}
         assert hosts == set(names), f"drops processed by both namespaced hosts: {hosts}"
         assert overlaps(cluster.trace()) == []
