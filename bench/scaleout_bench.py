@@ -208,7 +208,8 @@ def reference_audit(tmp: Path) -> int:
 def bench_throughput(url: str, drops: int, worker_counts: list[int], paced: int, pace: float, tmp: Path) -> None:
     print(f"\n## throughput ({drops} drops of {drops} tenants committed at once) and hand-off latency ({paced} "
           f"drops committed one every {pace:g} s: drop committed -> its run started in a worker)")
-    print("  worker processes | drops/min | hand-off median | p95     | max connections | worker CPU s/drop")
+    print("  worker processes | drops/min | hand-off median | p95     | max connections | worker CPU s/drop | "
+          "PostgreSQL CPU/drop (door's and workers' backends)")
     for n in worker_counts:
         tenants = [f"t{i}" for i in range(drops)]
         cluster = Cluster(tmp / f"tp{n}", url, tenants + [f"p{i}" for i in range(paced)])
@@ -225,7 +226,7 @@ def bench_throughput(url: str, drops: int, worker_counts: list[int], paced: int,
             cluster.wait_final(list(cluster.committed), 300)
             started = first_calls(cluster.trace())
             hand = [started[r] - t for r, t in cluster.committed.items() if r in started]
-            cpu0 = worker_cpu(worker.proc.pid)
+            cpu0, pg0 = worker_cpu(worker.proc.pid), cluster.backend_cpu()
             t0 = time.time()
             run_ids = [cluster.submit(t, drop_files(0)) for t in tenants]
             while True:
@@ -238,13 +239,14 @@ def bench_throughput(url: str, drops: int, worker_counts: list[int], paced: int,
             trace = cluster.trace()
             t_end = max(r["t"] for r in trace if r["ev"] == "return" and r["run"] in set(run_ids))
             cpu = worker_cpu(worker.proc.pid) - cpu0
+            pg = cluster.backend_cpu() - pg0
             sizes = cluster.table_sizes("procrastinate_jobs", "procrastinate_events", "drop_blob_chunks", "runs")
         finally:
             cluster.stop_all()
         done = sum(1 for s in st.values() if s == "applied")
         print(f"  {n:16d} | {done / ((t_end - t0) / 60):9.0f} | {percentile(hand, 0.5) * 1000:12.0f} ms | "
               f"{percentile(hand, 0.95) * 1000:4.0f} ms | {peak[0]:15d} | {cpu / max(done, 1):.3f}"
-              f"   ({done}/{drops} applied)", flush=True)
+              f" | {pg / max(done, 1) * 1000:.0f} ms   ({done}/{drops} applied)", flush=True)
     print("  store after the last run: " + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sizes.items()))
 
 

@@ -339,6 +339,24 @@ class Cluster:
             return conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
                                 ).scalar_one()
 
+    def backend_cpu(self) -> float:
+        """CPU s of the PostgreSQL backends now connected to the store's database (same machine only:
+        read from /proc; backends of connections already closed are not counted)."""
+        from sqlalchemy import text
+
+        with self.ctx.engine.connect() as conn:
+            pids = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                     "AND pid <> pg_backend_pid()")).scalars().all()
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in pids:
+            try:
+                fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+
     def table_sizes(self, *names: str) -> dict[str, int]:
         from sqlalchemy import text
 
@@ -367,7 +385,10 @@ class Cluster:
 def overlaps(trace: list[dict], begin: str = "call", end: str = "return") -> list[tuple[str, dict, dict]]:
     """Pairs of intervals (begin..end) of one tenant that overlap in time. An interval without an end is a
     killed worker's: it ends at the `killed` record the harness wrote for that process, or never."""
-    killed_at = {r["pid"]: r["t"] for r in trace if r["ev"] == "killed"}
+    killed_at: dict[int, float] = {}
+    for r in trace:  # the first time the harness killed it (a host's later kill names its dead pids again)
+        if r["ev"] == "killed":
+            killed_at[r["pid"]] = min(r["t"], killed_at.get(r["pid"], r["t"]))
     open_: dict[tuple[int, str], dict] = {}
     spans: dict[str, list[tuple[float, float, dict]]] = defaultdict(list)
     for rec in sorted(trace, key=lambda r: r["t"]):

@@ -251,6 +251,8 @@ def test_the_harness_finds_overlapping_runs_of_one_tenant():
          {"ev": "call", "run": "r3", "tenant": "b", "pid": 4, "t": 2.5},
          {"ev": "return", "run": "r3", "tenant": "b", "pid": 4, "t": 3.0}]
     assert [(tenant, a["run"], b["run"]) for tenant, a, b in overlaps(t)] == [("a", "r1", "r2")]
+    later = [*t, {"ev": "killed", "pid": 3, "t": 9.0}]  # a later host kill names the dead pid again
+    assert [(tenant, a["run"], b["run"]) for tenant, a, b in overlaps(later)] == [("a", "r1", "r2")]
     del t[5]  # without the kill, the dead worker's run never ended: it overlaps its retry
     assert [(tenant, a["run"], b["run"]) for tenant, a, b in overlaps(t)] == [("a", "r1", "r2"), ("b", "r3", "r3")]
     assert order_kept([{"ev": "end", "run": "r2", "tenant": "a", "t": 1}, {"ev": "end", "run": "r1", "tenant": "a",
