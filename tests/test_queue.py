@@ -229,6 +229,19 @@ def test_a_worker_on_another_host_processes_the_drop_from_the_store_alone(ctx, h
     assert (other / "archive" / "lincoln" / drop.run_id).is_dir()
 
 
+def test_retention_deletes_the_stored_bytes_of_old_finished_drops_and_keeps_waiting_ones(ctx, tmp_path):
+    from processor.daemon import apply_retention
+
+    done = receive(ctx, drop_of_users(tmp_path, 1), "lincoln", source="watch", move=True)
+    run_worker_until_idle(ctx)
+    waiting = receive(ctx, drop_of_users(tmp_path, 2), "lincoln", source="watch", move=True)
+    days = ctx.config.daemon.retention_days
+    assert apply_retention(ctx, now=time.time() + days * 86400 + 60) >= 1
+    with ctx.engine.connect() as conn:
+        assert not has_drop_bytes(conn, done.run_id)
+        assert has_drop_bytes(conn, waiting.run_id)  # still to be processed
+
+
 # ---------------------------------------------------------------- the sweep
 
 
