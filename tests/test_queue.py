@@ -415,3 +415,20 @@ def test_the_local_backend_never_touches_procrastinate(tmp_path, monkeypatch):
         assert not has_drop_bytes(conn, drop.run_id)
     assert c.config.queue.backend == "local"  # the default
     c.engine.dispose()
+
+
+def test_serve_with_procrastinate_takes_a_drop_through_its_door_and_stops_on_sigterm(ctx, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ROSTERDROP_DAEMON__WORKERS": "1"}
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "processor", "--home", str(ctx.home), "serve"], env=env,
+                            stderr=log, stdout=log)
+    try:
+        wait_for(lambda: "serving 2 tenants" in (tmp_path / "serve.log").read_text(), timeout=60, interval=0.2)
+        drop_of_users(tmp_path, 1).rename(ctx.path("inbox", "lincoln", "nightly.zip"))  # the watched folder
+        wait_for(lambda: [r["status"] for r in run_rows(ctx)] == ["applied"], timeout=90, interval=0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert jobs(ctx) == []
