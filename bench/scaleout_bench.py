@@ -11,12 +11,13 @@ The database is emptied first (use a scratch database). Sections (--only picks s
               whole worker host; then counts drops lost, applied twice (a second completed pass of the
               stages, audit rows beyond the reference, more than one report email) and rosters that differ
               from the last drop
-  throughput  --drops drops of distinct tenants committed at a steady pace into 1, 2 and 4 worker
-              processes: drops/min (first commit to last run final) and hand-off latency (drop committed
-              to its run started in a worker), median and p95
-  overhead    the same drops through the local backend (`rosterdrop serve --burst`, one worker) and the
-              procrastinate backend (`rosterdrop worker --processes 1`): wall and worker CPU s per drop, and
-              the difference (what coordinating through PostgreSQL costs a drop)
+  throughput  for 1, 2 and 4 worker processes: hand-off latency (--paced drops committed one every --pace s,
+              below capacity: drop committed -> its run started in a worker), median and p95; then drops/min
+              (--drops drops of distinct tenants committed at once: first commit -> last run done); the
+              most connections the store had meanwhile, and the worker's CPU s per drop
+  overhead    the same drops, all waiting, through the local backend (`rosterdrop serve --burst`, one
+              worker) and the procrastinate backend (`rosterdrop worker --processes 1`): the time the one
+              worker spends between drops (taking the next one up), and CPU per drop
 Prints figures only; nothing is asserted.
 """
 
@@ -203,34 +204,66 @@ def reference_audit(tmp: Path) -> int:
 # ---------------------------------------------------------------- throughput and hand-off latency
 
 
-def bench_throughput(url: str, drops: int, worker_counts: list[int], tmp: Path) -> None:
-    print(f"\n## throughput and hand-off latency: {drops} drops of {drops} tenants, committed "
-          "as fast as one door records them")
-    print("  workers | drops/min | hand-off median | p95  | worker CPU s/drop")
+def bench_throughput(url: str, drops: int, worker_counts: list[int], paced: int, pace: float, tmp: Path) -> None:
+    print(f"\n## throughput ({drops} drops of {drops} tenants committed at once) and hand-off latency ({paced} "
+          f"drops committed one every {pace:g} s: drop committed -> its run started in a worker)")
+    print("  worker processes | drops/min | hand-off median | p95     | max connections | worker CPU s/drop")
     for n in worker_counts:
         tenants = [f"t{i}" for i in range(drops)]
-        cluster = Cluster(tmp / f"tp{n}", url, tenants)
+        cluster = Cluster(tmp / f"tp{n}", url, tenants + [f"p{i}" for i in range(paced)])
         cluster.reset_store()
         worker = cluster.start_worker("host-a", processes=n)
+        peak = [0]
         try:
-            time.sleep(3)  # the workers are up and listening
+            wait_listening(cluster, n)
+
+            for i in range(paced):  # below capacity: what a drop waits for a worker that is free
+                cluster.submit(f"p{i}", drop_files(0))
+                peak[0] = max(peak[0], cluster.connections())
+                time.sleep(pace)
+            cluster.wait_final(list(cluster.committed), 300)
+            started = first_calls(cluster.trace())
+            hand = [started[r] - t for r, t in cluster.committed.items() if r in started]
+            cpu0 = worker_cpu(worker.proc.pid)
             t0 = time.time()
             run_ids = [cluster.submit(t, drop_files(0)) for t in tenants]
-            st = cluster.wait_final(run_ids, 900)
+            while True:
+                st = cluster.statuses(run_ids)
+                peak[0] = max(peak[0], cluster.connections())
+                if all(s in FINAL_OK for s in st.values()) or time.time() - t0 > 900:
+                    break
+                time.sleep(0.5)
             trace = cluster.trace()
-            t_end = max(r["t"] for r in trace if r["ev"] == "return")
-            started = {}
-            for r in trace:
-                if r["ev"] == "call":
-                    started.setdefault(r["run"], r["t"])
-            hand = [started[r] - cluster.committed[r] for r in run_ids if r in started]
-            cpu = worker_cpu(worker.proc.pid)
+            t_end = max(r["t"] for r in trace if r["ev"] == "return" and r["run"] in set(run_ids))
+            cpu = worker_cpu(worker.proc.pid) - cpu0
+            sizes = cluster.table_sizes("procrastinate_jobs", "procrastinate_events", "drop_blob_chunks", "runs")
         finally:
             cluster.stop_all()
         done = sum(1 for s in st.values() if s == "applied")
-        print(f"  {n:7d} | {done / ((t_end - t0) / 60):9.0f} | {percentile(hand, 0.5) * 1000:12.0f} ms | "
-              f"{percentile(hand, 0.95) * 1000:4.0f} ms | {cpu / max(done, 1):.3f}   ({done}/{drops} applied)",
-              flush=True)
+        print(f"  {n:16d} | {done / ((t_end - t0) / 60):9.0f} | {percentile(hand, 0.5) * 1000:12.0f} ms | "
+              f"{percentile(hand, 0.95) * 1000:4.0f} ms | {peak[0]:15d} | {cpu / max(done, 1):.3f}"
+              f"   ({done}/{drops} applied)", flush=True)
+    print("  store after the last run: " + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sizes.items()))
+
+
+def first_calls(trace: list[dict]) -> dict[str, float]:
+    started: dict[str, float] = {}
+    for r in sorted(trace, key=lambda r: r["t"]):
+        if r["ev"] == "call":
+            started.setdefault(r["run"], r["t"])
+    return started
+
+
+def wait_listening(cluster: Cluster, processes: int, timeout: float = 60) -> None:
+    """Until the worker processes are registered with Procrastinate (their heartbeat rows)."""
+    from sqlalchemy import text
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with cluster.ctx.engine.connect() as conn:
+            if conn.execute(text("SELECT count(*) FROM procrastinate_workers")).scalar_one() >= processes:
+                return
+        time.sleep(0.2)
 
 
 def worker_cpu(pid: int) -> float:
@@ -259,45 +292,50 @@ def worker_cpu(pid: int) -> float:
 
 
 def bench_overhead(url: str, drops: int, tmp: Path) -> None:
+    """Per drop, the time a single worker spends outside process_drop (taking the next drop up, the
+    queue's bookkeeping): the span from its first drop taken to its last one done, less the time inside."""
+    from tests.bundles import make_bundle
+
     tenants = [f"o{i}" for i in range(drops)]
     figures = {}
     for backend in ("local", "procrastinate"):
         cluster = Cluster(tmp / f"ov-{backend}", url, tenants, backend=backend,
                           extra_config="[daemon]\nworkers = 1\nwatch_stable_seconds = 0.1\n")
         cluster.reset_store()
-        if backend == "local":
-            home = cluster.home("host-a")
-            for i, t in enumerate(tenants):  # the same drops, waiting in the watched inboxes
-                from tests.bundles import make_bundle
-
-                (home / "inbox" / t).mkdir(parents=True, exist_ok=True)
-                make_bundle(home / "inbox" / t, drop_files(0), name=f"drop{i}")
-            out = tmp / "measure-local.json"
-            subprocess.run([sys.executable, str(ROOT / "bench" / "measure.py"), str(out), "--",
-                            sys.executable, "-m", "processor", "--home", str(home), "serve", "--burst"],
-                           cwd=ROOT, env=cluster.env("host-a"), capture_output=True)
-            m = json.loads(out.read_text())
-            figures[backend] = (m["wall"], m["cpu"], sum(1 for s in cluster.statuses().values() if s == "applied"))
-        else:
-            worker = cluster.start_worker("host-a", processes=1)
-            time.sleep(3)
-            cpu0 = worker_cpu(worker.proc.pid)
-            t0 = time.time()
-            run_ids = [cluster.submit(t, drop_files(0)) for t in tenants]
-            st = cluster.wait_final(run_ids, 900)
-            wall = time.time() - t0
-            cpu = worker_cpu(worker.proc.pid) - cpu0
+        try:
+            if backend == "local":
+                home = cluster.home("host-a")
+                for i, t in enumerate(tenants):  # the same drops, waiting in the inboxes for `serve --burst`
+                    make_bundle(home / "inbox" / t, drop_files(0), name=f"drop{i}")
+                out = tmp / "measure-local.json"
+                subprocess.run([sys.executable, str(ROOT / "bench" / "measure.py"), str(out), "--",
+                                sys.executable, "-m", "processor", "--home", str(home), "serve", "--burst"],
+                               cwd=ROOT, env=cluster.env("host-a"), capture_output=True)
+                cpu = json.loads(out.read_text())["cpu"]
+            else:
+                worker = cluster.start_worker("host-a", processes=1)
+                wait_listening(cluster, 1)
+                cpu0 = worker_cpu(worker.proc.pid)
+                run_ids = [cluster.submit(t, drop_files(0)) for t in tenants]  # all waiting before the first
+                cluster.wait_final(run_ids, 900)
+                cpu = worker_cpu(worker.proc.pid) - cpu0
+            trace = cluster.trace()
+            st = cluster.statuses()
+        finally:
             cluster.stop_all()
-            figures[backend] = (wall, cpu, sum(1 for s in st.values() if s == "applied"))
-        cluster.stop_all()
-    print(f"\n## coordination overhead: the same {drops} drops, one worker process")
-    for backend, (wall, cpu, done) in figures.items():
-        print(f"  {backend:13s} wall {wall / max(done, 1) * 1000:6.0f} ms/drop, worker CPU {cpu / max(done, 1) * 1000:6.0f}"
-              f" ms/drop ({done}/{drops} applied)")
-    (lw, lc, ld), (pw, pc, pd) = figures["local"], figures["procrastinate"]
-    print(f"  overhead: wall {(pw / max(pd, 1) - lw / max(ld, 1)) * 1000:+.0f} ms/drop, worker CPU "
-          f"{(pc / max(pd, 1) - lc / max(ld, 1)) * 1000:+.0f} ms/drop (the local figure includes the serve "
-          "start-up and the watcher)")
+        calls = {r["run"]: r["t"] for r in trace if r["ev"] == "call"}
+        rets = {r["run"]: r["t"] for r in trace if r["ev"] == "return"}
+        busy = sum(rets[r] - calls[r] for r in rets if r in calls)
+        span = max(rets.values()) - min(calls.values())
+        done = sum(1 for s in st.values() if s == "applied")
+        figures[backend] = ((span - busy) / max(len(rets) - 1, 1), busy / max(len(rets), 1), cpu / max(done, 1), done)
+    print(f"\n## coordination overhead: the same {drops} drops of {drops} tenants, one worker process, all waiting")
+    for backend, (gap, inside, cpu, done) in figures.items():
+        print(f"  {backend:13s} between drops {gap * 1000:6.1f} ms, inside process_drop {inside * 1000:6.0f} ms, "
+              f"CPU {cpu * 1000:5.0f} ms/drop ({done}/{drops} applied)")
+    print(f"  overhead of the procrastinate backend: {(figures['procrastinate'][0] - figures['local'][0]) * 1000:+.1f}"
+          " ms/drop between drops (CPU: the local figure is the whole `serve --burst`, doors and start-up included;"
+          " the procrastinate one the worker's only)")
 
 
 def main() -> int:
@@ -307,6 +345,8 @@ def main() -> int:
     ap.add_argument("--drops", type=int, default=120)
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--overhead-drops", type=int, default=60)
+    ap.add_argument("--paced", type=int, default=30, help="drops for the hand-off latency")
+    ap.add_argument("--pace", type=float, default=1.0, help="seconds between paced drops")
     ap.add_argument("--blob-mib", type=int, default=64)
     ap.add_argument("--only", default="blobs,kill,throughput,overhead")
     ap.add_argument("--keep", type=Path)
@@ -321,7 +361,8 @@ def main() -> int:
         if "kill" in only:
             bench_kill(args.pg_url, args.kill_trials, tmp)
         if "throughput" in only:
-            bench_throughput(args.pg_url, args.drops, [int(n) for n in args.workers.split(",")], tmp)
+            bench_throughput(args.pg_url, args.drops, [int(n) for n in args.workers.split(",")], args.paced,
+                             args.pace, tmp)
         if "overhead" in only:
             bench_overhead(args.pg_url, args.overhead_drops, tmp)
     finally:

@@ -67,6 +67,8 @@ if _trace:
             if os.path.exists(os.path.join(_ctl, "poison." + tenant)):
                 _log(ev="poisoned", run=run_id, tenant=tenant)
                 os.kill(os.getpid(), signal.SIGKILL)  # a drop that kills whoever applies it (OOM, segfault)
+            if os.path.exists(os.path.join(_ctl, "fail." + tenant)):
+                raise RuntimeError("injected failure inside the apply")  # a drop that always fails
             try:
                 os.unlink(os.path.join(_ctl, "hold." + tenant))  # only the first attempt is held
             except FileNotFoundError:
@@ -195,10 +197,19 @@ class Cluster:
         return self._ctx
 
     def reset_store(self) -> None:
+        """An empty scratch database: our tables at head, and Procrastinate's schema (`db upgrade`)."""
+        from sqlalchemy import create_engine
+
         from tests.conftest import reset_store
 
+        engine = create_engine(self.store_url)
+        with engine.begin() as conn:  # Procrastinate's tables, types and functions are not in our metadata
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+            conn.exec_driver_sql("CREATE SCHEMA public")
+        engine.dispose()
         reset_store(self.store_url)
-        self.prepare_queue()
+        if self.backend == "procrastinate":
+            self.prepare_queue()
 
     def prepare_queue(self) -> None:
         """The queue's own tables (Procrastinate's schema), as `rosterdrop db upgrade` makes them."""
@@ -253,13 +264,11 @@ class Cluster:
     def submit(self, tenant: str, files: dict[str, str]) -> str:
         """A door records one drop (its run, bytes and wake-up, in one transaction); its run id."""
         from processor.pipeline import receive
-        from processor.queue import enqueue_received
         from tests.bundles import make_bundle
 
         self._n += 1
         path = make_bundle(self.tmp / "drops" / tenant, files, as_zip=True, name=f"drop{self._n}")
-        drop = receive(self.ctx, path, tenant, "sftp", move=True)
-        enqueue_received(self.ctx, drop)
+        drop = receive(self.ctx, path, tenant, "sftp", move=True)  # what every door calls
         self.committed[drop.run_id] = time.time()
         return drop.run_id
 
@@ -279,11 +288,24 @@ class Cluster:
     def wait_final(self, run_ids, timeout: float) -> dict[str, str]:
         deadline = time.monotonic() + timeout
         run_ids = list(run_ids)
+        many = len(run_ids) > 50
         while True:
+            if many and self.unfinished() and time.monotonic() < deadline:
+                time.sleep(2)  # one count, not thousands of ids, while the queue drains
+                continue
             st = self.statuses(run_ids)
             if all(st.get(r) in FINAL for r in run_ids) or time.monotonic() > deadline:
                 return st
             time.sleep(0.2)
+
+    def unfinished(self) -> int:
+        from sqlalchemy import func, select
+
+        from processor.apply.store import runs
+
+        with self.ctx.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(runs).where(
+                runs.c.status.in_(("received", "processing")))).scalar_one()
 
     def wait_trace(self, predicate, timeout: float) -> list[dict]:
         deadline = time.monotonic() + timeout
@@ -298,6 +320,21 @@ class Cluster:
         if not self.trace_path.exists():
             return []
         return [json.loads(line) for line in self.trace_path.read_text().splitlines() if line.strip()]
+
+    def connections(self) -> int:
+        """Connections to the store's database right now (every host's, and this door's)."""
+        from sqlalchemy import text
+
+        with self.ctx.engine.connect() as conn:
+            return conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+                                ).scalar_one()
+
+    def table_sizes(self, *names: str) -> dict[str, int]:
+        from sqlalchemy import text
+
+        with self.ctx.engine.connect() as conn:
+            return {n: conn.execute(text("SELECT coalesce(pg_total_relation_size(to_regclass(:n)), 0)"),
+                                    {"n": n}).scalar_one() for n in names}
 
     def counts(self, table: str, run_id: str, **where) -> int:
         from sqlalchemy import func, select
