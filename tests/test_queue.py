@@ -432,3 +432,29 @@ def test_serve_with_procrastinate_takes_a_drop_through_its_door_and_stops_on_sig
         if proc.poll() is None:
             proc.kill()
     assert jobs(ctx) == []
+
+
+def test_a_hold_is_released_on_a_host_that_never_had_the_drop(ctx, home, tmp_path):
+    import shutil
+
+    from processor.pipeline import release_hold
+
+    samples = ROOT / "sample_drops"
+    for name in ("clean", "mass_withdrawal"):
+        shutil.copytree(samples / name, tmp_path / name)
+        receive(ctx, tmp_path / name, "lincoln", source="watch", move=True)
+    run_worker_until_idle(ctx)
+    applied, held = run_rows(ctx)
+    assert (applied["status"], held["status"]) == ("applied", "held")
+    console = tmp_path / "console-host"  # e.g. the web console's host: its own home, the same store
+    init_home(console, ["lincoln", "roosevelt"])
+    (console / "rosterdrop.toml").write_text((home / "rosterdrop.toml").read_text())
+    console_ctx = Context.load(console)
+    try:
+        assert not Path(held["spool_path"]).is_relative_to(console)  # the door's spool, in another home
+        result = release_hold(console_ctx, held["run_id"], by="ops", note="term ended")
+    finally:
+        console_ctx.engine.dispose()
+    assert result.status.value == "applied"
+    assert (console / "archive" / "lincoln" / held["run_id"]).is_dir()  # the console host's fetched copy
+    assert Path(held["spool_path"]).exists()  # another home's spool is never touched
