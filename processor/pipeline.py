@@ -446,6 +446,10 @@ def release_hold(ctx: Context, run_id: str, by: str | None = None, note: str | N
         return run_store.mark_superseded(ctx.engine, run_id, newer, "after this one was held")
     drop = Drop(run_id, row["tenant"], Path(row["spool_path"]), row["sha256"], row["received_at"], row["source"],
                 row["original_name"] or "")
+    if ctx.config.queue.backend == "procrastinate":
+        from processor.queue import local_copy
+
+        drop = local_copy(ctx, row)  # received on another host (or home): its bytes are in the store
     if not drop.path.exists():
         raise UserError(f"the spooled bundle of run {run_id} is missing ({drop.path}); it cannot be released")
     held.released = hold_actions.hold_action(by, note)

@@ -136,8 +136,13 @@ def process_tenant(ctx: Context, tenant: str) -> int:
         log.error("tenant %s: has waiting drops, but is not configured on this host (%s); left for a host "
                   "that has it", tenant, socket.gethostname())
         return 0
-    done = 0
+    done, seen = 0, set()
     while (row := next_run(ctx.engine, tenant)) is not None:
+        if row["run_id"] in seen:  # still unfinished after its turn (the store refused even its failure)
+            log.warning("run %s tenant %s: still unfinished after processing; the sweep rings it again",
+                        row["run_id"], tenant)
+            break
+        seen.add(row["run_id"])
         if not work_on(ctx, row):
             break
         done += 1

@@ -16,8 +16,8 @@ The pipeline decides *what* happens to a drop; the daemon only decides *when*. O
 * daemon.py: Daemon.run(), the life of `serve`, top-down; signals, stop, live reload.
 
 Crash safety: the apply is one transaction, so kill -9 at any moment loses no drop and applies none
-twice; at start (and, with procrastinate, every minute on every host) unfinished runs are resumed in
-arrival order.
+twice. Unfinished runs are resumed in arrival order: at start, and with procrastinate also by the queue's
+sweep (every 15 s, once across hosts), which re-runs the jobs of workers whose heartbeat stopped.
 """
 
 from __future__ import annotations

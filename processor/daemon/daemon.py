@@ -21,12 +21,13 @@ from processor.config import Config
 from processor.context import Context
 from processor.daemon.doors import Doors
 from processor.daemon.local_queue import LocalQueue
-from processor.daemon.scheduled import Mailer, Scheduler, deliver, scheduled_jobs
+from processor.daemon.scheduled import MAIL_EVERY_SECONDS, Mailer, Scheduler, deliver, scheduled_jobs
 from processor.daemon.workers import QUIET_LIBRARIES
 
 log = logging.getLogger("rosterdrop.daemon")
 
 TICK_SECONDS = 0.2  # how often the loop looks at the stop flag while idle
+MAIL_POLL_SECONDS = 5.0
 
 
 class Daemon:
@@ -41,7 +42,10 @@ class Daemon:
         self.workers = workers or ctx.config.daemon.workers or os.cpu_count() or 1
         self.started_at = time.time()
         self.stopping = threading.Event()  # set by a signal or request_stop(): the loop ends
-        self.mailer = Mailer(ctx)
+        # With procrastinate, runs finish in worker processes that may be on other hosts: no kick reaches this
+        # one, so the outbox is looked at more often (one indexed query; delivery is claimed per email).
+        self.mailer = Mailer(ctx, every=MAIL_POLL_SECONDS if ctx.config.queue.backend == "procrastinate"
+                             else MAIL_EVERY_SECONDS)
         self.queue = _make_queue(ctx, self.workers, burst, on_done=lambda drop, status: self.mailer.kick())
         self.doors = Doors(ctx, self.queue.put, self.stopping)
         # built now: a bad cron fails before any door opens

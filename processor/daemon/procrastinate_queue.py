@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from processor import queue
 from processor.apply.store import runs
 from processor.context import Context
+from processor.failures import failure_reason
 
 log = logging.getLogger("rosterdrop.daemon")
 
@@ -105,8 +106,9 @@ class ProcrastinateQueue:
             with queue.once_across_hosts(self.ctx.engine, "queue-sweep", queue.SWEEP_SECONDS) as ours:
                 if ours:
                     queue.sweep(self.ctx)
-        except Exception:  # noqa: BLE001 - the next sweep tries again; the store may be what fails
-            log.exception("queue sweep failed; tried again in %.0f s", queue.SWEEP_SECONDS)
+        except Exception as exc:  # noqa: BLE001 - the next sweep tries again; the store may be what fails
+            log.warning("queue sweep failed (%s); tried again in %.0f s", failure_reason(exc), queue.SWEEP_SECONDS)
+            log.debug("queue sweep failure in full", exc_info=True)
 
     def idle(self) -> bool:
         """Burst: the workers are done and no run waits (a due one not rung yet starts the workers again)."""

@@ -65,8 +65,9 @@ def scheduled_jobs(ctx: Context, started_at: float, pull: Callable[[str], object
     if any(t.expect_drop_every_hours for t in config.tenants.values()):
         jobs.append(ScheduledJob("missing-drops", IntervalTrigger(seconds=MISSING_DROP_CHECK_SECONDS),
                                  lambda: check_missing_drops(ctx, started_at=started_at)))
+    # Every host's own archive; the store's part is idempotent.
     jobs.append(ScheduledJob("retention", CronTrigger(hour=3, minute=17), lambda: apply_retention(ctx),
-                             {"next_run_time": datetime.now(UTC) + timedelta(minutes=1)}))
+                             {"next_run_time": datetime.now(UTC) + timedelta(minutes=1)}, local=True))
     if config.daemon.weekly_digest:
         jobs.append(ScheduledJob("weekly-digest", cron_trigger(config.daemon.weekly_digest, "daemon.weekly_digest"),
                                  lambda: queue_weekly_digests(ctx)))
@@ -275,9 +276,15 @@ def apply_retention(ctx: Context, now: float | None = None) -> int:
         if not aborted.is_symlink() and mtime(aborted) < cutoff:
             _remove(aborted)
             removed += 1
+    from processor.intake.blobs import expire_drop_bytes
+
+    with ctx.engine.begin() as conn:  # the procrastinate backend keeps each drop's bytes in the store too
+        stored = expire_drop_bytes(conn, cutoff)
     if removed:
         log.info("retention: %d raw drops older than %d days deleted", removed, days)
-    return removed
+    if stored:
+        log.info("retention: the bytes of %d drops older than %d days deleted from the store", stored, days)
+    return removed + stored
 
 
 def _remove(path: Path) -> None:
