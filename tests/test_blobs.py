@@ -99,6 +99,28 @@ def test_a_folder_drop_comes_back_as_the_same_folder_with_its_odd_entries_kept_a
         "a link is re-made so that the run refuses it, never pointing where the district's pointed"
 
 
+def test_a_folder_bigger_than_a_chunk_comes_back_whole(env, tmp_path):
+    folder = make_bundle(tmp_path / "door", CLEAN, as_zip=False, name="watched")
+    rows = "".join(f"x{i},active,,true,s1,student,s{i},,Kid,{i},,,,,,,03,\n" for i in range(40000))
+    (folder / "users.csv").write_text(CLEAN["users.csv"] + rows)
+    assert (folder / "users.csv").stat().st_size > 2 * CHUNK
+    store(env.ctx.engine, "r1", folder)
+    assert chunk_count(env.ctx.engine, "r1") >= 3
+
+    dest = fetch_drop_bytes(env.ctx.engine, "r1", tmp_path / "worker" / "watched")
+    assert (dest / "users.csv").read_bytes() == (folder / "users.csv").read_bytes()
+    assert door_sha256(dest) == door_sha256(folder)
+
+
+def test_bytes_stored_under_another_tenant_than_the_run_are_refused(env, tmp_path):
+    bundle = make_bundle(tmp_path, CLEAN, as_zip=True, name="d")
+    with env.ctx.engine.begin() as conn:
+        record(conn, "r1", bundle, tenant="lincoln")
+        put_drop_bytes(conn, "roosevelt", "r1", bundle)
+    with pytest.raises(DropBytesError, match="run r1: the stored bytes belong to another tenant"):
+        fetch_drop_bytes(env.ctx.engine, "r1", tmp_path / "x.zip")
+
+
 def test_bytes_stored_in_a_transaction_that_rolls_back_are_not_stored(env, tmp_path):
     bundle = make_bundle(tmp_path, CLEAN, as_zip=True, name="d")
     with pytest.raises(RuntimeError):

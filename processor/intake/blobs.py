@@ -158,18 +158,22 @@ class _ChunkReader:
     def __init__(self, rows) -> None:
         self.rows = rows
         self.buf = b""
+        self.pos = 0
 
     def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self.buf) < n:
-            row = next(self.rows, None)
-            if row is None:
-                break
-            self.buf += row.data
-        if n < 0:
-            out, self.buf = self.buf, b""
-        else:
-            out, self.buf = self.buf[:n], self.buf[n:]
-        return out
+        parts = []
+        while n != 0:
+            if self.pos >= len(self.buf):
+                row = next(self.rows, None)
+                if row is None:
+                    break
+                self.buf, self.pos = row.data, 0
+                continue
+            end = len(self.buf) if n < 0 else min(len(self.buf), self.pos + n)
+            parts.append(self.buf[self.pos:end])
+            n = n if n < 0 else n - (end - self.pos)
+            self.pos = end
+        return b"".join(parts)
 
 
 def fetch_drop_bytes(engine: Engine, run_id: str, dest: Path) -> Path:
@@ -189,6 +193,8 @@ def fetch_drop_bytes(engine: Engine, run_id: str, dest: Path) -> Path:
                                  "by retention)")
         if recorded is None:
             raise DropBytesError(f"run {run_id}: the runs table has no such run; its stored bytes cannot be checked")
+        if recorded.tenant != head.tenant:
+            raise DropBytesError(f"run {run_id}: the stored bytes belong to another tenant than the run; not fetched")
         rows = conn.execution_options(stream_results=True, yield_per=4).execute(
             select(drop_blob_chunks.c.seq, drop_blob_chunks.c.data)
             .where(drop_blob_chunks.c.run_id == run_id).order_by(drop_blob_chunks.c.seq))
