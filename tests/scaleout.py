@@ -198,18 +198,23 @@ class Cluster:
 
     def reset_store(self) -> None:
         """An empty scratch database: our tables at head, and Procrastinate's schema (`db upgrade`)."""
-        from sqlalchemy import create_engine
-
         from tests.conftest import reset_store
 
-        engine = create_engine(self.store_url)
-        with engine.begin() as conn:  # Procrastinate's tables, types and functions are not in our metadata
-            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
-            conn.exec_driver_sql("CREATE SCHEMA public")
-        engine.dispose()
+        self.empty_database()
         reset_store(self.store_url)
         if self.backend == "procrastinate":
             self.prepare_queue()
+
+    def empty_database(self) -> None:
+        """Nothing left in the scratch database, Procrastinate's tables, types and functions included (they
+        are not in our metadata, and a database with tables is not "empty" to the other tests' reset)."""
+        from sqlalchemy import create_engine
+
+        engine = create_engine(self.store_url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+            conn.exec_driver_sql("CREATE SCHEMA public")
+        engine.dispose()
 
     def prepare_queue(self) -> None:
         """The queue's own tables (Procrastinate's schema), as `rosterdrop db upgrade` makes them."""

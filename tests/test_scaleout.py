@@ -31,6 +31,7 @@ def cluster(request, tmp_path):
     c.reset_store()
     yield c
     c.stop_all()
+    c.empty_database()  # the next test's reset_store finds an empty database
 
 
 def completed(cluster: Cluster, run_id: str) -> int:
