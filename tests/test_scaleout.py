@@ -39,6 +39,7 @@ def completed(cluster: Cluster, run_id: str) -> int:
     return sum(1 for r in cluster.trace() if r["ev"] == "end" and r["run"] == run_id)
 
 
+@pytest.mark.slow
 def test_two_hosts_keep_each_tenants_order_and_never_run_one_tenant_twice_at_once(cluster):
     cluster.start_worker("host-a")
     cluster.start_worker("host-b")
