@@ -70,9 +70,25 @@ def receive(ctx: Context, path: Path, tenant: str, source: str, move: bool) -> D
     spooled = take(ctx, opened, tenant, run_id, move)  # moves what was hashed, checked by its descriptor
     result = RunResult(run_id=run_id, tenant=tenant, status=RunStatus.RECEIVED, source=source,
                        received_at=now_iso(), sha256=sha)
-    run_store.record_run(engine, result, path.name, str(spooled), tcfg.name)
+    run_store.record_run(engine, result, path.name, str(spooled), tcfg.name, also=_queued(ctx, tenant, run_id, spooled))
     log.info("run %s tenant %s: received from %s (%s)", run_id, tenant, source, sha[:12])
     return Drop(run_id, tenant, spooled, sha, result.received_at, source, path.name)
+
+
+def _queued(ctx: Context, tenant: str, run_id: str, spooled: Path):
+    """With the procrastinate backend, what the drop's transaction also does: store its bytes (a worker on
+    any host processes it from the store alone) and ring the tenant's wake-up."""
+    if ctx.config.queue.backend != "procrastinate":
+        return None
+
+    def also(conn: Connection) -> None:
+        from processor.intake.blobs import put_drop_bytes
+        from processor.queue import ring
+
+        put_drop_bytes(conn, tenant, run_id, spooled)
+        ring(conn, tenant)
+
+    return also
 
 
 def _duplicate(ctx: Context, path: Path, tenant: str, source: str, sha: str, earlier: str, move: bool) -> RunResult:
@@ -442,6 +458,10 @@ def release_hold(ctx: Context, run_id: str, by: str | None = None, note: str | N
         return run_store.mark_superseded(ctx.engine, run_id, newer, "after this one was held")
     drop = Drop(run_id, row["tenant"], Path(row["spool_path"]), row["sha256"], row["received_at"], row["source"],
                 row["original_name"] or "")
+    if ctx.config.queue.backend == "procrastinate":
+        from processor.queue import local_copy
+
+        drop = local_copy(ctx, row)  # received on another host (or home): its bytes are in the store
     if not drop.path.exists():
         raise UserError(f"the spooled bundle of run {run_id} is missing ({drop.path}); it cannot be released")
     held.released = hold_actions.hold_action(by, note)

@@ -133,8 +133,8 @@ def test_the_end_notice_counts_the_holds_waiting_for_review(env):
 def test_the_daemon_schedules_the_pause_notices_every_hour(env):
     from apscheduler.triggers.interval import IntervalTrigger
 
-    from processor.daemon import Daemon
+    from processor.daemon.scheduled import scheduled_jobs
 
-    jobs = {job_id: trigger for job_id, _fn, trigger, _opts in Daemon(env.ctx)._scheduled_jobs()}
+    jobs = {job.name: job.trigger for job in scheduled_jobs(env.ctx, 0.0, pull=print, sweeps=print)}
     assert isinstance(jobs["pause-notices"], IntervalTrigger)
     assert jobs["pause-notices"].interval.total_seconds() == 3600

@@ -1,7 +1,7 @@
 """pause notices sent (the district's calendar)
 
-Revision ID: 0009_calendar
-Revises: 0005_preferred_language
+Revision ID: 0008_calendar
+Revises: 0007_drop_blobs
 
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0009_calendar'
-down_revision = '0005_preferred_language'
+revision = '0008_calendar'
+down_revision = '0007_drop_blobs'
 branch_labels = None
 depends_on = None
 
