@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -227,6 +228,20 @@ def test_a_worker_on_another_host_processes_the_drop_from_the_store_alone(ctx, h
         worker_ctx.engine.dispose()
     assert [r["status"] for r in run_rows(ctx)] == ["applied"]
     assert (other / "archive" / "lincoln" / drop.run_id).is_dir()
+
+
+def test_the_door_host_archives_its_spooled_copy_once_another_host_finished_the_run(ctx, home, tmp_path):
+    from processor.daemon.doors import Doors
+
+    drop = receive(ctx, drop_of_users(tmp_path, 1), "lincoln", source="watch", move=True)
+    waiting = receive(ctx, drop_of_users(tmp_path, 2), "roosevelt", source="watch", move=True)
+    ctx.engine.dispose()
+    with ctx.engine.begin() as conn:  # a worker elsewhere applied the first one; the second still waits
+        conn.execute(update(runs).where(runs.c.run_id == drop.run_id).values(status="applied"))
+    Doors(ctx, to_queue=lambda d: None, stopping=threading.Event()).reconcile_spool(at_start=False)
+    assert not drop.path.parent.exists()
+    assert (home / "archive" / "lincoln" / drop.run_id).is_dir()
+    assert waiting.path.exists()  # unfinished: left for its worker
 
 
 def test_retention_deletes_the_stored_bytes_of_old_finished_drops_and_keeps_waiting_ones(ctx, tmp_path):

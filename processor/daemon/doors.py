@@ -128,12 +128,14 @@ class Doors:
             pull.recover(self.ctx, tenant, self.hand_over)
 
     def reconcile_spool(self, at_start: bool) -> None:
-        """Spool folders without a run are adopted; at start, finished runs' folders are archived.
+        """Spool folders without a run are adopted; finished runs' folders are archived (at start, and with
+        the procrastinate backend also every minute: another host may have finished the run).
 
         A folder without a run is a drop a crash caught between its move into the spool and its insert.
         While the daemon runs, only folders older than a minute count (a receive may be in flight).
         """
         folders = [f for f in spooled_runs(self.ctx) if f[0] in self.ctx.config.tenants]
+        shared_queue = self.ctx.config.queue.backend == "procrastinate"
         statuses = self._statuses([run_id for _, run_id, _ in folders])
         now = time.time()
         for tenant, run_id, folder in folders:
@@ -145,10 +147,14 @@ class Doors:
                     if self._statuses([run_id]):
                         continue  # recorded in the meantime
                     self._adopt(tenant, run_id, folder)
-            elif at_start and status not in (*UNFINISHED, "held", "failed"):
+            elif status not in (*UNFINISHED, "held", "failed") and (at_start or shared_queue):
                 # finished (its transaction committed) but a crash came before its folder was archived;
-                # also held runs a newer drop superseded
-                archive(self.ctx, folder, tenant, run_id)
+                # also held runs a newer drop superseded. With the procrastinate backend a worker on
+                # another host finished it from the store's copy, so this host archives its own copy.
+                try:
+                    archive(self.ctx, folder, tenant, run_id)
+                except OSError:
+                    pass  # archived meanwhile by the run's own worker on this host
 
     def _statuses(self, run_ids: list[str]) -> dict[str, str]:
         out: dict[str, str] = {}
