@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from sqlalchemy import Connection, delete
 
-from processor import events
+from processor import events, progress
 from processor.apply.diff import ChangeSet, next_snapshot, write_snapshot
 from processor.apply.store import ENTITY_COLUMNS, ENTITY_TABLES, audit, snapshots
 from processor.convert.roster import data_json
@@ -27,6 +27,8 @@ AUDIT_COLUMNS = ["tenant", "run_id", "entity", "sourced_id", "action", "before",
 
 
 def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet) -> None:
+    progress.stage_total(sum(tc.changed + (len(tc.rehashed) if tc.rehashed is not None else 0)
+                             for tc in changes.tables.values()))
     for table, tc in changes.tables.items():
         cols = ["tenant", "sourced_id", "status", "row_hash", "run_id", *ENTITY_COLUMNS[table], "data"]
         rewritten = [r.drop(columns=["action", "fields"], errors="ignore")
@@ -40,6 +42,7 @@ def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet
             _insert(conn, table, cols, tc.created, stamp, data_from=changes.data_source.get(table), with_data=True)
         if not tc.deactivated.empty:
             _deactivate(conn, table, tenant, run_id, list(tc.deactivated["sourced_id"]))
+            progress.stage_advance(len(tc.deactivated))
         _audit(conn, tenant, run_id, table, tc, changes.before.get(table))
         current = changes.current.get(table)
         if current is not None and (tc.changed or tc.rehashed is not None or not current.attrs.get("snapshot")):
@@ -121,6 +124,8 @@ def _insert(conn: Connection, table: str, cols: list[str], rows: pd.DataFrame, c
                 raw = conn.connection.driver_connection
                 with raw.cursor() as pg, pg.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN (FORMAT csv)") as copy:
                     copy.write(ready)
+            if table in ENTITY_TABLES:  # roster rows: not the audit or event records
+                progress.stage_advance(min(step, len(rows) - start))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         if cur is not None:
