@@ -58,8 +58,11 @@ def versions() -> str:
     sqlite = subprocess.run([PY, "-c", "import sqlite3; print(sqlite3.sqlite_version)"], capture_output=True,
                             text=True).stdout.strip()
     libs = ", ".join(f"{n} {version(n)}" for n in ("pandas", "pyarrow", "sqlalchemy", "psycopg"))
+    pool = subprocess.run([PY, "-c", "import processor.vector, pyarrow as pa; "
+                           "print(pa.default_memory_pool().backend_name)"], capture_output=True, text=True,
+                          cwd=ROOT).stdout.strip()
     return (f"machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}{load}\n"
-            f"python {platform.python_version()}, {libs}, SQLite {sqlite}")
+            f"python {platform.python_version()}, {libs} (Arrow memory: {pool}), SQLite {sqlite}")
 
 
 def measured(cmd: list[str], work: Path, capture: bool = True) -> tuple[dict, str]:
