@@ -107,6 +107,9 @@ def setup_home(home: Path, store_url: str | None) -> None:
     if store_url:
         text = text.replace('url = "sqlite:///rosterdrop.db"', f'url = "{store_url}"')
     cfg.write_text(text)
+    if store_url:  # init made the SQLite store; commands never create tables (a fresh database needs them)
+        subprocess.run([PY, "-m", "processor", "--home", str(home), "db", "upgrade"], check=True, cwd=ROOT,
+                       stdout=subprocess.DEVNULL)
 
 
 def process(home: Path, bundle: Path, work: Path) -> dict:
@@ -299,16 +302,22 @@ def main() -> None:
     command = f"command: {' '.join(sys.argv)}"
     print(machine + "\n" + command, flush=True)
     results: dict = {"stores": {}, "repeat": args.repeat, "latency": None, "nyc": None}
+    saved = work / f"results-{'-'.join(stores)}-{'-'.join(map(str, students))}{'-nyc' if args.nyc else ''}.json"
+
+    def save() -> None:  # after every case: a long run that fails late keeps what it measured
+        saved.write_text(json.dumps({"versions": machine, "command": command, **results}))
+
     for store in stores:
         for n in students:
             print(f"\n{n:,} students, {store}:", flush=True)
             results["stores"].setdefault(store, []).append(one_size(n, args, work, store))
+            save()
     if args.nyc:
         print("\n900,000 students, sqlite (one repeat, no write floor):", flush=True)
         results["nyc"] = one_size(900000, args, work, "sqlite", repeat=1, floors=False)
+        save()
     results["latency"] = latency(args.latency_uploads, work)
-    saved = work / f"results-{'-'.join(stores)}-{'-'.join(map(str, students))}{'-nyc' if args.nyc else ''}.json"
-    saved.write_text(json.dumps({"versions": machine, "command": command, **results}))
+    save()
     print_table(results)
     print(f"\n(figures saved in {saved}: --table-from prints this table again)")
 
