@@ -98,7 +98,7 @@ def psql(*sql: str) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
-def setup_home(home: Path, store_url: str | None) -> None:
+def setup_home(home: Path, store_url: str | None, students: int = 0) -> None:
     shutil.rmtree(home, ignore_errors=True)
     subprocess.run([PY, "-m", "processor", "--home", str(home), "init", "--tenant", TENANT], check=True, cwd=ROOT,
                    stdout=subprocess.DEVNULL)
@@ -106,6 +106,11 @@ def setup_home(home: Path, store_url: str | None) -> None:
     text = cfg.read_text().replace("[tenants.bench.policy]\n", "[tenants.bench.policy]\nmax_deactivated_percent = 50\n")
     if store_url:
         text = text.replace('url = "sqlite:///rosterdrop.db"', f'url = "{store_url}"')
+    if students > 600000:
+        # A 900k district's CSVs are ~1.2 GB unzipped: over the default 1 GiB `[limits] max_total_bytes`, which
+        # an operator raises for such a district (the default refuses it as bad_bundle).
+        text = text.replace("# [limits]\n# max_total_bytes = 1073741824", "[limits]\nmax_total_bytes = 4294967296")
+        assert "max_total_bytes = 4294967296" in text, "rosterdrop init no longer writes the [limits] example"
     cfg.write_text(text)
     if store_url:  # init made the SQLite store; commands never create tables (a fresh database needs them)
         subprocess.run([PY, "-m", "processor", "--home", str(home), "db", "upgrade"], check=True, cwd=ROOT,
@@ -149,7 +154,7 @@ def one_size(n: int, args, work: Path, store: str, repeat: int | None = None, fl
         if url:
             db = url.rsplit("/", 1)[1]
             psql(f"DROP DATABASE IF EXISTS {db}", f"CREATE DATABASE {db}")
-        setup_home(home, url)
+        setup_home(home, url, n)
         store_url = url or f"sqlite:///{home / 'rosterdrop.db'}"
         rep = {"first": process(home, first, work)}
         if floors:  # (the 900k case skips it: reading 10M rows back into the floor's process is the cost)
