@@ -8,8 +8,9 @@ import json
 import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
-from processor.apply import writer
+from processor.apply import store, writer
 from processor.apply.store import ENTITY_TABLES
 from processor.apply.writer import json_list, revert_run
 from tests.bundles import CLEAN
@@ -47,8 +48,8 @@ def test_a_first_load_written_in_many_slices_stores_what_one_slice_does(env, mon
            for t, rows in _stored(env, "roosevelt").items()}
     assert got == expected and sum(map(len, got.values())) > 10
     with env.ctx.engine.connect() as conn:
-        audit = conn.exec_driver_sql("SELECT entity, sourced_id, after FROM audit WHERE run_id = '%s' AND "
-                                     "action = 'created' ORDER BY entity" % again.run_id).all()
+        audit = conn.execute(select(store.audit.c.entity, store.audit.c.sourced_id, store.audit.c.after).where(
+            store.audit.c.run_id == again.run_id, store.audit.c.action == "created")).all()
     for entity, count, after in audit:
         ids = json.loads(after)
         assert count == f"*{len(ids)}" and sorted(ids) == [r[1] for r in got[entity]]
