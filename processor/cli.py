@@ -46,12 +46,19 @@ def cmd_serve(args, home: Path) -> int:
     return serve(home, burst=args.burst, create=args.init)
 
 
+def cmd_worker(args, home: Path) -> int:
+    from processor.daemon import work
+
+    return work(home, processes=args.processes)
+
+
 def cmd_process(args, home: Path) -> int:
     from processor.pipeline import process_path
 
     ctx = Context.load(home)
     _stage_bars(args)
-    result = process_path(ctx, Path(args.path), args.tenant, dry_run=args.dry_run, source="cli")
+    result = process_path(ctx, Path(args.path), args.tenant, dry_run=args.dry_run, source="cli",
+                          new_year=args.new_year)
     _deliver_quietly(ctx)
     if args.json:
         _print_json(result.to_json())
@@ -140,7 +147,7 @@ def cmd_holds_release(args, home: Path) -> int:
     ctx = Context.load(home)
     _stage_bars(args)
     try:
-        result = release_hold(ctx, args.run_id, by=args.by, note=args.note)
+        result = release_hold(ctx, args.run_id, by=args.by, note=args.note, new_year=args.new_year)
     except AlreadyActed as done:
         return _already_acted(args, done)
     _deliver_quietly(ctx)
@@ -313,7 +320,8 @@ def cmd_db_upgrade(args, home: Path) -> int:
     from processor.apply import schema
     from processor.config import load_config
 
-    url = load_config(home).store_url()
+    config = load_config(home)
+    url = config.store_url()
     engine = schema.open_engine(url)
     try:
         before, after, adopted = schema.upgrade(engine)
@@ -321,13 +329,34 @@ def cmd_db_upgrade(args, home: Path) -> int:
         engine.dispose()
     origin = f"the first release's schema (no revision; taken as {schema.BASELINE})" if adopted else \
         before or "(empty)"
+    queue = _upgrade_queue_schema(config, url)
     if args.json:
-        _print_json({"store": schema.display_url(url), "from": before, "to": after, "adopted": adopted})
-    elif before == after:
+        _print_json({"store": schema.display_url(url), "from": before, "to": after, "adopted": adopted,
+                     **({"procrastinate": {"from": queue[0], "to": queue[1]}} if queue else {})})
+        return 0
+    if before == after:
         print(f"store {schema.display_url(url)} is at {after}, the current schema; nothing to do")
     else:
         print(f"store {schema.display_url(url)} upgraded from {origin} to {after}")
+    if queue and queue[0] != queue[1]:
+        print(f"Procrastinate schema {'upgraded from ' + queue[0] if queue[0] else 'created'} at version {queue[1]}")
+    elif queue:
+        print(f"Procrastinate schema is at version {queue[1]}; nothing to do")
     return 0
+
+
+def _upgrade_queue_schema(config, url: str) -> tuple[str | None, str] | None:
+    """[queue] backend = "procrastinate": Procrastinate's own schema, beside ours (processor/queue.py)."""
+    if config.queue.backend != "procrastinate":
+        return None
+    from processor.apply import schema
+    from processor.queue import apply_schema
+
+    engine = schema.open_engine(url)
+    try:
+        return apply_schema(engine)
+    finally:
+        engine.dispose()
 
 
 def cmd_db_current(args, home: Path) -> int:
@@ -704,10 +733,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--init", action="store_true",
                     help="if the home does not exist, create it with a demo tenant (a terminal implies this)")
 
+    sp = add("worker", cmd_worker, 'run workers only (needs [queue] backend = "procrastinate"): process drops '
+             "that any host's `serve` received, until SIGTERM (current runs finish)")
+    sp.add_argument("--processes", type=int, metavar="N",
+                    help="worker processes, each one run at a time (default: [daemon] workers; 0 there = one per core)")
+
     sp = add("process", cmd_process, "process one bundle (a .zip or a folder of CSVs) now, as the daemon would")
     sp.add_argument("path", metavar="PATH", help="the bundle: a .zip file or a folder of CSV files")
     sp.add_argument("--tenant", required=True, metavar="ID", help="the tenant (district) the drop belongs to")
     sp.add_argument("--dry-run", action="store_true", help="compute everything, apply nothing, send nothing")
+    sp.add_argument("--new-year", action="store_true",
+                    help="the new-school-year reset: last year's classes and enrollments that the drop does not "
+                         "list are deactivated, people are kept, and limits are reported but do not hold")
 
     runs = sub.add_parser("runs", help="list and show runs", description="list and show runs")
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
@@ -727,6 +764,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("release", cmd_holds_release, "apply a held run now (its changes are recomputed)", holds_sub)
     sp.add_argument("run_id", metavar="RUN_ID")
     _hold_action_args(sp, "released")
+    sp.add_argument("--new-year", action="store_true",
+                    help="the new-school-year reset: last year's classes and enrollments that the drop does not "
+                         "list are deactivated, people are kept, and limits are reported but do not hold")
     sp = add("discard", cmd_holds_discard, "drop a held run; nothing is applied", holds_sub)
     sp.add_argument("run_id", metavar="RUN_ID")
     _hold_action_args(sp, "discarded")
@@ -863,7 +903,7 @@ def main(argv: list[str] | None = None) -> int:
     _ARGV = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose if args.command != "serve" else max(args.verbose, 1), args.log_format)
+    setup_logging(args.verbose if args.command not in ("serve", "worker") else max(args.verbose, 1), args.log_format)
     home = resolve_home(args.home)
     stdout, sys.stdout = sys.stdout, _QuietPipe(sys.stdout)
     try:

@@ -255,6 +255,17 @@ class WebConfig(_Strict):
         return v.rstrip("/")
 
 
+class QueueConfig(_Strict):
+    """Where received drops wait for a worker (CONTRACT.md section 11)."""
+    # "local": an in-process queue, one host (the default). "procrastinate": a Procrastinate job per busy
+    # tenant on the PostgreSQL store, so `rosterdrop serve` and `rosterdrop worker` on any number of hosts
+    # share the work; needs a PostgreSQL [store] url, and `rosterdrop db upgrade` once.
+    backend: Literal["local", "procrastinate"] = "local"
+    # procrastinate: a worker silent this long (no heartbeat; it died with the host, or kill -9) has its
+    # job retried by another worker, from the start of the drop it had.
+    stalled_after_seconds: float = Field(60, ge=15)
+
+
 class Config(_Strict):
     store: StoreConfig = StoreConfig()
     sftp: SftpConfig = SftpConfig()
@@ -262,6 +273,7 @@ class Config(_Strict):
     daemon: DaemonConfig = DaemonConfig()
     limits: LimitsConfig = LimitsConfig()
     web: WebConfig = WebConfig()
+    queue: QueueConfig = QueueConfig()
     tenants: dict[str, Tenant] = {}
     home: Path = Field(default=Path("."), exclude=True)
     _store_password: str | None = PrivateAttr(None)  # from the variable [store] password_env names
@@ -297,7 +309,7 @@ class Config(_Strict):
         return url
 
 
-ENV_SECTIONS = ("store", "sftp", "smtp", "daemon", "web")
+ENV_SECTIONS = ("store", "sftp", "smtp", "daemon", "web", "queue")
 
 
 def _env_overrides(raw: dict, environ: dict[str, str]) -> dict[tuple[str, str], str]:
@@ -375,6 +387,11 @@ def load_config(home: Path, environ: dict[str, str] | None = None) -> Config:
             where = from_env.get(("store", "password_env")) or f"{path}: store.password_env"
             raise ConfigError(f"{where}: the environment variable {cfg.store.password_env} is not set "
                               "(it must hold the database password; see docs/operations.md)")
+    if cfg.queue.backend == "procrastinate" and not cfg.store.url.startswith("postgresql"):
+        where = from_env.get(("queue", "backend")) or f"{path}: queue.backend"
+        raise ConfigError(f'{where}: "procrastinate" needs a PostgreSQL store ([store] url = '
+                          f'"postgresql+psycopg://..."), but the store is {cfg.store.url.split(":", 1)[0]}; '
+                          'set [queue] backend = "local" for a one-host SQLite store')
     return cfg
 
 

@@ -56,6 +56,13 @@ DESCRIPTIONS: dict[str, str] = {
                                    "stopped (they resume at the next start).",
     "daemon.weekly_digest": "Crontab line (minute hour day month weekday) for a weekly summary to every "
                             "tenant's `report_to`, e.g. `\"0 7 * * mon\"`; unset: no digest.",
+    "queue": "Where received drops wait for a worker (CONTRACT.md section 11).",
+    "queue.backend": "`local`: an in-process queue on one host. `procrastinate`: a Procrastinate job per busy "
+                     "tenant in the PostgreSQL store, so `rosterdrop serve` and `rosterdrop worker` on any number "
+                     "of hosts share the work (one run at a time per tenant, in arrival order); needs a "
+                     "PostgreSQL `[store] url` and `rosterdrop db upgrade`.",
+    "queue.stalled_after_seconds": "procrastinate: a worker without a heartbeat for this long (its host died, "
+                                   "kill -9) has its drop run again from the start by another worker.",
     "tenants.<id>": "One district. The id (1-64 of `a-z 0-9 _ -`) is its SFTP user name and inbox folder.",
     "tenants.<id>.name": "The district's name, shown in reports and emails. One line: control characters, "
                          "line and paragraph separators are refused.",

@@ -129,6 +129,10 @@ def retry_run(ctx: Context, run_id: str) -> RunResult:
     path = Path(row["spool_path"] or "")
     if not row["spool_path"] or not path.exists():
         archived = ctx.path("archive", row["tenant"], run_id, path.name)
+        if not archived.exists() and ctx.config.queue.backend == "procrastinate":
+            from processor.queue import local_copy
+
+            archived = local_copy(ctx, row).path  # received on another host: its bytes are in the store
         if not row["spool_path"] or not archived.exists():
             raise UserError(f"the bundle of run {run_id} is missing ({path}); it cannot be retried: ask the "
                             "district to send it again")

@@ -11,7 +11,7 @@ import pandas as pd
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import OperationalError
 
-from processor import events, progress
+from processor import calendar, events, progress
 from processor.apply import hold_actions, pauses
 from processor.apply import runs as run_store
 from processor.apply.diff import ChangeSet, TableChanges, compute_changes, labels, note_kept
@@ -36,12 +36,13 @@ log = logging.getLogger("rosterdrop.pipeline")
 
 
 def process_path(ctx: Context, path: Path, tenant: str, dry_run: bool = False, source: str = "cli",
-                 move: bool = False) -> RunResult:
-    """Receive a bundle (copy for the CLI, move for the daemon's doors) and process it."""
+                 move: bool = False, new_year: bool = False) -> RunResult:
+    """Receive a bundle (copy for the CLI, move for the daemon's doors) and process it. new_year: the August
+    reset (processor/calendar.py)."""
     received = receive(ctx, path, tenant, source, move)
     if isinstance(received, RunResult):
         return received
-    return process_drop(ctx, received, dry_run=dry_run)
+    return process_drop(ctx, received, dry_run=dry_run, new_year=new_year)
 
 
 def receive(ctx: Context, path: Path, tenant: str, source: str, move: bool) -> Drop | RunResult:
@@ -69,9 +70,25 @@ def receive(ctx: Context, path: Path, tenant: str, source: str, move: bool) -> D
     spooled = take(ctx, opened, tenant, run_id, move)  # moves what was hashed, checked by its descriptor
     result = RunResult(run_id=run_id, tenant=tenant, status=RunStatus.RECEIVED, source=source,
                        received_at=now_iso(), sha256=sha)
-    run_store.record_run(engine, result, path.name, str(spooled), tcfg.name)
+    run_store.record_run(engine, result, path.name, str(spooled), tcfg.name, also=_queued(ctx, tenant, run_id, spooled))
     log.info("run %s tenant %s: received from %s (%s)", run_id, tenant, source, sha[:12])
     return Drop(run_id, tenant, spooled, sha, result.received_at, source, path.name)
+
+
+def _queued(ctx: Context, tenant: str, run_id: str, spooled: Path):
+    """With the procrastinate backend, what the drop's transaction also does: store its bytes (a worker on
+    any host processes it from the store alone) and ring the tenant's wake-up."""
+    if ctx.config.queue.backend != "procrastinate":
+        return None
+
+    def also(conn: Connection) -> None:
+        from processor.intake.blobs import put_drop_bytes
+        from processor.queue import ring
+
+        put_drop_bytes(conn, tenant, run_id, spooled)
+        ring(conn, tenant)
+
+    return also
 
 
 def _duplicate(ctx: Context, path: Path, tenant: str, source: str, sha: str, earlier: str, move: bool) -> RunResult:
@@ -103,9 +120,10 @@ def _duplicate_notice(ctx: Context, result: RunResult, earlier: str, result_name
 
 
 def process_drop(ctx: Context, drop: Drop, dry_run: bool = False, force: bool = False,
-                 release: RunResult | None = None) -> RunResult:
+                 release: RunResult | None = None, new_year: bool = False) -> RunResult:
     """Validate, convert, diff, hold-check and apply one spooled drop. force: skip holds (a release);
-    release: the held run's result with `released` set, whose holds the new result keeps."""
+    release: the held run's result with `released` set, whose holds the new result keeps; new_year: the
+    August reset (processor/calendar.py)."""
     tenant = drop.tenant
     policy = ctx.config.tenant(tenant).policy
     engine = ctx.engine
@@ -114,6 +132,7 @@ def process_drop(ctx: Context, drop: Drop, dry_run: bool = False, force: bool = 
     if release is not None:
         result.released = release.released
         result.issues = [i for i in release.issues if i.severity == "hold"]
+    result.new_year = new_year or None
     superseded: list[tuple[str, str | None]] = []
     reshaped: list[str] = []
     with run_store.tenant_lock(engine, tenant, drop.run_id):
@@ -131,7 +150,7 @@ def process_drop(ctx: Context, drop: Drop, dry_run: bool = False, force: bool = 
         else:
             try:
                 with progress.run(drop.run_id, drop.path):  # big runs log their stages
-                    result = _process(ctx, drop, result, policy, dry_run, force, superseded, reshaped)
+                    result = _process(ctx, drop, result, policy, dry_run, force, superseded, reshaped, new_year)
             except OperationalError:
                 raise  # a busy or unreachable store: the daemon retries it; nothing could be recorded anyway
             except Exception as exc:  # noqa: BLE001 - any other error ends the run `failed`, nothing applied
@@ -168,7 +187,7 @@ def _newer_applied(engine, drop: Drop) -> str | None:
 
 
 def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_run: bool, force: bool,
-             superseded: list, reshaped: list) -> RunResult:
+             superseded: list, reshaped: list, new_year: bool = False) -> RunResult:
     tenant, engine = drop.tenant, ctx.engine
     if not dry_run:
         run_store.set_status(engine, drop.run_id, RunStatus.PROCESSING)
@@ -185,6 +204,8 @@ def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_ru
         roster = convert(bundle, validation, policy, current)
         apply_manual_edits(engine, tenant, roster)
         issues = sort_issues(concat_issues([validation.issues, *roster.issues]))
+        if new_year:
+            calendar.new_year_roster(roster)
     rejected = {e: validation.rejected_count(e) for e in validation.rejected}
     # The raw frames are not needed past convert; letting them go before the diff and the writes lowers the
     # peak memory of a big first load by the size of the bundle.
@@ -196,16 +217,21 @@ def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_ru
         with _stage(result, "diff"):
             changes = compute_changes(conn, tenant, roster)
             issues = note_kept(issues, changes, roster)
+            if new_year:
+                issues = concat_issues([calendar.new_year_issue(changes, calendar.keep_people(changes)), issues])
         result.counts = {e: Counts(**c) for e, c in counts_by_entity(changes, rejected, roster.skipped).items()}
         with _stage(result, "holds"):
             # A release keeps the holds it was held for (they are history, not a reason to hold again).
             holds = (check_holds(conn, tenant, changes, roster, policy) if not force
                      else hold_actions.hold_issues(result))
+            if new_year and not force:  # reported, never held: a new year replaces most classes by design
+                issues = concat_issues([calendar.unheld(holds), issues])
+                holds = holds.iloc[0:0]
         issues = sort_issues(concat_issues([holds, issues]))
         if len(holds) and not force:
             return _finish(ctx, drop, result, issues, changes, roster, RunStatus.HELD, dry_run, conn)
-        pause = None if force else pauses.active_pause(ctx.config.tenant(tenant), drop.received_at)
-        if pause is not None:  # the district's calendar (CONTRACT.md section 12): a release is never paused
+        pause = None if force or new_year else pauses.active_pause(ctx.config.tenant(tenant), drop.received_at)
+        if pause is not None:  # the district's calendar (CONTRACT.md section 12): a release or new year is never paused
             status = _paused(conn, drop, result, pause, changes, dry_run, superseded)
             issues = sort_issues(concat_issues([pauses.pause_issue(pause, changes, status is not None), issues]))
             if status is not None:
@@ -416,8 +442,10 @@ def load_current_roster(conn: Connection, tenant: str, modes: dict[str, str]) ->
 # ---------------------------------------------------------------- holds
 
 
-def release_hold(ctx: Context, run_id: str, by: str | None = None, note: str | None = None) -> RunResult:
-    """Apply a held run now. by: who released it (default: the operating-system user); note: why."""
+def release_hold(ctx: Context, run_id: str, by: str | None = None, note: str | None = None,
+                 new_year: bool = False) -> RunResult:
+    """Apply a held run now. by: who released it (default: the operating-system user); note: why;
+    new_year: apply it as the August reset (processor/calendar.py)."""
     row = run_store.run_row(ctx.engine, run_id)
     ctx.config.tenant(row["tenant"])
     held = run_store.get_result(ctx.engine, run_id)
@@ -432,6 +460,10 @@ def release_hold(ctx: Context, run_id: str, by: str | None = None, note: str | N
         return run_store.mark_superseded(ctx.engine, run_id, newer, "after this one was held")
     drop = Drop(run_id, row["tenant"], Path(row["spool_path"]), row["sha256"], row["received_at"], row["source"],
                 row["original_name"] or "")
+    if ctx.config.queue.backend == "procrastinate":
+        from processor.queue import local_copy
+
+        drop = local_copy(ctx, row)  # received on another host (or home): its bytes are in the store
     if not drop.path.exists():
         raise UserError(f"the spooled bundle of run {run_id} is missing ({drop.path}); it cannot be released")
     held.released = hold_actions.hold_action(by, note)
@@ -440,7 +472,7 @@ def release_hold(ctx: Context, run_id: str, by: str | None = None, note: str | N
     log.info("run %s tenant %s: hold released", run_id, row["tenant"])
     events.record_hold_released(ctx.engine, row["tenant"], run_id)
     try:
-        return process_drop(ctx, drop, force=True, release=held)
+        return process_drop(ctx, drop, force=True, release=held, new_year=new_year)
     except BaseException:
         # Not applied (the tenant was busy, the store went away): the hold stays open to be released again.
         hold_actions.unclaim(ctx.engine, run_id)

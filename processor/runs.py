@@ -96,6 +96,7 @@ class RunResult(BaseModel):
     timings: dict[str, float] = {}  # seconds per stage (read, validate, convert, diff, holds, apply, report)
     released: HoldAction | None = None
     discarded: HoldAction | None = None
+    new_year: bool | None = None  # true: the new-school-year reset (processor/calendar.py); absent otherwise
 
     def exit_code(self) -> int:
         if self.status == RunStatus.DRY_RUN and self.outcome:
@@ -104,7 +105,7 @@ class RunResult(BaseModel):
 
     def to_json(self) -> dict:
         data = self.model_dump(mode="json")
-        for key in ("outcome", "released", "discarded"):
+        for key in ("outcome", "released", "discarded", "new_year"):
             if data[key] is None:
                 del data[key]
         return data

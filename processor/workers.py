@@ -71,7 +71,7 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._procs: dict[int, object] = {}  # slot -> its live process
         self._closed = False
-        # A slot thread lives as long as its process: PR_SET_PDEATHSIG (see daemon._die_with_parent) fires
+        # A slot thread lives as long as its process: PR_SET_PDEATHSIG (see daemon.workers.die_with_parent) fires
         # when the thread that started the worker ends, so the worker must not outlive its slot either.
         self._slots = [threading.Thread(target=self._serve, args=(i,), name=f"worker-slot-{i}", daemon=True)
                        for i in range(max_workers)]

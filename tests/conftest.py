@@ -110,6 +110,11 @@ def reset_store(url: str) -> None:
     metadata.drop_all(engine)
     with engine.begin() as conn:
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {VERSION_TABLE}")
+        if conn.exec_driver_sql("SELECT to_regclass('procrastinate_jobs')").scalar() is not None:
+            # A procrastinate-backend test left Procrastinate's schema (tables, types, functions): without
+            # this the database would not be empty and create_at_head() would make nothing.
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+            conn.exec_driver_sql("CREATE SCHEMA public")
     create_at_head(engine)
     engine.dispose()
 

@@ -537,7 +537,7 @@ def test_a_busy_store_is_retried_in_the_same_process(tmp_path, hook_path, monkey
     zip_folder(SAMPLES / "clean", home / "inbox" / "lincoln" / "nightly.zip")
     monkeypatch.setenv("PYTHONPATH", hook_path)
     monkeypatch.setenv("RD_HOOK_LOCKED_ONCE", str(tmp_path / "locked-once"))
-    monkeypatch.setattr("processor.daemon.TRANSIENT_FIRST_DELAY", 0.1)
+    monkeypatch.setattr("processor.daemon.local_queue.TRANSIENT_FIRST_DELAY", 0.1)
     assert Daemon(Context.load(home), burst=True).run() == 0
     [run] = runs_of(engine_of(home), "lincoln")
     assert run["status"] == "applied"

@@ -168,9 +168,9 @@ def test_the_daemon_schedules_a_pull_per_tenant_and_queues_what_it_fetches(tmp_p
     zip_folder(SAMPLES / "clean", remote.files / "nightly.zip")
     ctx = local_home(tmp_path, remote, monkeypatch)
     daemon = Daemon(ctx)
-    [(job_id, _, trigger, _)] = [j for j in daemon._jobs if j[0].startswith("pull-")]
-    assert job_id == "pull-lincoln" and str(trigger.fields[4]) == "mon,tue,wed,thu,fri"
-    daemon._pull("lincoln")  # what the job runs
-    kind, drop = daemon._events.get_nowait()
+    [job] = [j for j in daemon.schedule.jobs if j.name.startswith("pull-")]
+    assert job.name == "pull-lincoln" and str(job.trigger.fields[4]) == "mon,tue,wed,thu,fri"
+    job.run()  # what the scheduler runs
+    kind, drop = daemon.queue._events.get_nowait()
     assert (kind, drop.tenant, drop.source, drop.original_name) == ("drop", "lincoln", "pull", "nightly.zip")
     assert drop.path.is_relative_to(ctx.path("spool", "lincoln"))

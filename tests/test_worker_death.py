@@ -368,11 +368,11 @@ def test_a_run_left_processing_by_a_killed_command_is_resumed_by_the_running_dae
     serving = threading.Thread(target=daemon.run)
     serving.start()
     try:
-        wait_for(lambda: daemon.scheduler is not None)  # recovery at start is over
+        wait_for(lambda: daemon.schedule.scheduler is not None)  # recovery at start is over
         ctx = Context.load(home)
         drop = receive(ctx, zip_folder(SAMPLES / "clean", tmp_path / "cli" / "nightly.zip"), "alpha", "cli", False)
         run_store.set_status(ctx.engine, drop.run_id, RunStatus.PROCESSING)  # `process` was killed mid-run
-        daemon._resume_abandoned()  # what the every-minute job does
+        daemon.queue.resume_abandoned()  # what the every-minute job does
         wait_for(lambda: run_store.run_row(ctx.engine, drop.run_id)["status"] == "applied", timeout=60)
     finally:
         daemon.request_stop()
@@ -449,6 +449,6 @@ def test_a_release_interrupted_after_its_claim_is_held_again_by_the_sweep(tmp_pa
     held = process_path(ctx, zip_folder(SAMPLES / "mass_withdrawal", tmp_path / "b" / "mass.zip"), "alpha")
     assert held.status == "held"
     run_store.set_status(ctx.engine, held.run_id, RunStatus.PROCESSING)  # claimed by a release that was killed
-    Daemon(ctx)._resume_abandoned()
+    Daemon(ctx).queue.resume_abandoned()
     assert run_store.run_row(ctx.engine, held.run_id)["status"] == "held"  # open to be released again
     assert release_hold(ctx, held.run_id).status == "applied"

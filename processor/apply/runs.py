@@ -16,7 +16,9 @@ from processor.runs import IssueOut, RunResult, RunStatus, now_iso
 DONE = ("applied", "held", "rejected", "superseded")
 
 
-def record_run(engine: Engine, result: RunResult, original_name: str, spool_path: str, tenant_name: str) -> None:
+def record_run(engine: Engine, result: RunResult, original_name: str, spool_path: str, tenant_name: str,
+               also=None) -> None:
+    """Insert the run's row; also(conn), if given, runs in the same transaction (the queue's wake-up)."""
     with engine.begin() as conn:
         if conn.execute(select(tenants.c.tenant).where(tenants.c.tenant == result.tenant)).first() is None:
             conn.execute(insert(tenants).values(tenant=result.tenant, name=tenant_name))
@@ -24,6 +26,8 @@ def record_run(engine: Engine, result: RunResult, original_name: str, spool_path
             run_id=result.run_id, tenant=result.tenant, status=result.status.value, format=result.format,
             source=result.source, received_at=result.received_at, sha256=result.sha256,
             original_name=original_name, spool_path=spool_path, result=json.dumps(result.to_json())))
+        if also is not None:
+            also(conn)
 
 
 def find_by_sha(engine: Engine, tenant: str, sha256: str, statuses: tuple[str, ...]) -> str | None:

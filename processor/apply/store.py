@@ -47,7 +47,14 @@ runs = Table(
     Column("spool_path", Text),
     Column("report_path", Text),
     Column("result", Text),  # the run result JSON (CONTRACT.md section 4)
+    # The queue's own bookkeeping (processor/queue.py; the procrastinate backend): how often the store failed
+    # the run (busy, unreachable: retried with backoff), how often a worker died with it (twice: `failed`),
+    # and not before when it is taken again (epoch seconds; NULL: now).
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("worker_deaths", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Float),
     Index("ix_runs_tenant_received", "tenant", "received_at"),
+    Index("ix_runs_status", "status"),
     Index("ix_runs_tenant_sha", "tenant", "sha256"),
 )
 
@@ -257,8 +264,11 @@ tenant_access = Table(
 
 
 # Tables of other modules, registered on this metadata (imported last: they import `metadata` from here).
+from processor import calendar as _calendar  # noqa: E402,F401
 from processor import events as _events  # noqa: E402,F401
+from processor import queue as _queue  # noqa: E402,F401
 from processor import webhooks as _webhooks  # noqa: E402,F401
 from processor.apply import identity as _identity  # noqa: E402,F401
 from processor.apply import locks as _locks  # noqa: E402,F401
+from processor.intake import blobs as _blobs  # noqa: E402,F401
 from processor.web import tokens as _tokens  # noqa: E402,F401

@@ -19,7 +19,7 @@ from processor.report.render import RenderedReport, render_page, render_plain
 from processor.validate.issues import CATALOGUE
 
 NOTICE_KINDS = ("hold_released", "hold_discarded", "missing_drop", "weekly_digest", "duplicate_drop", "run_failed",
-                "run_superseded")
+                "run_superseded", "pause_starting", "pause_ended")
 DIGEST_DAYS = 7
 DIGEST_RUNS_SHOWN = 50
 DIGEST_TOP_ERRORS = 5
@@ -59,6 +59,18 @@ def normalise(kind: str, context: dict) -> dict:
     elif kind in ("run_failed", "run_superseded"):
         ctx["file"] = view.clean(ctx.get("file"), 120)  # the district's own file name, one line
         ctx.setdefault("newer", None)
+    elif kind in ("pause_starting", "pause_ended"):
+        from processor.calendar import (  # the district's calendar (processor/calendar.py)
+            MODE_LABEL,
+            MODE_TEXT,
+        )
+
+        ctx["mode_text"] = MODE_TEXT.get(ctx.get("mode"), "")
+        ctx["mode_label"] = MODE_LABEL.get(ctx.get("mode"), "")
+        # On the due day; otherwise a day late (the daemon was down all of the due day).
+        ctx["on_time"] = ctx.get("today") == (ctx.get("pause_from_eve") if kind == "pause_starting"
+                                              else ctx.get("pause_until"))
+        ctx.setdefault("held", 0)
     elif kind == "weekly_digest":
         ctx.setdefault("days", DIGEST_DAYS)
         ctx.setdefault("runs", [])
@@ -87,6 +99,11 @@ def notice_subject(kind: str, tenant_name: str, ctx: dict) -> str:
         text = f"{name} roster: we could not process this drop; the operator has been told"
     elif kind == "run_superseded":
         text = f"{name} roster: drop not applied, a newer drop was applied first"
+    elif kind == "pause_starting":
+        text = (f"{name} roster: syncs pause {'tomorrow' if ctx['on_time'] else 'today'}, "
+                f"{ctx['pause_from']} to {ctx['pause_until']}")
+    elif kind == "pause_ended":
+        text = f"{name} roster: the sync pause ends {'today' if ctx['on_time'] else 'yesterday'}, {ctx['pause_until']}"
     else:
         holds = int(ctx["status_counts"].get("held", 0))
         text = (f"{name} roster: weekly summary, {view.plural(ctx['runs_total'], 'drop')}, "
@@ -112,6 +129,12 @@ _BANNERS = {
         "grey", "Weekly roster summary", f"Drops received in the last {c['days']} days."),
     "run_failed": lambda c: view.Banner(
         "rejected", "We could not process this file", "The operator has been told; nothing was applied."),
+    "pause_starting": lambda c: view.Banner(
+        "held", "Syncs pause " + ("tomorrow" if c["on_time"] else "today"),
+        f"{c['pause_from']} to {c['pause_until']}, {c['mode_label']}."),
+    "pause_ended": lambda c: view.Banner(
+        "applied", "The sync pause ends " + ("today" if c["on_time"] else "yesterday"),
+        f"Drops from {c['resumes']} on are processed as usual."),
     "run_superseded": lambda c: view.Banner(
         "grey", "Drop not applied", "A newer drop was applied first; nothing from this one was applied."),
 }

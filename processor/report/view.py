@@ -222,6 +222,11 @@ def banner(result: RunResult, issues: pd.DataFrame) -> Banner:
         subtitle = (f"{plural(errors, 'row')} with errors {'was' if errors == 1 else 'were'} not imported (what the "
                     f"roster already had for them was kept as it was); the rest of the drop was applied{alerts}."
                     if errors else f"The drop was applied; {found}.")
+        if result.new_year:  # the August reset (processor/calendar.py): its first line says so
+            title += " as the new school year"
+            note = issues.loc[issues["code"].eq("new_year"), "message"] if not issues.empty else None
+            if note is not None and len(note):
+                subtitle = clean(note.iloc[0], 300).removeprefix("New school year: ")
         if result.released is not None:  # the report's first lines say what it was held for, and who released it
             title = "Held drop released: " + title[0].lower() + title[1:]
         return Banner(kind, title, subtitle[0].upper() + subtitle[1:])

@@ -19,6 +19,7 @@ class CurrentRoster:
     # enrollment role → active enrollments of that role per class id
     classes_with: dict[str, pd.Series] = field(default_factory=dict)
     person_enrollments: pd.Series | None = None  # person → active enrollments (a delta of enrollments only)
+    sessions: pd.DataFrame | None = None  # active academic sessions: sourced_id, start_date, end_date (a delta)
 
     def active(self, entity: str) -> pd.Index:
         return self.ids.get(entity, EMPTY_INDEX)

@@ -42,7 +42,7 @@ def check_data(bundle: Bundle, policy: Policy, current: CurrentRoster, rejected:
     if "classes" in bundle.files:
         issues += _classes_without(bundle, kept, current)
     if "academicSessions" in bundle.files:
-        issues += _session_dates(bundle.files["academicSessions"], kept["academicSessions"])
+        issues += _session_dates(bundle.files["academicSessions"], kept["academicSessions"], current.sessions)
     return issues
 
 
@@ -162,7 +162,10 @@ def _with_enrollment(bundle: Bundle, kept: dict[str, pd.Series], column: str, st
 # ---------------------------------------------------------------- session dates
 
 
-def _session_dates(sessions: BundleFile, kept: pd.Series) -> list[pd.DataFrame]:
+def _session_dates(sessions: BundleFile, kept: pd.Series, stored: pd.DataFrame | None = None
+                   ) -> list[pd.DataFrame]:
+    """stored: the stored sessions (a delta of sessions): a term whose parent the drop does not restate is
+    checked against the parent's stored dates."""
     df = sessions.frame
     start = pd.to_datetime(df["startDate"], format="%Y-%m-%d", errors="coerce")
     end = pd.to_datetime(df["endDate"], format="%Y-%m-%d", errors="coerce")
@@ -173,15 +176,27 @@ def _session_dates(sessions: BundleFile, kept: pd.Series) -> list[pd.DataFrame]:
                           ("This session ends (" + df.loc[backwards, "endDate"] + ") before it starts (" +
                            df.loc[backwards, "startDate"] + "). Correct its dates in your SIS.").to_numpy()))
     # A term or grading period must lie within its parent session (a semester within its school year).
-    parents = df.loc[kept & ~backwards & start.notna() & end.notna()].drop_duplicates("sourcedId")
+    parents = df.loc[kept & ~backwards & start.notna() & end.notna(), ["sourcedId", "startDate", "endDate"]
+                     ].drop_duplicates("sourcedId")
+    if stored is not None and len(stored):
+        # Parents only in the store: those the drop does not restate (a row it sends wins, even a deleted one).
+        others = stored[~isin(stored["sourced_id"], df["sourcedId"]).to_numpy()]
+        parents = pd.concat([parents, pd.DataFrame({"sourcedId": others["sourced_id"].to_numpy(),
+                                                    "startDate": others["start_date"].to_numpy(),
+                                                    "endDate": others["end_date"].to_numpy()})], ignore_index=True)
+    p_starts = pd.to_datetime(parents["startDate"], format="%Y-%m-%d", errors="coerce")
+    p_ends = pd.to_datetime(parents["endDate"], format="%Y-%m-%d", errors="coerce")
+    good = (p_starts.notna() & p_ends.notna() & ~(p_ends < p_starts)).to_numpy()
+    parents, p_starts, p_ends = parents[good], p_starts[good], p_ends[good]
     parent_id = df["parentSourcedId"]
     at = pd.Index(parents["sourcedId"]).get_indexer(parent_id)
     has_parent = pd.Series(at >= 0, index=df.index) & kept & ~backwards & parent_id.ne(df["sourcedId"])
     if not has_parent.any():
         return out
-    p = parents.iloc[at[has_parent.to_numpy()]]
-    p_start = start.loc[p.index].to_numpy()
-    p_end = end.loc[p.index].to_numpy()
+    rows_at = at[has_parent.to_numpy()]
+    p = parents.iloc[rows_at]
+    p_start = p_starts.to_numpy()[rows_at]
+    p_end = p_ends.to_numpy()[rows_at]
     outside = pd.Series(False, index=df.index)
     outside[has_parent] = (start[has_parent].to_numpy() < p_start) | (end[has_parent].to_numpy() > p_end)
     if outside.any():
@@ -217,6 +232,11 @@ def load_stored(conn, tenant: str, modes: dict[str, str], current: CurrentRoster
         frame = pd.DataFrame(rows, columns=["class_id", "role", "n"])
         current.classes_with = {r: frame.loc[frame["role"].eq(r)].set_index("class_id")["n"].astype("int64")
                                 for r in ("teacher", "student")}
+    if modes.get("academicSessions") == "delta":
+        s = ENTITY_TABLES["academic_sessions"]
+        rows = conn.execute(select(s.c.sourced_id, s.c.start_date, s.c.end_date).where(
+            s.c.tenant == tenant, s.c.status == "active")).all()
+        current.sessions = pd.DataFrame(rows, columns=["sourced_id", "start_date", "end_date"], dtype="str").fillna("")
     if modes.get("enrollments") == "delta" and modes.get("users") in ("bulk", "delta"):
         e = ENTITY_TABLES["enrollments"]
         rows = conn.execute(select(e.c.person, func.count()).where(

@@ -145,6 +145,10 @@ CATALOGUE: dict[str, Code] = {c.code: c for c in [
          "The drop arrived during a pause in your district's calendar (for example the summer): it is held, "
          "applied for additions only, or skipped, as the pause says.",
          "No action needed; release the hold to apply the drop now, or send a new drop after the pause."),
+    Code("new_year", "alert", False, "New school year",
+         "This run was the new-school-year reset: last year's classes and enrollments that the drop does not list "
+         "were deactivated, people were kept, and the limits that would have held the drop were only reported.",
+         "No action needed; check the new year's classes in the report."),
     Code("too_many_guardians", "hold", False, "A student has too many guardian contacts",
          "A student has more guardian links than your district's threshold allows; nothing was applied.",
          "Correct the student's contacts in your SIS, or release the hold if they are right."),

@@ -277,7 +277,7 @@ def _act(console: Console, tenant: str, run_id: str, action: str, by: str, note:
          session: Session | None) -> Response:
     from processor.pipeline import discard_hold, release_hold
 
-    if action not in ("release", "discard"):
+    if action not in ("release", "release_new_year", "discard"):
         return message("Not found", "There is no such action.", 404, session)
     ctx = console.ctx
     with console.run_lock(run_id):
@@ -289,20 +289,25 @@ def _act(console: Console, tenant: str, run_id: str, action: str, by: str, note:
             return message("Nothing to do: this drop is no longer on hold",
                            _not_held_text(status, detail["result"]), 409, session, link=("Back to the drop", back))
         try:
-            if action == "release":
-                result = release_hold(ctx, run_id, by=by, note=note)
+            if action in ("release", "release_new_year"):  # new year: the August reset (processor/calendar.py)
+                result = release_hold(ctx, run_id, by=by, note=note, new_year=action == "release_new_year")
             else:
                 result = discard_hold(ctx, run_id, by=by, note=note)
         except UserError as exc:
             return message("The hold could not be changed", str(exc), 409, session, link=("Back", back))
     log.info("run %s tenant %s: hold %s from the web console (%s)", run_id, tenant,
-             "released" if action == "release" else "discarded", session.kind if session else "email link")
+             "discarded" if action == "discard" else "released" + (" as new year" if action != "release" else ""),
+             session.kind if session else "email link")
     _deliver_soon(ctx)
     status = result.status.value
+    if action == "release_new_year" and status == "applied":
+        return message("Released as the new school year", "Last year's classes and enrollments that this drop "
+                       "does not list were deactivated; people were kept. A report of what changed is on its way "
+                       "by email.", 200, session, link=("See the drop", back), kind="applied")
     if action == "release" and status == "applied":
         return message("Released: the drop was applied", "The roster now matches this drop. A report of what "
                        "changed is on its way by email.", 200, session, link=("See the drop", back), kind="applied")
-    if action == "release":
+    if action != "discard":
         return message(f"Released, but not applied: the drop is {status}", _not_held_text(status, result.to_json()),
                        200, session, link=("See the drop", back))
     return message("Discarded: nothing was applied", "The roster is unchanged. Fix the export in your SIS and "
@@ -483,7 +488,8 @@ def tenant_page(request: Request, form: dict) -> Response:
     runs = queries.run_rows(console.ctx, tenant, limit=queries.PAGE_SIZE + 1, offset=(page_no - 1) * queries.PAGE_SIZE)
     holds = queries.run_rows(console.ctx, tenant, limit=100, status="held")
     return page("tenant.html", session=session, tenant=tenant, status=queries.tenant_status(console.ctx, tenant),
-                runs=runs[:queries.PAGE_SIZE], more=len(runs) > queries.PAGE_SIZE, page=page_no, holds=holds)
+                runs=runs[:queries.PAGE_SIZE], more=len(runs) > queries.PAGE_SIZE, page=page_no, holds=holds,
+                checks=queries.data_checks(console.ctx, tenant))
 
 
 def run_page(request: Request, form: dict) -> Response:

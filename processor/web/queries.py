@@ -81,10 +81,10 @@ def tenant_status(ctx: Context, tenant: str, now: float | None = None) -> dict:
         tag = "up to date"
     return {
         "tenant": tenant, "name": tcfg.name, "tag": tag,
-        "last_drop": view.when(last.received_at) if last else "never",
+        "last_drop": view.when(last.received_at, tcfg.timezone) if last else "never",
         "last_status": last.status if last else None,
-        "last_applied": view.when(last_applied) if last_applied else "never",
-        "next_expected": (datetime.fromtimestamp(next_expected, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        "last_applied": view.when(last_applied, tcfg.timezone) if last_applied else "never",
+        "next_expected": (view.when(datetime.fromtimestamp(next_expected, UTC).isoformat(), tcfg.timezone)
                           if next_expected else ("overdue" if missing else "no schedule set")),
         "overdue": missing,
         "open_holds": int(holds),
@@ -101,11 +101,12 @@ def run_rows(ctx: Context, tenant: str, limit: int = PAGE_SIZE, offset: int = 0,
         q = q.where(runs.c.status == status)
     with ctx.engine.connect() as conn:
         rows = conn.execute(q).all()
+    tz = ctx.config.tenants[tenant].timezone  # the tenant's local time, as in its reports
     out = []
     for r in rows:
         counts = json.loads(r.result or "{}").get("counts", {})
         out.append({"run_id": r.run_id, "status": r.status, "source": r.source,
-                    "received": view.when(r.received_at), "file": r.original_name or "",
+                    "received": view.when(r.received_at, tz), "file": r.original_name or "",
                     "totals": _issue_totals(r.result),
                     "changed": {e: sum(c.get(k, 0) for k in ("created", "updated", "deactivated"))
                                 for e, c in counts.items()}})
@@ -273,3 +274,40 @@ def store_ok(ctx: Context) -> bool:
         return True
     except Exception:  # noqa: BLE001 - any failure means "not reachable" to a health check
         return False
+
+
+# ---------------------------------------------------------------- data checks (CONTRACT.md section 12)
+
+DATA_CHECK_ROWS = 5
+
+
+def data_checks(ctx: Context, tenant: str, rows: int = DATA_CHECK_ROWS) -> dict | None:
+    """The data-check alerts of the tenant's latest applied run: per code its count, title, fix and first rows;
+    None when the tenant has no applied run yet."""
+    from processor.validate.datachecks import DATA_CHECKS
+    from processor.validate.issues import CATALOGUE
+
+    with ctx.engine.connect() as conn:
+        last = conn.execute(select(runs.c.run_id, runs.c.received_at, runs.c.result)
+                            .where(runs.c.tenant == tenant, runs.c.status == "applied")
+                            .order_by(runs.c.received_at.desc(), runs.c.run_id.desc()).limit(1)).first()
+    if last is None:
+        return None
+    try:
+        issues = json.loads(last.result or "{}").get("issues") or []
+    except (ValueError, AttributeError):
+        issues = []
+    groups = []
+    for code in DATA_CHECKS:
+        mine = [i for i in issues if i.get("code") == code]
+        if not mine:
+            continue
+        spec = CATALOGUE[code]
+        shown = [{"file": i.get("file") or "", "line": i.get("line"), "sourced_id": i.get("sourced_id") or "",
+                  "message": view.clean(i.get("message"), view.MESSAGE_CHARS)} for i in mine[:rows]]
+        # One message for every row (a student without a class) is said once, above the rows.
+        same = shown[0]["message"] if len({r["message"] for r in shown}) == 1 and len(mine) > 1 else None
+        groups.append({"code": code, "title": spec.title, "fix": spec.fix, "message": same,
+                       "count": sum(int(i.get("count") or 1) for i in mine), "rows": shown})
+    return {"run_id": last.run_id, "received": view.when(last.received_at, ctx.config.tenants[tenant].timezone),
+            "groups": groups, "total": sum(g["count"] for g in groups)}
