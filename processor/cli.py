@@ -56,6 +56,7 @@ def cmd_process(args, home: Path) -> int:
     from processor.pipeline import process_path
 
     ctx = Context.load(home)
+    _stage_bars(args)
     result = process_path(ctx, Path(args.path), args.tenant, dry_run=args.dry_run, source="cli",
                           new_year=args.new_year)
     _deliver_quietly(ctx)
@@ -66,6 +67,13 @@ def cmd_process(args, home: Path) -> int:
 
         print(run_summary_text(result))
     return result.exit_code()
+
+
+def _stage_bars(args) -> None:
+    """A bar per stage of the run on a terminal's stderr; never with --json (a script reads the output)."""
+    from processor.progress import show_stage_bars
+
+    show_stage_bars(not args.json)
 
 
 def _deliver_quietly(ctx: Context) -> None:
@@ -137,6 +145,7 @@ def cmd_holds_release(args, home: Path) -> int:
     from processor.pipeline import release_hold
 
     ctx = Context.load(home)
+    _stage_bars(args)
     try:
         result = release_hold(ctx, args.run_id, by=args.by, note=args.note, new_year=args.new_year)
     except AlreadyActed as done:

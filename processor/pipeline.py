@@ -11,7 +11,7 @@ import pandas as pd
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import OperationalError
 
-from processor import calendar, events
+from processor import calendar, events, progress
 from processor.apply import hold_actions, pauses
 from processor.apply import runs as run_store
 from processor.apply.diff import ChangeSet, TableChanges, compute_changes, labels, note_kept
@@ -149,7 +149,8 @@ def process_drop(ctx: Context, drop: Drop, dry_run: bool = False, force: bool = 
             result = supersede_unprocessed(ctx, drop, newer)
         else:
             try:
-                result = _process(ctx, drop, result, policy, dry_run, force, superseded, reshaped, new_year)
+                with progress.run(drop.run_id, drop.path):  # big runs log their stages
+                    result = _process(ctx, drop, result, policy, dry_run, force, superseded, reshaped, new_year)
             except OperationalError:
                 raise  # a busy or unreachable store: the daemon retries it; nothing could be recorded anyway
             except Exception as exc:  # noqa: BLE001 - any other error ends the run `failed`, nothing applied
@@ -270,10 +271,11 @@ def _reshaped(tc: TableChanges) -> bool:
 
 @contextmanager
 def _stage(result: RunResult, name: str):
-    """Time one stage into result.timings (seconds), for logs and bench/."""
+    """Time one stage into result.timings (seconds), for logs and bench/; a bar and log lines (progress)."""
     start = time.perf_counter()
     try:
-        yield
+        with progress.stage(result.run_id, result.tenant, name):
+            yield
     finally:
         result.timings[name] = round(result.timings.get(name, 0.0) + time.perf_counter() - start, 4)
 

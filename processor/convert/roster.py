@@ -75,7 +75,9 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
         mask = validation.rejected.get(entity)
         # Validation rejects blank and repeated sourcedIds, so every table of the roster has unique ids
         # (the diff relies on it; guardian links see to theirs below).
-        df = bf.frame[~mask.to_numpy()] if mask is not None else bf.frame[~bf.frame["sourcedId"].duplicated()]
+        keep = ~mask.to_numpy() if mask is not None else ~bf.frame["sourcedId"].duplicated().to_numpy()
+        # Every row kept (a clean file): the frame itself, not a copy of it (~0.3 GB of a 300k first load).
+        df = bf.frame if keep.all() else bf.frame[keep]
         kept[entity] = df
         for name in files_of(bf):
             roster.file_tables.setdefault(name, []).append(TABLE_OF[entity])
