@@ -26,7 +26,9 @@ COPY_SLICE = 500_000
 AUDIT_COLUMNS = ["tenant", "run_id", "entity", "sourced_id", "action", "before", "after"]
 
 
-def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet) -> None:
+def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet, lines: bool = False) -> None:
+    """lines: the whole change set of a drop is applied, so the snapshots keep its line hashes
+    (convert.incremental); a partial one (an additions-only pause) keeps none for the tables it writes."""
     for table, tc in changes.tables.items():
         cols = ["tenant", "sourced_id", "status", "row_hash", "run_id", *ENTITY_COLUMNS[table], "data"]
         rewritten = [r.drop(columns=["action", "fields"], errors="ignore")
@@ -42,8 +44,10 @@ def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet
             _deactivate(conn, table, tenant, run_id, list(tc.deactivated["sourced_id"]))
         _audit(conn, tenant, run_id, table, tc, changes.before.get(table))
         current = changes.current.get(table)
-        if current is not None and (tc.changed or tc.rehashed is not None or not current.attrs.get("snapshot")):
-            write_snapshot(conn, tenant, table, run_id, next_snapshot(tc, current))
+        if current is not None and (tc.changed or tc.rehashed is not None or not current.attrs.get("snapshot")
+                                    or (lines and tc.lines_dirty)):
+            write_snapshot(conn, tenant, table, run_id, next_snapshot(tc, current, lines),
+                           tc.line_key if lines else "")
     events.record_changes(conn, tenant, run_id, changes)
 
 

@@ -18,6 +18,7 @@ from processor.apply.store import ENTITY_COLUMNS
 from processor.bundle.provenance import FILE, files_of
 from processor.bundle.read import LINE, Bundle
 from processor.config import Policy
+from processor.convert.incremental import LineState, Split, run_key, split, table_key
 from processor.validate.current import CurrentRoster
 from processor.validate.issues import one_issue
 from processor.validate.language import preferred_languages
@@ -66,10 +67,19 @@ class Roster:
     # the district's file → (rejected data rows, data rows), for the rejected_rows hold
     rejected_by_file: dict[str, tuple[int, int]] = field(default_factory=dict)
     file_tables: dict[str, list[str]] = field(default_factory=dict)  # the district's file → store tables
+    # Incremental conversion (convert.incremental): store table → the accepted rows that were not converted
+    # again because the snapshot holds their conversion (sourced_id, status, school, position in the
+    # snapshot), the key their line hashes hold under, and the state read before conversion.
+    same: dict[str, pd.DataFrame] = field(default_factory=dict)
+    line_keys: dict[str, str] = field(default_factory=dict)
+    state: LineState | None = None
 
 
-def convert(bundle: Bundle, validation: Validation, policy: Policy, current: CurrentRoster) -> Roster:
-    roster = Roster(files={e: bf.name for e, bf in bundle.files.items()})
+def convert(bundle: Bundle, validation: Validation, policy: Policy, current: CurrentRoster,
+            state: LineState | None = None) -> Roster:
+    """state: what the last applied drop left (convert.incremental.load_state); without it, every row is
+    converted."""
+    roster = Roster(files={e: bf.name for e, bf in bundle.files.items()}, state=state)
     kept: dict[str, pd.DataFrame] = {}
     for entity, bf in bundle.files.items():
         mask = validation.rejected.get(entity)
@@ -103,7 +113,14 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
             if "demographics" in kept:
                 kept["demographics"] = kept["demographics"][~isin(kept["demographics"]["sourcedId"], gone)]
         kept["users"] = users
+    if "demographics" in kept:
+        # Demographics of people this drop does not store (rejected, excluded, unknown) are not kept.
+        d = kept["demographics"]
+        known = kept["users"]["sourcedId"] if "users" in kept else pd.Series([], dtype="str")
+        kept["demographics"] = d[isin(d["sourcedId"], id_set(known, current.active("users")))]
     org_types = _org_types(kept.get("orgs"), current)
+    key = state.key if state is not None else run_key(policy, bundle.format, [])
+    schools = org_types.index[org_types.eq("school")]
     # The tables convert two at a time, guardian links beside them: most of the work (row hashes, lookups,
     # column copies) is in Arrow's kernels, which release the GIL, so the second core is not idle.
     with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="convert") as pool:
@@ -114,26 +131,45 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
                                    "status": _status(users)}).reset_index(drop=True)
             links = pool.submit(_guardian_links, users["agentSourcedIds"].array, people, current,
                                 bundle.modes.get("users", "bulk"))
+        biggest_first = sorted(kept.items(), key=lambda kv: -len(kv[1]))
+        # Which rows the last applied drop already converted (incremental.py): hashed first, then only the
+        # others are converted.
+        splits = {e: pool.submit(_split, state, TABLE_OF[e], df, key, schools if e == "users" else None)
+                  for e, df in biggest_first}
+        splits = {e: f.result() for e, f in splits.items()}
+        if "demographics" in splits and "users" in splits:
+            # A person converted afresh brings their demographics (the holds compare new people's birth dates).
+            fresh_people = kept["users"]["sourcedId"][splits["users"].fresh]
+            d = splits["demographics"]
+            d.fresh |= isin(kept["demographics"]["sourcedId"], fresh_people).to_numpy()
+            if d.same is not None:
+                d.same = d.same[isin(d.same["sourced_id"], kept["demographics"]["sourcedId"][~d.fresh])]
         frames = {}
-        for entity, df in sorted(kept.items(), key=lambda kv: -len(kv[1])):  # biggest first
+        for entity, df in biggest_first:
             table = TABLE_OF[entity]
-            extra = _people_columns(df, roles, org_types) if table == "people" else {}
-            frames[entity] = pool.submit(_frame, table, df, bundle.files[entity].metadata_columns, extra)
+            sp = splits[entity]
+            part = df[sp.fresh]
+            extra = _people_columns(part, roles[sp.fresh], org_types) if table == "people" else {}
+            frames[entity] = pool.submit(_frame, table, part, bundle.files[entity].metadata_columns, extra,
+                                         sp.hashes[sp.fresh])
         for entity in kept:
             table = TABLE_OF[entity]
             roster.tables[table], roster.data_source[table] = frames[entity].result()
             roster.modes[table] = bundle.modes.get(entity, "bulk")
+            roster.line_keys[table] = splits[entity].key
+            if splits[entity].same is not None and len(splits[entity].same):
+                roster.same[table] = splits[entity].same
         if links is not None:
             roster.tables["guardian_links"], roster.link_scope = links.result()
+            roster.line_keys["guardian_links"] = key
     for entity in TABLE_OF:
         roster.modes.setdefault(TABLE_OF[entity], "absent" if bundle.modes.get(entity) != "delta" else "delta")
     roster.modes["guardian_links"] = roster.modes["people"] if links is not None else "absent"
-    if "demographics" in roster.tables:
-        # Demographics of people this drop does not store (rejected, excluded, unknown) are not kept.
-        known = roster.tables["people"]["sourced_id"] if "people" in roster.tables else pd.Series([], dtype="str")
-        d = roster.tables["demographics"]
-        roster.tables["demographics"] = d[isin(d["sourced_id"], id_set(known, current.active("users")))]
     return roster
+
+
+def _split(state: LineState | None, table: str, df: pd.DataFrame, key: str, schools: pd.Index | None) -> Split:
+    return split(state, table, df, _status(df), table_key(key, table, df, schools))
 
 
 def _rejected_ids(frame: pd.DataFrame, mask: pd.Series, accepted: pd.DataFrame) -> pd.Index:
@@ -184,8 +220,8 @@ def _status(df: pd.DataFrame) -> np.ndarray:
     return np.where(df["status"].eq("tobedeleted"), "inactive", "active")
 
 
-def _frame(table: str, df: pd.DataFrame, meta: list[str], extra: dict[str, pd.Series]
-           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _frame(table: str, df: pd.DataFrame, meta: list[str], extra: dict[str, pd.Series],
+           line_hashes: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     out = pd.DataFrame(index=df.index)
     out["sourced_id"] = df["sourcedId"]
     out["status"] = _status(df)
@@ -205,6 +241,7 @@ def _frame(table: str, df: pd.DataFrame, meta: list[str], extra: dict[str, pd.Se
     compared = [c for c in sent if c not in NOT_COMPARED]
     typed = [c for c in ENTITY_COLUMNS[table] if c in extra]
     out["row_hash"] = row_hash([*(df[c] for c in compared), *(out[c] for c in typed)])
+    out["line_hash"] = line_hashes if line_hashes is not None else np.zeros(len(out), dtype=np.int64)
     return out.reset_index(drop=True), data_source
 
 
@@ -247,6 +284,7 @@ def _guardian_links(agent_ids, people: pd.DataFrame, current: CurrentRoster, mod
     if pc.any(pc.match_substring(arrow(ends), "|")).as_py():  # "a|b"+"c" and "a"+"b|c" would share an id
         out = out[~out["sourced_id"].duplicated()]
     out["row_hash"] = row_hash([out["student"], out["guardian"]])
+    out["line_hash"] = np.zeros(len(out), dtype=np.int64)  # derived from two rows: always compared afresh
     # In a delta, the links of every student or guardian the drop names are restated by it.
     scope = pd.Index(people["sourced_id"]) if mode == "delta" else None
     return out.reset_index(drop=True), scope
