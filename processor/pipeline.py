@@ -184,6 +184,11 @@ def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_ru
     with _stage(result, "convert"):
         state = load_state(engine, tenant, _stored_tables(bundle), policy, bundle.format)
         roster = convert(bundle, validation, policy, current, state)
+        same = sum(len(f) for f in roster.same.values())
+        if same:
+            log.info("run %s tenant %s: incremental: %d rows unchanged since the last applied drop were not "
+                     "converted again (%d converted)", drop.run_id, tenant, same,
+                     sum(len(f) for f in roster.tables.values()))
         apply_manual_edits(engine, tenant, roster)
         issues = sort_issues(concat_issues([validation.issues, *roster.issues]))
     rejected = {e: validation.rejected_count(e) for e in validation.rejected}
