@@ -383,7 +383,8 @@ def _school_counts(changes: ChangeSet, roster: Roster | None, conn: Connection |
             seen = frame.loc[frame["status"].eq("active"), "school"].value_counts()
             same = roster.same.get(entity)  # rows not converted again (convert.incremental), as stored
             if same is not None and len(same):
-                seen = seen.add(same.loc[same["status"].eq("active"), "school"].value_counts(), fill_value=0)
+                school = same.column("school")
+                seen = seen.add(school[same.column("status").eq("active")].value_counts(), fill_value=0)
             rows = table["entity"].eq(entity)
             sent = table.loc[rows, "school"].map(seen).fillna(0).astype("int64")
             table.loc[rows, "unchanged"] = (sent - table.loc[rows, "created"] - table.loc[rows, "updated"]).clip(lower=0)

@@ -282,10 +282,10 @@ def _keep_dependent_enrollments(tc: TableChanges, cs: ChangeSet) -> None:
 
 
 def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scope: pd.Index | None = None,
-               keep: pd.Index | None = None, unconverted: pd.DataFrame | None = None) -> TableChanges:
+               keep: pd.Index | None = None, unconverted=None) -> TableChanges:
     """keep: stored ids the drop leaves as they are (its rejected rows and what depends on them); same: rows
-        unconverted: rows the drop names that were not converted again (convert.incremental): unchanged, at
-    unconverted["position"] in cur."""
+        unconverted: rows the drop names that were not converted again (convert.incremental.Same): unchanged, at
+    unconverted.positions in cur."""
     cur_active = cur["status"].eq("active")
     # Positional join on sourced_id: hashes stay int64 (a merge would turn them to float64 and lose bits).
     pos = positions(new["sourced_id"], cur["sourced_id"])
@@ -307,7 +307,7 @@ def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scop
     named[pos[known]] = True
     n_same = 0
     if unconverted is not None and len(unconverted):
-        named[unconverted["position"].to_numpy()] = True
+        named[unconverted.positions] = True
         n_same = len(unconverted)
     gone = np.zeros(len(cur), dtype=bool)
     gone[pos[deactivate_named]] = True

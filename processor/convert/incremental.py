@@ -130,10 +130,27 @@ def load_state(engine, tenant: str, tables: list[str], policy, fmt: str) -> Line
 
 
 @dataclass
+class Same:
+    """The rows of a table split() found the same: their positions in the snapshot."""
+    positions: np.ndarray
+    snapshot: pd.DataFrame = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def column(self, name: str) -> pd.Series:
+        """A snapshot column (sourced_id, status, school) of these rows."""
+        return pd.Series(pc.take(arrow(self.snapshot[name]), pa.array(self.positions)), dtype="str")
+
+    def subset(self, mask: np.ndarray) -> Same:
+        return Same(self.positions[mask], self.snapshot)
+
+
+@dataclass
 class Split:
     fresh: np.ndarray          # bool mask over the table's rows: convert these
     hashes: np.ndarray         # line hash of every row
-    same: pd.DataFrame | None  # snapshot rows (sourced_id, status, school, position) of the others
+    same: Same | None  # the others
     key: str
 
 
@@ -150,29 +167,24 @@ def split(state: LineState | None, table: str, df: pd.DataFrame, status: np.ndar
     pos = pc.fill_null(pc.index_in(pa.array(hashes), value_set=pa.array(stored)), -1).to_numpy()
     pos = pos.astype(np.int64, copy=False)
     known = pos >= 0
-    at = pa.array(np.where(known, pos, 0))
+    at = np.where(known, pos, 0)
     ids = arrow(df["sourcedId"])
     if state.aliases and table in ("people", "demographics"):
         new, old = zip(*state.aliases, strict=True)
         ids = arrow(lookup(df["sourcedId"], pd.Series(new, dtype="str"), np.array(old, dtype=object), default="")
                     .where(isin(df["sourcedId"], list(new)), df["sourcedId"]))
-    # The stored row must be the one that line made: same id, same status (a hash is 64 bits; the id check
-    # also makes a collision between two rows harmless).
-    same_id = pc.equal(pc.take(arrow(snap["sourced_id"]), at), ids)
-    same_status = pc.equal(pc.take(arrow(snap["status"]), at), pa.array(status, type=pa.large_string()))
-    same = known & pc.and_(same_id, same_status).to_numpy(zero_copy_only=False)
+    # The stored row must be the one that line made: same status, same id (a hash is 64 bits; the id check
+    # makes a collision between two rows harmless).
+    inactive = snap["status"].eq("inactive").to_numpy()
+    same = known & (inactive[at] == (status == "inactive"))
+    candidates = np.flatnonzero(same)
+    stored_ids = pc.take(arrow(snap["sourced_id"]), pa.array(at[candidates]))
+    same[candidates] = pc.equal(stored_ids, pc.take(ids, pa.array(candidates))).to_numpy(zero_copy_only=False)
     locked = state.locked.get(table)
     if locked is not None and len(locked):
         same &= ~isin(ids.to_numpy(zero_copy_only=False), locked)
     if force_fresh is not None:
         same &= ~force_fresh
     fresh = ~same
-    rows = pa.array(pos[same])
-
-    def taken(column: str) -> pd.Series:
-        return pd.Series(pc.take(arrow(snap[column]), rows), dtype="str")
-
-    kept = pd.DataFrame({"sourced_id": taken("sourced_id"), "status": taken("status"),
-                         "school": taken("school") if "school" in snap.columns else "",
-                         "position": pos[same]})
+    kept = Same(pos[same], snap)
     return Split(fresh, hashes, kept, key)

@@ -18,7 +18,7 @@ from processor.apply.store import ENTITY_COLUMNS
 from processor.bundle.provenance import FILE, files_of
 from processor.bundle.read import LINE, Bundle
 from processor.config import Policy
-from processor.convert.incremental import LineState, Split, run_key, split, table_key
+from processor.convert.incremental import LineState, Same, Split, run_key, split, table_key
 from processor.validate.current import CurrentRoster
 from processor.validate.issues import one_issue
 from processor.validate.language import preferred_languages
@@ -70,7 +70,7 @@ class Roster:
     # Incremental conversion (convert.incremental): store table → the accepted rows that were not converted
     # again because the snapshot holds their conversion (sourced_id, status, school, position in the
     # snapshot), the key their line hashes hold under, and the state read before conversion.
-    same: dict[str, pd.DataFrame] = field(default_factory=dict)
+    same: dict[str, Same] = field(default_factory=dict)
     line_keys: dict[str, str] = field(default_factory=dict)
     state: LineState | None = None
 
@@ -143,7 +143,8 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
             d = splits["demographics"]
             d.fresh |= isin(kept["demographics"]["sourcedId"], fresh_people).to_numpy()
             if d.same is not None:
-                d.same = d.same[isin(d.same["sourced_id"], kept["demographics"]["sourcedId"][~d.fresh])]
+                d.same = d.same.subset(isin(d.same.column("sourced_id"),
+                                            kept["demographics"]["sourcedId"][~d.fresh]).to_numpy())
         frames = {}
         for entity, df in biggest_first:
             table = TABLE_OF[entity]
