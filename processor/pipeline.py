@@ -184,11 +184,12 @@ def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_ru
     with _stage(result, "convert"):
         state = load_state(engine, tenant, _stored_tables(bundle), policy, bundle.format)
         roster = convert(bundle, validation, policy, current, state)
-        same = sum(len(f) for f in roster.same.values())
+        same = sum(len(f) for t, f in roster.same.items() if t != "guardian_links")
         if same:
             log.info("run %s tenant %s: incremental: %d rows unchanged since the last applied drop were not "
-                     "converted again (%d converted)", drop.run_id, tenant, same,
-                     sum(len(f) for f in roster.tables.values()))
+                     "converted again (%d converted; %d guardian links as stored)", drop.run_id, tenant, same,
+                     sum(len(f) for t, f in roster.tables.items() if t != "guardian_links"),
+                     len(roster.same.get("guardian_links", ())))
         apply_manual_edits(engine, tenant, roster)
         issues = sort_issues(concat_issues([validation.issues, *roster.issues]))
     rejected = {e: validation.rejected_count(e) for e in validation.rejected}

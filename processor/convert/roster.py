@@ -125,12 +125,6 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
     # column copies) is in Arrow's kernels, which release the GIL, so the second core is not idle.
     with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="convert") as pool:
         links = None
-        if "users" in kept:
-            users = kept["users"]
-            people = pd.DataFrame({"sourced_id": users["sourcedId"], "role": roles.astype("str"),
-                                   "status": _status(users)}).reset_index(drop=True)
-            links = pool.submit(_guardian_links, users["agentSourcedIds"].array, people, current,
-                                bundle.modes.get("users", "bulk"))
         biggest_first = sorted(kept.items(), key=lambda kv: -len(kv[1]))
         # Which rows the last applied drop already converted (incremental.py): hashed first, then only the
         # others are converted.
@@ -145,6 +139,12 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
             if d.same is not None:
                 d.same = d.same.subset(isin(d.same.column("sourced_id"),
                                             kept["demographics"]["sourcedId"][~d.fresh]).to_numpy())
+        if "users" in kept:
+            users = kept["users"]
+            people = pd.DataFrame({"sourced_id": users["sourcedId"], "role": roles.astype("str"),
+                                   "status": _status(users)}).reset_index(drop=True)
+            links = pool.submit(_guardian_links, users["agentSourcedIds"].array, people, current,
+                                bundle.modes.get("users", "bulk"), _same_links_base(state, splits["users"], key))
         frames = {}
         for entity, df in biggest_first:
             table = TABLE_OF[entity]
@@ -161,8 +161,10 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
             if splits[entity].same is not None and len(splits[entity].same):
                 roster.same[table] = splits[entity].same
         if links is not None:
-            roster.tables["guardian_links"], roster.link_scope = links.result()
+            roster.tables["guardian_links"], roster.link_scope, same_links = links.result()
             roster.line_keys["guardian_links"] = key
+            if same_links is not None and len(same_links):
+                roster.same["guardian_links"] = same_links
     for entity in TABLE_OF:
         roster.modes.setdefault(TABLE_OF[entity], "absent" if bundle.modes.get(entity) != "delta" else "delta")
     roster.modes["guardian_links"] = roster.modes["people"] if links is not None else "absent"
@@ -253,12 +255,41 @@ def data_json(source: pd.DataFrame | None, rows: pd.Index) -> pd.Series:
     return json_rows(source.loc[rows]).set_axis(rows)
 
 
-def _guardian_links(agent_ids, people: pd.DataFrame, current: CurrentRoster, mode: str
-                    ) -> tuple[pd.DataFrame, pd.Index | None]:
-    """(student, guardian) pairs from agentSourcedIds on either side, between people that exist."""
+def _same_links_base(state: LineState | None, users: Split, key: str) -> tuple[np.ndarray, pd.DataFrame] | None:
+    """What incremental guardian links start from: which people are the same as stored (a mask over the
+    people frame), and the stored links, when their snapshot holds under this run's key."""
+    if state is None or users.same is None or not len(users.same) or state.aliases:
+        return None
+    snap = state.snapshots.get("guardian_links")
+    if snap is None or snap.attrs.get("line_key") != key:
+        return None
+    return ~users.fresh, snap
+
+
+def _guardian_links(agent_ids, people: pd.DataFrame, current: CurrentRoster, mode: str,
+                    base: tuple[np.ndarray, pd.DataFrame] | None = None
+                    ) -> tuple[pd.DataFrame, pd.Index | None, Same | None]:
+    """(student, guardian) pairs from agentSourcedIds on either side, between people that exist.
+
+    base (incremental, see _same_links_base): a link between two people whose rows are both the same as
+    stored depends on nothing else (both ends' roles, statuses and agent lists are as they were when it
+    was last compared), so it is what is stored: those are returned as Same (the stored active links
+    between two such people), and only the pairs with an end converted afresh are worked out here."""
     agents = explode(pd.Series(agent_ids, index=people.index, dtype="str"))
     agents = agents[agents.ne("")]
     at = people.index.get_indexer(agents.index)  # people's index is positional (0..n-1): a cheap lookup
+    same_links = None
+    if base is not None:
+        same_people, snap = base
+        unchanged = pd.Index(people["sourced_id"][same_people], dtype="str")
+        both = same_people[at] & isin(agents, unchanged).to_numpy()
+        bar = pc.any(pc.match_substring(arrow(people["sourced_id"]), "|")).as_py() or \
+            pc.any(pc.match_substring(arrow(agents), "|")).as_py()
+        if not bar:  # ids with "|" can collide as link ids: the full path de-duplicates those
+            agents, at = agents[~both], at[~both]
+            student, guardian = _link_ends(snap["sourced_id"])
+            stored = snap["status"].eq("active").to_numpy() & isin(student, unchanged) & isin(guardian, unchanged)
+            same_links = Same(np.flatnonzero(stored), snap)
     pairs = pd.DataFrame({"a": people["sourced_id"].to_numpy()[at], "role": people["role"].to_numpy()[at],
                           "b": agents.to_numpy()})
     from_students = pairs[pairs["role"].eq("student")].rename(columns={"a": "student", "b": "guardian"})
@@ -288,4 +319,10 @@ def _guardian_links(agent_ids, people: pd.DataFrame, current: CurrentRoster, mod
     out["line_hash"] = np.zeros(len(out), dtype=np.int64)  # derived from two rows: always compared afresh
     # In a delta, the links of every student or guardian the drop names are restated by it.
     scope = pd.Index(people["sourced_id"]) if mode == "delta" else None
-    return out.reset_index(drop=True), scope
+    return out.reset_index(drop=True), scope, same_links
+
+
+def _link_ends(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    from processor.apply.diff import link_ends  # diff imports this module
+
+    return link_ends(ids)
