@@ -177,3 +177,30 @@ def test_the_switch_turns_skipping_off(env, monkeypatch, caplog):
     monkeypatch.setenv("ROSTERDROP_INCREMENTAL", "1")
     env.process(_zip(env, CLEAN))  # the hashes were kept all along: the next drop skips at once
     assert any("not converted again" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("sample", ["clever", "oneroster12", "messy_valid", "delta"])
+def test_other_formats_and_messy_files_skip_what_is_unchanged(both, sample):
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "sample_drops" / sample
+    files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+    both(files, release=True)
+    _, _, skipped = both(files, release=True)
+    assert skipped > 0
+
+
+def test_aliased_people_stay_matched_without_being_converted_again(both):
+    from processor.apply.identity import add_alias
+    from tests.test_identity import NEW, OLD, drop
+
+    both(drop(OLD))
+    for tenant in (INC, FULL):
+        for old, new in zip(OLD[:3], NEW[:3], strict=True):
+            add_alias(both.env.ctx.engine, tenant, "people", old, new, by="test")
+    migrated = drop(NEW[:3] + OLD[3:])  # the SIS renumbered three students, mapped to their records
+    inc, _, skipped = both(migrated)
+    assert inc.status == RunStatus.APPLIED and inc.counts["users"].created == 0
+    assert skipped == 0  # the aliases are new: everything is converted once under them
+    inc, _, skipped = both(migrated)
+    assert skipped > 0 and all(c.created == c.updated == c.deactivated == 0 for c in inc.counts.values())

@@ -188,8 +188,9 @@ def _process(env, monkeypatch, files, tenant):
 
 
 def _issues(result) -> list[tuple]:
-    return sorted((i.severity, i.code, i.file, i.line, i.sourced_id, i.field, i.value, i.count,
-                   i.message.replace(INC, "T").replace(FULL, "T")) for i in result.issues)
+    return sorted(((i.severity, i.code, i.file, i.line, i.sourced_id, i.field, i.value, i.count,
+                    i.message.replace(INC, "T").replace(FULL, "T")) for i in result.issues),
+                  key=lambda t: tuple("" if v is None else str(v) for v in t))
 
 
 def _run_ids(env, tenant) -> dict[str, str]:
