@@ -168,14 +168,16 @@ def test_locked_fields_are_counted_every_night(both):
     assert inc.counts["users"].updated == 1  # the SIS's value is written back
 
 
-def test_the_switch_turns_skipping_off(env, monkeypatch, caplog):
+def test_the_switch_is_off_by_default_and_turning_it_on_converts_everything_once(env, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="rosterdrop.pipeline")
-    monkeypatch.setenv("ROSTERDROP_INCREMENTAL", "0")
+    monkeypatch.delenv("ROSTERDROP_INCREMENTAL", raising=False)
     env.process(_zip(env, CLEAN))
     env.process(_zip(env, with_changes(CLEAN, users_csv=USERS.replace("Tara", "Tamara"))))
     assert not any("not converted again" in r.getMessage() for r in caplog.records)
     monkeypatch.setenv("ROSTERDROP_INCREMENTAL", "1")
-    env.process(_zip(env, CLEAN))  # the hashes were kept all along: the next drop skips at once
+    env.process(_zip(env, CLEAN))  # no line hashes were kept while it was off
+    assert not any("not converted again" in r.getMessage() for r in caplog.records)
+    env.process(_zip(env, CLEAN))
     assert any("not converted again" in r.getMessage() for r in caplog.records)
 
 

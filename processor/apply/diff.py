@@ -38,11 +38,11 @@ class TableChanges:
     # Rows whose stored hash differs but whose stored values are the same (the hash was written by an
     # older version, or the district reordered columns): rewritten with the new hash, never reported.
     rehashed: pd.DataFrame | None = None
-    # Incremental conversion (convert.incremental): the key the drop's line hashes hold under, the drop's
-    # converted rows' line hashes (sourced_id, line_hash), whether they differ from the snapshot's (so the
+    # Incremental conversion (convert.incremental): the key the drop's line hashes hold under, the line
+    # hashes of the drop's converted rows that are stored (by position in current), whether they differ from the snapshot's (so the
     # snapshot is rewritten even when no row changed), and the stored ids left as they are (kept).
     line_key: str = ""
-    lines: pd.DataFrame | None = None
+    line_positions: tuple[np.ndarray, np.ndarray] | None = None  # (positions in current, line hashes)
     lines_dirty: bool = False
     kept_ids: pd.Index | None = None
 
@@ -151,18 +151,18 @@ def next_snapshot(tc: TableChanges, cur: pd.DataFrame, lines: bool = False) -> p
     cols = _snapshot_frame_columns(tc.table)
     written = [tc.created, tc.updated, *([tc.rehashed] if tc.rehashed is not None else [])]
     replaced = pd.concat([w["sourced_id"] for w in written])
-    kept = cur[~isin(cur["sourced_id"], replaced)].copy()
+    if lines and cur.attrs.get("line_key") == tc.line_key:
+        hashes = cur["line_hash"].to_numpy(dtype=np.int64).copy()
+    else:
+        hashes = np.zeros(len(cur), dtype=np.int64)
+    if lines and tc.line_positions is not None:
+        # Rows the drop named and left unchanged: their line hashes are this drop's.
+        hashes[tc.line_positions[0]] = tc.line_positions[1]
+    stays = ~isin(cur["sourced_id"], replaced).to_numpy()
+    kept = cur[stays].copy()
+    kept["line_hash"] = hashes[stays]
     gone = isin(kept["sourced_id"], tc.deactivated["sourced_id"])
     kept.loc[gone, "status"] = "inactive"
-    if not lines or cur.attrs.get("line_key") != tc.line_key:
-        kept["line_hash"] = np.zeros(len(kept), dtype=np.int64)
-    if lines and tc.lines is not None and len(tc.lines) and len(kept):
-        # Rows the drop named and left unchanged: their line hashes are this drop's.
-        at = positions(kept["sourced_id"], tc.lines["sourced_id"])
-        named = at >= 0
-        hashes = kept["line_hash"].to_numpy(dtype=np.int64).copy()
-        hashes[named] = tc.lines["line_hash"].to_numpy(dtype=np.int64)[at[named]]
-        kept["line_hash"] = hashes
     kept.loc[gone, "line_hash"] = 0
     fresh = pd.concat([w[cols] for w in written], ignore_index=True)
     for c in cols:
@@ -326,14 +326,15 @@ def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scop
         missing &= ~isin(cur["sourced_id"], keep).to_numpy()
     gone |= missing
     deactivated = cur[gone & active_now].copy()
-    lines = new[["sourced_id", "line_hash"]] if "line_hash" in new.columns else None
-    dirty = False
-    if lines is not None and len(new):
+    lines, dirty = None, False
+    if "line_hash" in new.columns and len(new):
+        hashes = new["line_hash"].to_numpy(dtype=np.int64)
+        lines = (pos[known], hashes[known])
         stored_lines = cur["line_hash"].to_numpy(dtype=np.int64)[at] if len(cur) else np.zeros(len(new), np.int64)
-        dirty = bool((~known | (stored_lines != lines["line_hash"].to_numpy(dtype=np.int64))).any())
+        dirty = bool((~known | (stored_lines != hashes)).any())
     return TableChanges(table, mode, created=new[created], updated=upd, deactivated=deactivated,
                         unchanged=int(unchanged.sum()) + n_same, current_active=int(cur_active.sum()),
-                        lines=lines, lines_dirty=dirty)
+                        line_positions=lines, lines_dirty=dirty)
 
 
 def _in_scope(cur: pd.DataFrame, scope: pd.Index) -> pd.Series:
