@@ -158,8 +158,7 @@ class Split:
     key: str
 
 
-def split(state: LineState | None, table: str, df: pd.DataFrame, status: np.ndarray, key: str,
-          force_fresh: np.ndarray | None = None) -> Split:
+def split(state: LineState | None, table: str, df: pd.DataFrame, status: np.ndarray, key: str) -> Split:
     """Which rows of df (one table's accepted rows, as convert is about to convert them) need converting.
     status: each row's converted status (active | inactive)."""
     fresh = np.ones(len(df), dtype=bool)
@@ -189,8 +188,6 @@ def split(state: LineState | None, table: str, df: pd.DataFrame, status: np.ndar
     locked = state.locked.get(table)
     if locked is not None and len(locked):
         same &= ~isin(ids.to_numpy(zero_copy_only=False), locked)
-    if force_fresh is not None:
-        same &= ~force_fresh
     fresh = ~same
     kept = Same(pos[same], snap)
     return Split(fresh, hashes, kept, key)

@@ -68,8 +68,8 @@ class Roster:
     rejected_by_file: dict[str, tuple[int, int]] = field(default_factory=dict)
     file_tables: dict[str, list[str]] = field(default_factory=dict)  # the district's file → store tables
     # Incremental conversion (convert.incremental): store table → the accepted rows that were not converted
-    # again because the snapshot holds their conversion (sourced_id, status, school, position in the
-    # snapshot), the key their line hashes hold under, and the state read before conversion.
+    # again because the snapshot holds their conversion (their positions in it), the key the table's line
+    # hashes hold under, and the state read before conversion.
     same: dict[str, Same] = field(default_factory=dict)
     line_keys: dict[str, str] = field(default_factory=dict)
     state: LineState | None = None
