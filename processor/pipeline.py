@@ -23,6 +23,7 @@ from processor.bundle.read import read_bundle
 from processor.bundle.unpack import Limits
 from processor.config import Policy
 from processor.context import Context, UserError
+from processor.convert.incremental import load_state
 from processor.convert.roster import TABLE_OF, Roster, convert
 from processor.failures import failure_reason, log_failure, record_failed, supersede_unprocessed
 from processor.intake.spool import Drop, archive, open_drop, take
@@ -201,7 +202,14 @@ def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_ru
     if validation.fatal:
         return _finish(ctx, drop, result, validation.issues, None, None, RunStatus.REJECTED, dry_run)
     with _stage(result, "convert"):
-        roster = convert(bundle, validation, policy, current)
+        state = load_state(engine, tenant, _stored_tables(bundle), policy, bundle.format)
+        roster = convert(bundle, validation, policy, current, state)
+        same = sum(len(f) for t, f in roster.same.items() if t != "guardian_links")
+        if same:
+            log.info("run %s tenant %s: incremental: %d rows unchanged since the last applied drop were not "
+                     "converted again (%d converted; %d guardian links as stored)", drop.run_id, tenant, same,
+                     sum(len(f) for t, f in roster.tables.items() if t != "guardian_links"),
+                     len(roster.same.get("guardian_links", ())))
         apply_manual_edits(engine, tenant, roster)
         issues = sort_issues(concat_issues([validation.issues, *roster.issues]))
         if new_year:
@@ -239,10 +247,16 @@ def _process(ctx: Context, drop: Drop, result: RunResult, policy: Policy, dry_ru
         if dry_run:
             return _finish(ctx, drop, result, issues, changes, roster, RunStatus.APPLIED, dry_run, conn)
         with _stage(result, "apply"):
-            apply_changes(conn, tenant, drop.run_id, changes)
+            apply_changes(conn, tenant, drop.run_id, changes, lines=True)
         reshaped.extend(t for t, tc in changes.tables.items() if _reshaped(tc))
         superseded.extend(run_store.supersede_older_holds(conn, tenant, drop.received_at))
         return _finish(ctx, drop, result, issues, changes, roster, RunStatus.APPLIED, dry_run, conn)
+
+
+def _stored_tables(bundle) -> list[str]:
+    """The store tables the diff compares the drop with (what convert.incremental reads first)."""
+    tables = [TABLE_OF[e] for e in bundle.files if bundle.modes.get(e, "bulk") != "absent"]
+    return tables + (["guardian_links"] if "people" in tables else [])
 
 
 def _paused(conn: Connection, drop: Drop, result: RunResult, pause, changes: ChangeSet, dry_run: bool,
@@ -396,6 +410,10 @@ def _school_counts(changes: ChangeSet, roster: Roster | None, conn: Connection |
             if frame is None or "school" not in frame:
                 continue
             seen = frame.loc[frame["status"].eq("active"), "school"].value_counts()
+            same = roster.same.get(entity)  # rows not converted again (convert.incremental), as stored
+            if same is not None and len(same):
+                school = same.column("school")
+                seen = seen.add(school[same.column("status").eq("active")].value_counts(), fill_value=0)
             rows = table["entity"].eq(entity)
             sent = table.loc[rows, "school"].map(seen).fillna(0).astype("int64")
             table.loc[rows, "unchanged"] = (sent - table.loc[rows, "created"] - table.loc[rows, "updated"]).clip(lower=0)

@@ -38,6 +38,13 @@ class TableChanges:
     # Rows whose stored hash differs but whose stored values are the same (the hash was written by an
     # older version, or the district reordered columns): rewritten with the new hash, never reported.
     rehashed: pd.DataFrame | None = None
+    # Incremental conversion (convert.incremental): the key the drop's line hashes hold under, the line
+    # hashes of the drop's converted rows that are stored (by position in current), whether they differ from the snapshot's (so the
+    # snapshot is rewritten even when no row changed), and the stored ids left as they are (kept).
+    line_key: str = ""
+    line_positions: tuple[np.ndarray, np.ndarray] | None = None  # (positions in current, line hashes)
+    lines_dirty: bool = False
+    kept_ids: pd.Index | None = None
 
     @property
     def changed(self) -> int:
@@ -84,18 +91,29 @@ def fetch_frame(conn: Connection, stmt, columns: list[str], int_columns: tuple[s
 
 
 def load_current(conn: Connection, tenant: str, table: str) -> pd.DataFrame:
-    """The tenant's rows of one table as the diff needs them: from the snapshot when there is one."""
+    """The tenant's rows of one table as the diff needs them: from the snapshot when there is one (then
+    with the line hashes of convert.incremental; queried rows have none: 0)."""
     snap = read_snapshot(conn, tenant, table)
     if snap is not None:
         return snap
     t = ENTITY_TABLES[table]
     cols = snapshot_columns(table)
-    return fetch_frame(conn, select(*[t.c[c] for c in cols]).where(t.c.tenant == tenant), cols, ("row_hash",))
+    frame = fetch_frame(conn, select(*[t.c[c] for c in cols]).where(t.c.tenant == tenant), cols, ("row_hash",))
+    frame["line_hash"] = np.zeros(len(frame), dtype=np.int64)
+    return frame
 
 
 def snapshot_columns(table: str) -> list[str]:
+    """The stored columns a snapshot holds (it adds LINE_HASH, convert.incremental's, which no table has)."""
     extra = SCHOOL.get(table)
     return ["sourced_id", "status", "row_hash", *([extra] if extra and extra != "sourced_id" else [])]
+
+
+LINE_HASH = "line_hash"
+
+
+def _snapshot_frame_columns(table: str) -> list[str]:
+    return [*snapshot_columns(table), LINE_HASH]
 
 
 def read_snapshot(conn: Connection, tenant: str, table: str) -> pd.DataFrame | None:
@@ -103,17 +121,22 @@ def read_snapshot(conn: Connection, tenant: str, table: str) -> pd.DataFrame | N
         snapshots.c.tenant == tenant, snapshots.c.entity == table)).first()
     if row is None:
         return None
-    frame = pa.ipc.open_stream(pa.BufferReader(row.data)).read_all().to_pandas()
-    if list(frame.columns) != snapshot_columns(table) or len(frame) != row.rows:
+    stored = pa.ipc.open_stream(pa.BufferReader(row.data)).read_all()
+    frame = stored.to_pandas()
+    if list(frame.columns) != _snapshot_frame_columns(table) or len(frame) != row.rows:
         return None  # written by another version, or damaged: query the rows instead
     frame.attrs["snapshot"] = True
+    frame.attrs["line_key"] = (stored.schema.metadata or {}).get(b"line_key", b"").decode()
     return frame
 
 
-def write_snapshot(conn: Connection, tenant: str, table: str, run_id: str, frame: pd.DataFrame) -> None:
-    frame = frame[snapshot_columns(table)].reset_index(drop=True)
+def write_snapshot(conn: Connection, tenant: str, table: str, run_id: str, frame: pd.DataFrame,
+                   line_key: str = "") -> None:
+    """line_key: the key the frame's line hashes hold under ("": none do)."""
+    frame = frame[_snapshot_frame_columns(table)].reset_index(drop=True)
     sink = pa.BufferOutputStream()
     batch = pa.Table.from_pandas(frame, preserve_index=False)
+    batch = batch.replace_schema_metadata({"line_key": line_key})
     with pa.ipc.new_stream(sink, batch.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
         w.write_table(batch)
     conn.execute(delete(snapshots).where(snapshots.c.tenant == tenant, snapshots.c.entity == table))
@@ -121,33 +144,54 @@ def write_snapshot(conn: Connection, tenant: str, table: str, run_id: str, frame
                                           data=sink.getvalue().to_pybytes()))
 
 
-def next_snapshot(tc: TableChanges, cur: pd.DataFrame) -> pd.DataFrame:
-    """The table's rows after the change set: current minus replaced ones, plus created and updated."""
-    cols = snapshot_columns(tc.table)
+def next_snapshot(tc: TableChanges, cur: pd.DataFrame, lines: bool = False) -> pd.DataFrame:
+    """The table's rows after the change set: current minus replaced ones, plus created and updated.
+    lines: the whole change set is applied, so every row the drop named is its conversion (line hashes
+    hold under tc.line_key); otherwise (an additions-only pause) no line hash is kept."""
+    cols = _snapshot_frame_columns(tc.table)
     written = [tc.created, tc.updated, *([tc.rehashed] if tc.rehashed is not None else [])]
     replaced = pd.concat([w["sourced_id"] for w in written])
-    kept = cur[~isin(cur["sourced_id"], replaced)].copy()
+    if lines and cur.attrs.get("line_key") == tc.line_key:
+        hashes = cur["line_hash"].to_numpy(dtype=np.int64).copy()
+    else:
+        hashes = np.zeros(len(cur), dtype=np.int64)
+    if lines and tc.line_positions is not None:
+        # Rows the drop named and left unchanged: their line hashes are this drop's.
+        hashes[tc.line_positions[0]] = tc.line_positions[1]
+    stays = ~isin(cur["sourced_id"], replaced).to_numpy()
+    kept = cur[stays].copy()
+    kept["line_hash"] = hashes[stays]
     gone = isin(kept["sourced_id"], tc.deactivated["sourced_id"])
     kept.loc[gone, "status"] = "inactive"
-    fresh = pd.concat([w[cols] for w in written], ignore_index=True)
+    kept.loc[gone, "line_hash"] = 0
+    # A frame made outside convert (the new year's empty classes) has no line hashes: 0, unknown.
+    fresh = pd.concat([w.reindex(columns=cols) for w in written], ignore_index=True)
     for c in cols:
-        if c != "row_hash":
+        if c not in ("row_hash", "line_hash"):
             fresh[c] = fresh[c].fillna("").astype("str")
     fresh["row_hash"] = fresh["row_hash"].astype("int64")
-    return pd.concat([kept[cols], fresh], ignore_index=True)
+    fresh["line_hash"] = fresh["line_hash"].fillna(0).astype("int64") if lines else 0
+    out = pd.concat([kept[cols], fresh], ignore_index=True)
+    if lines and tc.kept_ids is not None and len(tc.kept_ids):
+        # Stored as they were although the drop named some of them (an enrollment of a rejected class).
+        out.loc[isin(out["sourced_id"], tc.kept_ids).to_numpy(), "line_hash"] = 0
+    return out
 
 
 def compute_changes(conn: Connection, tenant: str, roster: Roster) -> ChangeSet:
     cs = ChangeSet(data_source=roster.data_source)
     tables = [t for t in ENTITY_COLUMNS if roster.modes.get(t, "absent") != "absent" and t in roster.tables]
-    for table in tables:  # the store is read on this thread's connection only
-        cs.current[table] = load_current(conn, tenant, table)
+    read = roster.state.snapshots if roster.state is not None else {}
+    for table in tables:  # the store is read on this thread's connection only (or was, under the tenant's
+        # lock, just before conversion: convert.incremental.load_state)
+        cs.current[table] = read[table] if table in read else load_current(conn, tenant, table)
     cs.kept = kept_ids(roster, cs.current)
     cs.kept_people, cs.kept_classes = cs.kept.get("people", cs.kept_people), cs.kept.get("classes", cs.kept_classes)
     # The joins of the tables run two at a time (Arrow's hash lookups release the GIL), biggest first.
     with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="diff") as pool:
         diffs = {t: pool.submit(diff_table, t, roster.modes[t], roster.tables[t], cs.current[t],
-                                roster.link_scope if t == "guardian_links" else None, cs.kept.get(t))
+                                roster.link_scope if t == "guardian_links" else None, cs.kept.get(t),
+                                roster.same.get(t))
                  for t in sorted(tables, key=lambda t: -len(roster.tables[t]))}
         for table in tables:
             # ids are unique per table: validation rejects repeats (convert.roster)
@@ -160,6 +204,9 @@ def compute_changes(conn: Connection, tenant: str, roster: Roster) -> ChangeSet:
                 _keep_dependent_enrollments(tc, cs)
             _describe_updates(tc, cs.before[table])
             _split_rehashed(tc)
+            tc.line_key = roster.line_keys.get(table, "")
+            tc.lines_dirty |= cs.current[table].attrs.get("line_key") != tc.line_key
+            tc.kept_ids = cs.kept.get(table)
     return cs
 
 
@@ -236,8 +283,10 @@ def _keep_dependent_enrollments(tc: TableChanges, cs: ChangeSet) -> None:
 
 
 def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scope: pd.Index | None = None,
-               keep: pd.Index | None = None) -> TableChanges:
-    """keep: stored ids the drop leaves as they are (its rejected rows and what depends on them)."""
+               keep: pd.Index | None = None, unconverted=None) -> TableChanges:
+    """keep: stored ids the drop leaves as they are (its rejected rows and what depends on them); same: rows
+        unconverted: rows the drop names that were not converted again (convert.incremental.Same): unchanged, at
+    unconverted.positions in cur."""
     cur_active = cur["status"].eq("active")
     # Positional join on sourced_id: hashes stay int64 (a merge would turn them to float64 and lose bits).
     pos = positions(new["sourced_id"], cur["sourced_id"])
@@ -257,6 +306,10 @@ def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scop
     # cur holds each sourced_id once (the store's key), so the positions say which current rows new names.
     named = np.zeros(len(cur), dtype=bool)
     named[pos[known]] = True
+    n_same = 0
+    if unconverted is not None and len(unconverted):
+        named[unconverted.positions] = True
+        n_same = len(unconverted)
     gone = np.zeros(len(cur), dtype=bool)
     gone[pos[deactivate_named]] = True
     active_now = cur_active.to_numpy()
@@ -274,10 +327,16 @@ def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scop
         missing &= ~isin(cur["sourced_id"], keep).to_numpy()
     gone |= missing
     deactivated = cur[gone & active_now].copy()
+    lines, dirty = None, False
+    if "line_hash" in new.columns and len(new):
+        hashes = new["line_hash"].to_numpy(dtype=np.int64)
+        lines = (pos[known], hashes[known])
+        stored_lines = cur["line_hash"].to_numpy(dtype=np.int64)[at] if len(cur) else np.zeros(len(new), np.int64)
+        dirty = bool((~known | (stored_lines != hashes)).any())
     # A first load creates every row: the frame itself, not a copy of it (~0.5 GB at 300k students).
     return TableChanges(table, mode, created=new if created.all() else new[created], updated=upd,
-                        deactivated=deactivated,
-                        unchanged=int(unchanged.sum()), current_active=int(cur_active.sum()))
+                        deactivated=deactivated, unchanged=int(unchanged.sum()) + n_same, current_active=int(cur_active.sum()),
+                        line_positions=lines, lines_dirty=dirty)
 
 
 def _in_scope(cur: pd.DataFrame, scope: pd.Index) -> pd.Series:

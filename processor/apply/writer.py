@@ -30,7 +30,9 @@ COPY_SLICE = 200_000
 AUDIT_COLUMNS = ["tenant", "run_id", "entity", "sourced_id", "action", "before", "after"]
 
 
-def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet) -> None:
+def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet, lines: bool = False) -> None:
+    """lines: the whole change set of a drop is applied, so the snapshots keep its line hashes
+    (convert.incremental); a partial one (an additions-only pause) keeps none for the tables it writes."""
     progress.stage_total(sum(tc.changed + (len(tc.rehashed) if tc.rehashed is not None else 0)
                              for tc in changes.tables.values()))
     for table, tc in changes.tables.items():
@@ -49,8 +51,10 @@ def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet
             progress.stage_advance(len(tc.deactivated))
         _audit(conn, tenant, run_id, table, tc, changes.before.get(table))
         current = changes.current.get(table)
-        if current is not None and (tc.changed or tc.rehashed is not None or not current.attrs.get("snapshot")):
-            write_snapshot(conn, tenant, table, run_id, next_snapshot(tc, current))
+        if current is not None and (tc.changed or tc.rehashed is not None or not current.attrs.get("snapshot")
+                                    or (lines and tc.lines_dirty)):
+            write_snapshot(conn, tenant, table, run_id, next_snapshot(tc, current, lines),
+                           tc.line_key if lines else "")
     events.record_changes(conn, tenant, run_id, changes)
 
 

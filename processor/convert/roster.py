@@ -18,6 +18,7 @@ from processor.apply.store import ENTITY_COLUMNS
 from processor.bundle.provenance import FILE, files_of
 from processor.bundle.read import LINE, Bundle
 from processor.config import Policy
+from processor.convert.incremental import LineState, Same, Split, run_key, split, table_key
 from processor.validate.current import CurrentRoster
 from processor.validate.issues import one_issue
 from processor.validate.language import preferred_languages
@@ -66,10 +67,19 @@ class Roster:
     # the district's file → (rejected data rows, data rows), for the rejected_rows hold
     rejected_by_file: dict[str, tuple[int, int]] = field(default_factory=dict)
     file_tables: dict[str, list[str]] = field(default_factory=dict)  # the district's file → store tables
+    # Incremental conversion (convert.incremental): store table → the accepted rows that were not converted
+    # again because the snapshot holds their conversion (their positions in it), the key the table's line
+    # hashes hold under, and the state read before conversion.
+    same: dict[str, Same] = field(default_factory=dict)
+    line_keys: dict[str, str] = field(default_factory=dict)
+    state: LineState | None = None
 
 
-def convert(bundle: Bundle, validation: Validation, policy: Policy, current: CurrentRoster) -> Roster:
-    roster = Roster(files={e: bf.name for e, bf in bundle.files.items()})
+def convert(bundle: Bundle, validation: Validation, policy: Policy, current: CurrentRoster,
+            state: LineState | None = None) -> Roster:
+    """state: what the last applied drop left (convert.incremental.load_state); without it, every row is
+    converted."""
+    roster = Roster(files={e: bf.name for e, bf in bundle.files.items()}, state=state)
     kept: dict[str, pd.DataFrame] = {}
     for entity, bf in bundle.files.items():
         mask = validation.rejected.get(entity)
@@ -105,37 +115,66 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
             if "demographics" in kept:
                 kept["demographics"] = kept["demographics"][~isin(kept["demographics"]["sourcedId"], gone)]
         kept["users"] = users
+    if "demographics" in kept:
+        # Demographics of people this drop does not store (rejected, excluded, unknown) are not kept.
+        d = kept["demographics"]
+        known = kept["users"]["sourcedId"] if "users" in kept else pd.Series([], dtype="str")
+        kept["demographics"] = d[isin(d["sourcedId"], id_set(known, current.active("users")))]
     org_types = _org_types(kept.get("orgs"), current)
+    key = state.key if state is not None else run_key(policy, bundle.format, [])
+    schools = org_types.index[org_types.eq("school")]
     # The tables convert two at a time, guardian links beside them: most of the work (row hashes, lookups,
     # column copies) is in Arrow's kernels, which release the GIL, so the second core is not idle.
     with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="convert") as pool:
         links = None
+        biggest_first = sorted(kept.items(), key=lambda kv: -len(kv[1]))
+        # Which rows the last applied drop already converted (incremental.py): hashed first, then only the
+        # others are converted.
+        splits = {e: pool.submit(_split, state, TABLE_OF[e], df, key, schools if e == "users" else None)
+                  for e, df in biggest_first}
+        splits = {e: f.result() for e, f in splits.items()}
+        if "demographics" in splits and "users" in splits:
+            # A person converted afresh brings their demographics (the holds compare new people's birth dates).
+            fresh_people = kept["users"]["sourcedId"][splits["users"].fresh]
+            d = splits["demographics"]
+            d.fresh |= isin(kept["demographics"]["sourcedId"], fresh_people).to_numpy()
+            if d.same is not None:
+                d.same = d.same.subset(isin(d.same.column("sourced_id"),
+                                            kept["demographics"]["sourcedId"][~d.fresh]).to_numpy())
         if "users" in kept:
             users = kept["users"]
             people = pd.DataFrame({"sourced_id": users["sourcedId"], "role": roles.astype("str"),
                                    "status": _status(users)}).reset_index(drop=True)
             links = pool.submit(_guardian_links, users["agentSourcedIds"].array, people, current,
-                                bundle.modes.get("users", "bulk"))
+                                bundle.modes.get("users", "bulk"), _same_links_base(state, splits["users"], key))
         frames = {}
-        for entity, df in sorted(kept.items(), key=lambda kv: -len(kv[1])):  # biggest first
+        for entity, df in biggest_first:
             table = TABLE_OF[entity]
-            extra = _people_columns(df, roles, org_types) if table == "people" else {}
-            frames[entity] = pool.submit(_frame, table, df, bundle.files[entity].metadata_columns, extra)
+            sp = splits[entity]
+            part = df[sp.fresh]
+            extra = _people_columns(part, roles[sp.fresh], org_types) if table == "people" else {}
+            frames[entity] = pool.submit(_frame, table, part, bundle.files[entity].metadata_columns, extra,
+                                         sp.hashes[sp.fresh])
         for entity in kept:
             table = TABLE_OF[entity]
             roster.tables[table], roster.data_source[table] = frames[entity].result()
             roster.modes[table] = bundle.modes.get(entity, "bulk")
+            roster.line_keys[table] = splits[entity].key
+            if splits[entity].same is not None and len(splits[entity].same):
+                roster.same[table] = splits[entity].same
         if links is not None:
-            roster.tables["guardian_links"], roster.link_scope = links.result()
+            roster.tables["guardian_links"], roster.link_scope, same_links = links.result()
+            roster.line_keys["guardian_links"] = key
+            if same_links is not None and len(same_links):
+                roster.same["guardian_links"] = same_links
     for entity in TABLE_OF:
         roster.modes.setdefault(TABLE_OF[entity], "absent" if bundle.modes.get(entity) != "delta" else "delta")
     roster.modes["guardian_links"] = roster.modes["people"] if links is not None else "absent"
-    if "demographics" in roster.tables:
-        # Demographics of people this drop does not store (rejected, excluded, unknown) are not kept.
-        known = roster.tables["people"]["sourced_id"] if "people" in roster.tables else pd.Series([], dtype="str")
-        d = roster.tables["demographics"]
-        roster.tables["demographics"] = d[isin(d["sourced_id"], id_set(known, current.active("users")))]
     return roster
+
+
+def _split(state: LineState | None, table: str, df: pd.DataFrame, key: str, schools: pd.Index | None) -> Split:
+    return split(state, table, df, _status(df), table_key(key, table, df, schools))
 
 
 def _rejected_ids(frame: pd.DataFrame, mask: pd.Series, accepted: pd.DataFrame) -> pd.Index:
@@ -186,8 +225,8 @@ def _status(df: pd.DataFrame) -> np.ndarray:
     return np.where(df["status"].eq("tobedeleted"), "inactive", "active")
 
 
-def _frame(table: str, df: pd.DataFrame, meta: list[str], extra: dict[str, pd.Series]
-           ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _frame(table: str, df: pd.DataFrame, meta: list[str], extra: dict[str, pd.Series],
+           line_hashes: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     out = pd.DataFrame(index=df.index)
     out["sourced_id"] = df["sourcedId"]
     out["status"] = _status(df)
@@ -207,6 +246,7 @@ def _frame(table: str, df: pd.DataFrame, meta: list[str], extra: dict[str, pd.Se
     compared = [c for c in sent if c not in NOT_COMPARED]
     typed = [c for c in ENTITY_COLUMNS[table] if c in extra]
     out["row_hash"] = row_hash([*(df[c] for c in compared), *(out[c] for c in typed)])
+    out["line_hash"] = line_hashes if line_hashes is not None else np.zeros(len(out), dtype=np.int64)
     return out.reset_index(drop=True), data_source
 
 
@@ -217,12 +257,41 @@ def data_json(source: pd.DataFrame | None, rows: pd.Index) -> pd.Series:
     return json_rows(source.loc[rows]).set_axis(rows)
 
 
-def _guardian_links(agent_ids, people: pd.DataFrame, current: CurrentRoster, mode: str
-                    ) -> tuple[pd.DataFrame, pd.Index | None]:
-    """(student, guardian) pairs from agentSourcedIds on either side, between people that exist."""
+def _same_links_base(state: LineState | None, users: Split, key: str) -> tuple[np.ndarray, pd.DataFrame] | None:
+    """What incremental guardian links start from: which people are the same as stored (a mask over the
+    people frame), and the stored links, when their snapshot holds under this run's key."""
+    if state is None or users.same is None or not len(users.same) or state.aliases:
+        return None
+    snap = state.snapshots.get("guardian_links")
+    if snap is None or snap.attrs.get("line_key") != key:
+        return None
+    return ~users.fresh, snap
+
+
+def _guardian_links(agent_ids, people: pd.DataFrame, current: CurrentRoster, mode: str,
+                    base: tuple[np.ndarray, pd.DataFrame] | None = None
+                    ) -> tuple[pd.DataFrame, pd.Index | None, Same | None]:
+    """(student, guardian) pairs from agentSourcedIds on either side, between people that exist.
+
+    base (incremental, see _same_links_base): a link between two people whose rows are both the same as
+    stored depends on nothing else (both ends' roles, statuses and agent lists are as they were when it
+    was last compared), so it is what is stored: those are returned as Same (the stored active links
+    between two such people), and only the pairs with an end converted afresh are worked out here."""
     agents = explode(pd.Series(agent_ids, index=people.index, dtype="str"))
     agents = agents[agents.ne("")]
     at = people.index.get_indexer(agents.index)  # people's index is positional (0..n-1): a cheap lookup
+    same_links = None
+    if base is not None:
+        same_people, snap = base
+        unchanged = pd.Index(people["sourced_id"][same_people], dtype="str")
+        both = same_people[at] & isin(agents, unchanged).to_numpy()
+        bar = pc.any(pc.match_substring(arrow(people["sourced_id"]), "|")).as_py() or \
+            pc.any(pc.match_substring(arrow(agents), "|")).as_py()
+        if not bar:  # ids with "|" can collide as link ids: the full path de-duplicates those
+            agents, at = agents[~both], at[~both]
+            student, guardian = _link_ends(snap["sourced_id"])
+            stored = snap["status"].eq("active").to_numpy() & isin(student, unchanged) & isin(guardian, unchanged)
+            same_links = Same(np.flatnonzero(stored), snap)
     pairs = pd.DataFrame({"a": people["sourced_id"].to_numpy()[at], "role": people["role"].to_numpy()[at],
                           "b": agents.to_numpy()})
     from_students = pairs[pairs["role"].eq("student")].rename(columns={"a": "student", "b": "guardian"})
@@ -249,6 +318,13 @@ def _guardian_links(agent_ids, people: pd.DataFrame, current: CurrentRoster, mod
     if pc.any(pc.match_substring(arrow(ends), "|")).as_py():  # "a|b"+"c" and "a"+"b|c" would share an id
         out = out[~out["sourced_id"].duplicated()]
     out["row_hash"] = row_hash([out["student"], out["guardian"]])
+    out["line_hash"] = np.zeros(len(out), dtype=np.int64)  # derived from two rows: always compared afresh
     # In a delta, the links of every student or guardian the drop names are restated by it.
     scope = pd.Index(people["sourced_id"]) if mode == "delta" else None
-    return out.reset_index(drop=True), scope
+    return out.reset_index(drop=True), scope, same_links
+
+
+def _link_ends(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    from processor.apply.diff import link_ends  # diff imports this module
+
+    return link_ends(ids)
