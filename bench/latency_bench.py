@@ -21,7 +21,6 @@ import io
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -33,6 +32,8 @@ import zipfile
 from datetime import datetime
 from pathlib import Path
 
+from machine import machine_line
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 TENANT = "bench"
@@ -40,18 +41,8 @@ PASSWORD = "bench-password-1"
 
 
 def versions() -> str:
-    from importlib.metadata import version
-
-    cpu = platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     ssh = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip() or "no OpenSSH client"
-    libs = ", ".join(f"{name} {version(name)}" for name in
-                     ("paramiko", "apscheduler", "watchdog", "sqlalchemy", "pandas", "pyarrow"))
-    return (f"machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}\n"
-            f"python {platform.python_version()}; {libs}; {ssh}")
+    return machine_line(("paramiko", "apscheduler", "watchdog", "sqlalchemy", "pandas", "pyarrow"), f", {ssh}")
 
 
 def free_port() -> int:

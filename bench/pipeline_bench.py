@@ -28,14 +28,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-from importlib.metadata import version
 from pathlib import Path
+
+from machine import machine_line
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -45,24 +45,13 @@ GB = 1024
 
 
 def versions() -> str:
-    cpu = platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = ""
-    try:
-        load = ", load average " + open("/proc/loadavg").read().split()[0]
-    except OSError:
-        pass
     sqlite = subprocess.run([PY, "-c", "import sqlite3; print(sqlite3.sqlite_version)"], capture_output=True,
                             text=True).stdout.strip()
-    libs = ", ".join(f"{n} {version(n)}" for n in ("pandas", "pyarrow", "sqlalchemy", "psycopg"))
     pool = subprocess.run([PY, "-c", "import processor.vector, pyarrow as pa; "
                            "print(pa.default_memory_pool().backend_name)"], capture_output=True, text=True,
                           cwd=ROOT).stdout.strip()
-    return (f"machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}{load}\n"
-            f"python {platform.python_version()}, {libs} (Arrow memory: {pool}), SQLite {sqlite}")
+    return machine_line(("pandas", "pyarrow", "sqlalchemy", "psycopg"),
+                        f" (Arrow memory: {pool}), SQLite {sqlite}")
 
 
 def measured(cmd: list[str], work: Path, capture: bool = True) -> tuple[dict, str]:

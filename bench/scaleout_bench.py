@@ -39,7 +39,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.scaleout import Cluster, drop_files, overlaps, percentile, versions_line  # noqa: E402
+from machine import machine_line  # noqa: E402
+
+from tests.scaleout import Cluster, drop_files, overlaps, percentile  # noqa: E402
 
 MIB = 1 << 20
 
@@ -359,7 +361,7 @@ def main() -> int:
     only = set(args.only.split(","))
     os.environ["ROSTERDROP_TEST_PG_URL"] = args.pg_url
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="rd-scaleout-"))
-    print(versions_line())
+    print(machine_line(("procrastinate", "sqlalchemy", "psycopg", "pandas")))
     try:
         if "blobs" in only:
             bench_blobs(args.pg_url, args.blob_mib, tmp)

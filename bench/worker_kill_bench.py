@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -31,6 +30,8 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+
+from machine import machine_line
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -56,16 +57,7 @@ if _markers:
 
 
 def versions() -> str:
-    from importlib.metadata import version
-
-    cpu = platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    libs = ", ".join(f"{n} {version(n)}" for n in ("sqlalchemy", "pandas", "pyarrow", "psycopg"))
-    return (f"machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}\n"
-            f"python {platform.python_version()}; {libs}")
+    return machine_line(("sqlalchemy", "pandas", "pyarrow", "psycopg"))
 
 
 def zip_sample(dest: Path) -> Path:

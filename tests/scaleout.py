@@ -97,26 +97,6 @@ def drop_files(version: int) -> dict[str, str]:
     return {**CLEAN, "users.csv": "\n".join(users) + "\n"}
 
 
-def versions_line() -> str:
-    import platform
-    from importlib.metadata import version
-
-    cpu = platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = ""
-    try:
-        load = ", load average " + open("/proc/loadavg").read().split()[0]
-    except OSError:
-        pass
-    libs = ", ".join(f"{n} {version(n)}" for n in ("procrastinate", "sqlalchemy", "psycopg", "pandas"))
-    pg = ""
-    return (f"machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}{load}\n"
-            f"python {platform.python_version()}, {libs}{pg}")
-
-
 @dataclass
 class Worker:
     host: str
