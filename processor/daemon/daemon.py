@@ -143,7 +143,7 @@ class Daemon:
         self.doors.close()
         self.schedule.stop()
         if not self.burst and not self.workers_only:
-            log.info("stopping: doors closed; waiting for %d current runs", len(self.queue.running()))
+            log.info("stopping: doors closed; waiting for %s", self.queue.waiting_text())
         self.queue.stop(time.monotonic() + self.config.daemon.stop_timeout_seconds)
         self.mailer.stop()
         if self.burst:

@@ -104,6 +104,10 @@ class LocalQueue:
     def running(self) -> list[Drop]:
         return [drop for drop, _ in self._running.values()]
 
+    def waiting_text(self) -> str:
+        """What shutdown waits for, for the log."""
+        return f"{len(self._running)} current runs"
+
     def stop(self, deadline: float) -> None:
         """Let current runs finish until deadline (monotonic); then stop the workers (killing what still runs)."""
         while self._running and time.monotonic() < deadline:

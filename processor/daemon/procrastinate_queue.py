@@ -125,6 +125,10 @@ class ProcrastinateQueue:
     def running(self) -> list:
         return [p for p in self._procs if p.is_alive()]
 
+    def waiting_text(self) -> str:
+        """What shutdown waits for, for the log: this host's worker processes (their runs are in the store)."""
+        return f"{len(self.running())} worker processes to end their current run"
+
     def stop(self, deadline: float) -> None:
         for p in self.running():
             try:
