@@ -236,7 +236,9 @@ def _same_results(a, b) -> None:
     assert _issues(a) == _issues(b)
 
 
-SEEDS = range(int(os.environ.get("ROSTERDROP_PROPERTY_SEEDS", "12")))
+# 5 seeds × 2 engines keep CI inside its budget (~5 s each); the sabotage checks of the dependency rules
+# failed on seeds 1, 3 and 4 of the first twelve. ROSTERDROP_PROPERTY_SEEDS=50 for a deeper search.
+SEEDS = range(int(os.environ.get("ROSTERDROP_PROPERTY_SEEDS", "5")))
 
 
 @pytest.mark.parametrize("seed", SEEDS)
