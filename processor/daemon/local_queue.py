@@ -101,9 +101,6 @@ class LocalQueue:
     def idle(self) -> bool:
         return not self._running and not any(self._waiting.values()) and self._events.empty()
 
-    def running(self) -> list[Drop]:
-        return [drop for drop, _ in self._running.values()]
-
     def waiting_text(self) -> str:
         """What shutdown waits for, for the log."""
         return f"{len(self._running)} current runs"
