@@ -70,6 +70,37 @@ def text_bytes(values: pa.ChunkedArray) -> int:
     return total
 
 
+def longest_bytes(values: pa.ChunkedArray) -> int:
+    """The byte length of the longest value of a (large_)string chunked array, read off its offsets."""
+    longest = 0
+    for chunk in values.chunks:
+        if len(chunk):
+            width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+            offsets = np.frombuffer(chunk.buffers()[1], dtype=width)[chunk.offset:chunk.offset + len(chunk) + 1]
+            longest = max(longest, int(np.diff(offsets).max()))
+    return longest
+
+
+def edges_plain(values: pa.ChunkedArray) -> bool:
+    """Whether every non-empty value begins and ends with a printable ASCII character (0x21-0x7E), read off
+    the offsets and two bytes per value: such a column has nothing for a whitespace trim (ASCII or Unicode)
+    to remove. False means it may have (a non-ASCII first or last character is not looked into)."""
+    for chunk in values.chunks:
+        if not len(chunk):
+            continue
+        width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+        offsets = np.frombuffer(chunk.buffers()[1], dtype=width)[chunk.offset:chunk.offset + len(chunk) + 1]
+        starts, ends = offsets[:-1], offsets[1:]
+        filled = ends > starts
+        if not filled.any():
+            continue
+        data = np.frombuffer(chunk.buffers()[2], dtype=np.uint8)
+        for edge in (data[starts[filled]], data[ends[filled] - 1]):
+            if ((edge < 0x21) | (edge > 0x7E)).any():
+                return False
+    return True
+
+
 def isin(values, reference):
     """Which of values occur in reference: a boolean Series aligned with values (an ndarray for non-Series)."""
     mask = _isin(arrow(values), reference)

@@ -186,3 +186,21 @@ def test_a_ragged_row_with_an_invalid_utf8_byte_gives_both_issues_and_nothing_ig
     assert [i["code"].iloc[0] for i in issues] == ["encoding"]
     assert [(i["code"].iloc[0], int(i["line"].iloc[0])) for i in line_issues] == [("malformed_row", 3)]
     assert frame["c0"].tolist() == ["u1", "u3"]
+
+
+def test_the_field_limit_counts_characters_not_bytes():
+    """The fast path skips counting characters where no value has more bytes than the limit allows
+    characters; a value of many multi-byte characters is still measured in characters."""
+    from processor.bundle.read import parse_csv
+    from processor.bundle.unpack import Limits
+
+    limits = Limits(max_field_chars=2048)
+    fits = ("sourcedId,givenName\nu1," + "é" * 1500 + "\nu2,Ann\n").encode()  # 3,000 bytes, 1,500 characters
+    issues: list = []
+    header, frame, _ = parse_csv(fits, "users.csv", issues, limits)
+    assert issues == [] and frame["c1"].str.len().max() == 1500
+    over = ("sourcedId,givenName\nu1,Ann\nu2," + "é" * 2049 + "\n").encode()
+    issues = []
+    assert parse_csv(over, "users.csv", issues, limits) is None
+    assert len(issues) == 1 and issues[0]["line"].iloc[0] == 3
+    assert "longer than 2,048 characters" in issues[0]["message"].iloc[0]

@@ -29,7 +29,7 @@ from processor.bundle.formats import (
 from processor.bundle.provenance import Origin
 from processor.bundle.unpack import Limits, Unpacked, shown, unpack
 from processor.validate.issues import issue_frame, one_issue
-from processor.vector import PARALLEL, arrow, chunks, isin, text_bytes
+from processor.vector import PARALLEL, arrow, chunks, edges_plain, isin, longest_bytes, text_bytes
 
 LINE = "_line"  # the line the district sees in its file (header = 1)
 _FIRST_LINE = re.compile(rb"[^\r\n]*")
@@ -368,8 +368,12 @@ def _parse(raw: bytes, name: str, text, limits: Limits
 
 
 def _check_lengths(table: pa.Table, name: str, limits: Limits) -> None:
-    """The exact path's csv module refuses a value over the field limit; the fast path does the same."""
+    """The exact path's csv module refuses a value over the field limit; the fast path does the same.
+    A value has at most as many characters as bytes: a column whose longest value in bytes (read off its
+    offsets, no pass over the text) is within the limit needs no count of its characters."""
     for column in table.columns:
+        if longest_bytes(column) <= limits.max_field_chars:
+            continue
         lengths = pc.utf8_length(column)
         longest = pc.max(lengths).as_py()
         if longest is not None and longest > limits.max_field_chars:
@@ -497,6 +501,8 @@ def _clean_values(spec: FileSpec, frame: pd.DataFrame, issues: list[pd.DataFrame
         # Trim in Arrow, chunk by chunk as parsed, and replace the column only where something was trimmed
         # (most exports are clean): trimming only shortens, so equal byte totals mean nothing changed.
         values = chunks(frame[c])
+        if edges_plain(values):  # no value begins or ends with a space or a non-ASCII character
+            continue
         trimmed = pc.utf8_trim_whitespace(values)
         if text_bytes(trimmed) != text_bytes(values):
             frame[c] = pd.Series(trimmed, index=frame.index, dtype="str")

@@ -1,0 +1,53 @@
+"""The read's shortcuts read string columns off their Arrow offsets (processor.vector): they must never
+let a value the exact check would catch through."""
+
+from __future__ import annotations
+
+import random
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from processor.vector import edges_plain, longest_bytes
+
+ALPHABET = ["a", "Z", "1", "-", " ", "\t", "\r", "\x1f", "\x7f", "\u00a0", "\u2003", "\u3000", "é", "€"]
+
+
+def _column(rng: random.Random) -> pa.ChunkedArray:
+    values = ["".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 4))) for _ in range(rng.randint(1, 8))]
+    half = len(values) // 2
+    column = pa.chunked_array([pa.array(values[:half], type=pa.large_string()),
+                               pa.array(values[half:], type=pa.large_string())])
+    return column.slice(rng.randint(0, len(values) - 1)) if rng.random() < 0.3 else column
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_column_said_plain_has_nothing_to_trim(seed: int) -> None:
+    rng = random.Random(seed)
+    said_plain = 0
+    for _ in range(600):
+        column = _column(rng)
+        if edges_plain(column):
+            said_plain += 1
+            assert pc.utf8_trim_whitespace(column).to_pylist() == column.to_pylist()
+    assert said_plain > 0  # the shortcut does get taken
+
+
+def test_edges_plain_sees_each_kind_of_edge() -> None:
+    def col(*values: str) -> pa.ChunkedArray:
+        return pa.chunked_array([pa.array(list(values), type=pa.large_string())])
+
+    assert edges_plain(col("abc", "", "x-1"))
+    for value in (" a", "a ", "a\t", "\u00a0a", "a\u3000", "éa", "aé"):
+        assert not edges_plain(col("abc", value)), value
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_longest_bytes_is_the_longest_value_in_bytes(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(300):
+        column = _column(rng)
+        expected = max((len(v.encode()) for v in column.to_pylist()), default=0)
+        assert longest_bytes(column) == expected
+    assert longest_bytes(pa.chunked_array([pa.array(["éé", "a"], type=pa.string())])) == 4
