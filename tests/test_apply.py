@@ -363,6 +363,53 @@ def _rows_of(frame, cols):
     return sorted(map(tuple, frame[cols].astype(str).to_numpy()))
 
 
+def test_a_nightly_writes_a_snapshot_delta_that_reads_back_as_the_rows(env, monkeypatch):
+    """A change set writes only the rows it changed (the delta) beside the whole blob; read back, blob and
+    delta are the stored rows exactly, drop after drop, and past DELTA_SHARE the delta is folded in."""
+    from processor.apply import diff
+    from processor.apply.diff import fetch_frame, read_snapshot, snapshot_columns
+    from processor.apply.store import ENTITY_TABLES, snapshots
+
+    def stored(conn, table):
+        t = ENTITY_TABLES[table]
+        cols = snapshot_columns(table)
+        return _rows_of(fetch_frame(conn, t.select().with_only_columns(*[t.c[c] for c in cols]).where(
+            t.c.tenant == "lincoln"), cols, ("row_hash",)), cols)
+
+    def deltas(conn):
+        return dict(conn.execute(select(snapshots.c.entity, snapshots.c.delta.is_not(None)).where(
+            snapshots.c.tenant == "lincoln")).all())
+
+    env.configure(lincoln={"max_deactivated_percent": 100})
+    env.process(CLEAN)
+    with env.ctx.engine.connect() as conn:
+        assert not any(deltas(conn).values())  # a first load writes whole blobs
+    drops = [
+        with_changes(CLEAN, users_csv=drop_lines(USERS, "u3"), enrollments_csv=drop_lines(ENROLLMENTS, "e3")),
+        with_changes(CLEAN, users_csv=USERS.replace("Tara", "Tamara")),  # u3 back, and a name changed
+        with_changes(CLEAN, users_csv=USERS.replace("Tara", "Tamara").replace("jdoe@", "jd@"),  # a new enrollment
+                     enrollments_csv=ENROLLMENTS + "e9,active,,k1,s1,u3,student,false,,\n"),
+    ]
+    results = []
+    for drop in drops:
+        results.append(env.process(drop))
+        assert results[-1].status == "applied"
+        with env.ctx.engine.connect() as conn:
+            assert deltas(conn)["people"] and deltas(conn)["enrollments"]
+            for table in ("people", "enrollments", "guardian_links", "orgs"):
+                snap = read_snapshot(conn, "lincoln", table)
+                assert snap is not None and _rows_of(snap, snapshot_columns(table)) == stored(conn, table), table
+    assert [r.counts["enrollments"].created for r in results] == [0, 0, 1]
+    assert [r.counts["users"].deactivated for r in results] == [1, 0, 0]
+    monkeypatch.setattr(diff, "DELTA_MIN_ROWS", 0)
+    monkeypatch.setattr(diff, "DELTA_SHARE", 0.0)
+    assert env.process(with_changes(CLEAN, users_csv=USERS.replace("Tara", "Tam"))).status == "applied"
+    with env.ctx.engine.connect() as conn:
+        assert not deltas(conn)["people"]  # folded into a new whole blob
+        snap = read_snapshot(conn, "lincoln", "people")
+        assert _rows_of(snap, snapshot_columns("people")) == stored(conn, "people")
+
+
 
 def test_stale_stored_hashes_are_rewritten_silently_not_reported_as_updates(env):
     # Hashes written by an older version (or a district that reorders its columns) must not turn a

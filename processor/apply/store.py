@@ -118,8 +118,8 @@ pulled = Table(
 )
 
 # Derived state: per tenant and roster table, the (sourced_id, status, row_hash, school) columns the diff
-# needs, as one Arrow IPC blob written in the same transaction as the rows. Reading 3M rows back through
-# the DB-API costs ~15 s; the blob ~0.5 s. Anything that writes roster rows outside apply_changes (a revert)
+# needs, as an Arrow IPC blob (plus a small one of the rows changed since) written in the same transaction
+# as the rows. Reading 3M rows back through the DB-API costs ~15 s; the blob ~0.5 s. Anything that writes roster rows outside apply_changes (a revert)
 # deletes the tenant's snapshots, and the diff falls back to querying the rows.
 snapshots = Table(
     "roster_snapshots", metadata,
@@ -128,6 +128,8 @@ snapshots = Table(
     Column("run_id", String(40), nullable=False),
     Column("rows", BigInteger, nullable=False),
     Column("data", LargeBinary, nullable=False),
+    # The rows changed since `data` was written, which replace its rows of the same ids (apply.diff).
+    Column("delta", LargeBinary, nullable=True),
 )
 
 # Roster tables. Every one has tenant + sourced_id as key, a status (active | inactive), the hash of the

@@ -16,7 +16,7 @@ import pyarrow.csv as pacsv
 from sqlalchemy import Connection, delete
 
 from processor import events, progress
-from processor.apply.diff import ChangeSet, next_snapshot, write_snapshot
+from processor.apply.diff import ChangeSet, write_next_snapshot
 from processor.apply.store import ENTITY_COLUMNS, ENTITY_TABLES, audit, snapshots
 from processor.convert.roster import data_json
 from processor.vector import _escape, arrow, isin, json_rows
@@ -53,8 +53,7 @@ def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet
         current = changes.current.get(table)
         if current is not None and (tc.changed or tc.rehashed is not None or not current.attrs.get("snapshot")
                                     or (lines and tc.lines_dirty)):
-            write_snapshot(conn, tenant, table, run_id, next_snapshot(tc, current, lines),
-                           tc.line_key if lines else "")
+            write_next_snapshot(conn, tenant, table, run_id, tc, current, lines, tc.line_key if lines else "")
     events.record_changes(conn, tenant, run_id, changes)
 
 
