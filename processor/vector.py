@@ -101,13 +101,21 @@ def edges_plain(values: pa.ChunkedArray) -> bool:
     return True
 
 
+def probe(values) -> pa.Array | pa.ChunkedArray:
+    """values as the side of a lookup that is looked up: a str Series stays the chunks it is made of (a
+    lookup works chunk by chunk; arrow() would first copy 6M ids into one array)."""
+    if isinstance(values, pd.Series) and isinstance(getattr(values.array, "_pa_array", None), pa.ChunkedArray):
+        return chunks(values)
+    return arrow(values)
+
+
 def isin(values, reference):
     """Which of values occur in reference: a boolean Series aligned with values (an ndarray for non-Series)."""
-    mask = _isin(arrow(values), reference)
+    mask = _isin(probe(values), reference)
     return pd.Series(mask, index=values.index) if isinstance(values, pd.Series) else mask
 
 
-def _isin(left: pa.Array, reference) -> np.ndarray:
+def _isin(left: pa.Array | pa.ChunkedArray, reference) -> np.ndarray:
     if len(left) == 0:
         return np.zeros(0, dtype=bool)
     right = arrow(reference)
@@ -127,14 +135,14 @@ def id_set(*parts) -> pd.Index:
 
 def positions(values, reference) -> np.ndarray:
     """For each value, its position in reference, or -1 (like Index.get_indexer, first occurrence)."""
-    left = arrow(values)
+    left = probe(values)
     if len(left) == 0:
         return np.zeros(0, dtype=np.int64)
     right = arrow(reference)
     if len(right) == 0:
         return np.full(len(left), -1, dtype=np.int64)
     idx = pc.index_in(left, value_set=right, skip_nulls=True)
-    return pc.fill_null(idx, -1).to_numpy().astype(np.int64, copy=False)
+    return pc.fill_null(idx, -1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 
 def lookup(values, keys, mapped, default: str = "") -> pd.Series:
