@@ -14,6 +14,8 @@ Per repeat, on a fresh home (PostgreSQL: a scratch database created and dropped 
   first load  `rosterdrop process` of the bundle; then the store's raw write floor for the rows it stored
               (bench/floors.py write: executemany on SQLite, COPY on PostgreSQL, same columns and key);
   nightly     `rosterdrop process` of the 1%-changed bundle on that home;
+  next night  `rosterdrop process` of the first bundle's files in a new zip: another 1% change (back), which
+              reads the snapshot delta the nightly wrote (the steady state of a tenant's nights);
   read floor  unzip + pyarrow.csv.read_csv of every member of each bundle (bench/floors.py read).
 Every one of those runs in its own process started by bench/measure.py (a small wrapper: peak RSS, user+sys
 CPU seconds and wall are that child's alone, never inherited from this parent, which loads no data).
@@ -149,6 +151,7 @@ def one_size(n: int, args, work: Path, store: str, repeat: int | None = None, fl
         if floors:  # (the 900k case skips it: reading 10M rows back into the floor's process is the cost)
             rep["write_floor"] = floor("write", work, store_url, TENANT, str(work))
         rep["nightly"] = process(home, nightly, work)
+        rep["next"] = process(home, next_night(first), work)
         rep["read_floor_first"] = floor("read", work, str(first))
         rep["read_floor_nightly"] = floor("read", work, str(nightly))
         reps.append(rep)
@@ -156,8 +159,9 @@ def one_size(n: int, args, work: Path, store: str, repeat: int | None = None, fl
         wf = f"write floor {rep['write_floor']['wall']:.2f} s; " if floors else ""
         print(f"  {store} repeat {r + 1}: first {f['status']} {f['wall']:.2f} s (cpu {f['cpu']:.2f}, "
               f"{f['maxrss_mb']:.0f} MB), {wf}nightly {nt['status']} "
-              f"{nt['wall']:.2f} s (cpu {nt['cpu']:.2f}, {nt['maxrss_mb']:.0f} MB); read floor "
-              f"{rep['read_floor_nightly']['wall']:.2f} s", flush=True)
+              f"{nt['wall']:.2f} s (cpu {nt['cpu']:.2f}, {nt['maxrss_mb']:.0f} MB), next night "
+              f"{rep['next']['status']} {rep['next']['wall']:.2f} s (cpu {rep['next']['cpu']:.2f}, "
+              f"{rep['next']['maxrss_mb']:.0f} MB); read floor {rep['read_floor_nightly']['wall']:.2f} s", flush=True)
     if url:
         psql(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]}")
     return {"students": n, "rows": reps[0]["read_floor_first"]["rows"],
@@ -186,6 +190,14 @@ def table_rows(store: str, s: dict) -> list[str]:
     ns = [sum(r["nightly"]["stages"].values()) for r in reps]
     out.append(f"| nightly 1%, {n} students, stages only (a daemon worker has its imports done) | {store} "
                f"| {mm(ns)} s | read {mm(rf)} s | {mm(ratios(ns, rf), '{:.1f}x')} | <= 1.5x |")
+    if all("next" in r for r in reps):  # results saved by an older bench have no next night
+        xw, xc = [r["next"]["wall"] for r in reps], [r["next"]["cpu"] for r in reps]
+        xf, xfc = [r["read_floor_first"]["wall"] for r in reps], [r["read_floor_first"]["cpu"] for r in reps]
+        xs = [sum(r["next"]["stages"].values()) for r in reps]
+        out.append(f"| nightly 1%, {n} students, the next night (reads the snapshot delta) | {store} | wall "
+                   f"{mm(xw)} s, cpu {mm(xc)} s (stages {mm(xs)} s) | read {mm(xf)} s, cpu {mm(xfc)} s | wall "
+                   f"{mm(ratios(xw, xf), '{:.1f}x')}, cpu {mm(ratios(xc, xfc), '{:.1f}x')}; stages only "
+                   f"{mm(ratios(xs, xf), '{:.1f}x')} | <= 1.5x |")
     fw = [r["first"]["wall"] for r in reps]
     fc = [r["first"]["cpu"] for r in reps]
     if all("write_floor" in r for r in reps):
@@ -204,7 +216,7 @@ def table_rows(store: str, s: dict) -> list[str]:
                    f"| (no write floor at this size) | | completes |")
     big = s["students"] >= 900000
     target = "<= 5 GB" if big else "<= 2 GB" if s["students"] >= 300000 else "(<= 2 GB at 300k)"
-    for case in ("first", "nightly"):
+    for case in ("first", "nightly", *(["next"] if all("next" in r for r in reps) else [])):
         rss = [r[case]["maxrss_mb"] / GB for r in reps]
         gb = [r[case]["maxrss_mb"] * 2**20 / 1e9 for r in reps]
         rrss = [r["read_floor_first"]["maxrss_mb"] / GB for r in reps]
@@ -232,11 +244,29 @@ def print_table(results: dict) -> None:
             print_stages(store, s)
 
 
+def next_night(first: Path) -> Path:
+    """The first bundle's files in a new zip (other bytes, so not a duplicate): after the nightly it is the
+    next night's 1% change, back to the first roster. That night reads the snapshot delta the nightly wrote
+    and writes a bigger one: the steady state of a tenant's nights."""
+    again = first.with_name(first.stem + "-next.zip")
+    if not again.exists():
+        import zipfile
+
+        with zipfile.ZipFile(first) as src, zipfile.ZipFile(again, "w", zipfile.ZIP_DEFLATED) as out:
+            for info in src.infolist():
+                out.writestr(info, src.read(info))
+            out.comment = b"next night"
+    return again
+
+
 def print_stages(store: str, s: dict) -> None:
     reps = s["reps"]
     print(f"\nstages, {s['students']:,} students, {store} (s, min / median; ratio to the same run's read floor, "
           "median):")
-    for case, floor_key in (("first", "read_floor_first"), ("nightly", "read_floor_nightly")):
+    cases = [("first", "read_floor_first"), ("nightly", "read_floor_nightly")]
+    if all("next" in r for r in reps):
+        cases.append(("next", "read_floor_first"))
+    for case, floor_key in cases:
         stages = list(reps[0][case]["stages"])
         rf = [r[floor_key]["wall"] for r in reps]
         parts = []
