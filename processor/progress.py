@@ -146,9 +146,9 @@ def release_memory() -> None:
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
@@ -163,13 +163,8 @@ def _steady_mmap_threshold() -> None:
     heap and stay resident once freed. Measured on a 300k-student nightly: peak RSS 2.05-2.24 GB → 1.87-1.95
     GB with release_memory's trim, CPU unchanged (bench/README.md, 2026-12-02)."""
     libc = _libc()
-    if libc is not None and hasattr(libc, "mallopt"):
+    if libc is not None:
         libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-
-
-def _malloc_trim():
-    libc = _libc()
-    return getattr(libc, "malloc_trim", None) if libc is not None else None
 
 
 @functools.cache

@@ -59,26 +59,25 @@ def chunks(values: pd.Series) -> pa.ChunkedArray:
     return pa.chunked_array([arrow(values)])
 
 
+def _offsets(chunk: pa.Array) -> np.ndarray:
+    """A non-empty (large_)string chunk's len + 1 value offsets into its data buffer (a view, no copy)."""
+    width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
+    return np.frombuffer(chunk.buffers()[1], dtype=width)[chunk.offset:chunk.offset + len(chunk) + 1]
+
+
 def text_bytes(values: pa.ChunkedArray) -> int:
     """Total bytes of a (large_)string chunked array's values, read off its offsets: no pass over the rows."""
     total = 0
     for chunk in values.chunks:
         if len(chunk):
-            width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
-            offsets = np.frombuffer(chunk.buffers()[1], dtype=width)
-            total += int(offsets[chunk.offset + len(chunk)] - offsets[chunk.offset])
+            offsets = _offsets(chunk)
+            total += int(offsets[-1] - offsets[0])
     return total
 
 
 def longest_bytes(values: pa.ChunkedArray) -> int:
     """The byte length of the longest value of a (large_)string chunked array, read off its offsets."""
-    longest = 0
-    for chunk in values.chunks:
-        if len(chunk):
-            width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
-            offsets = np.frombuffer(chunk.buffers()[1], dtype=width)[chunk.offset:chunk.offset + len(chunk) + 1]
-            longest = max(longest, int(np.diff(offsets).max()))
-    return longest
+    return max((int(np.diff(_offsets(chunk)).max()) for chunk in values.chunks if len(chunk)), default=0)
 
 
 def edges_plain(values: pa.ChunkedArray) -> bool:
@@ -88,8 +87,7 @@ def edges_plain(values: pa.ChunkedArray) -> bool:
     for chunk in values.chunks:
         if not len(chunk):
             continue
-        width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
-        offsets = np.frombuffer(chunk.buffers()[1], dtype=width)[chunk.offset:chunk.offset + len(chunk) + 1]
+        offsets = _offsets(chunk)
         starts, ends = offsets[:-1], offsets[1:]
         filled = ends > starts
         if not filled.any():
@@ -104,9 +102,7 @@ def edges_plain(values: pa.ChunkedArray) -> bool:
 def probe(values) -> pa.Array | pa.ChunkedArray:
     """values as the side of a lookup that is looked up: a str Series stays the chunks it is made of (a
     lookup works chunk by chunk; arrow() would first copy 6M ids into one array)."""
-    if isinstance(values, pd.Series) and isinstance(getattr(values.array, "_pa_array", None), pa.ChunkedArray):
-        return chunks(values)
-    return arrow(values)
+    return chunks(values) if isinstance(values, pd.Series) else arrow(values)
 
 
 def isin(values, reference):

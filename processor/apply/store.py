@@ -119,8 +119,9 @@ pulled = Table(
 
 # Derived state: per tenant and roster table, the (sourced_id, status, row_hash, school) columns the diff
 # needs, as an Arrow IPC blob (plus a small one of the rows changed since) written in the same transaction
-# as the rows. Reading 3M rows back through the DB-API costs ~15 s; the blob ~0.5 s. Anything that writes roster rows outside apply_changes (a revert)
-# deletes the tenant's snapshots, and the diff falls back to querying the rows.
+# as the rows. Reading 3M rows back through the DB-API costs ~15 s; the blob ~0.5 s. Anything that writes
+# roster rows outside apply_changes (a revert) deletes the tenant's snapshots, and the diff falls back to
+# querying the rows.
 snapshots = Table(
     "roster_snapshots", metadata,
     Column("tenant", String(64), primary_key=True),
