@@ -411,6 +411,47 @@ def test_a_nightly_writes_a_snapshot_delta_that_reads_back_as_the_rows(env, monk
 
 
 
+@pytest.mark.parametrize("damage", ["data", "delta", "truncated", "columns"])
+def test_a_snapshot_that_does_not_decode_is_queried_instead_and_rewritten(env, damage, caplog):
+    """The snapshot is a cache of the stored rows: a damaged blob (garbage, cut short, another shape) must
+    neither fail the run nor change its result; the diff queries the rows and writes a whole blob again."""
+    import pandas as pd
+
+    from processor.apply.diff import _blob, fetch_frame, read_snapshot, snapshot_columns
+    from processor.apply.store import ENTITY_TABLES, snapshots
+
+    env.configure(lincoln={"max_deactivated_percent": 100})
+    env.process(CLEAN)
+    # A nightly that writes a delta for people, so that there is one to damage.
+    assert env.process(with_changes(CLEAN, users_csv=USERS.replace("Tara", "Tamara"))).status == "applied"
+    where = (snapshots.c.tenant == "lincoln") & (snapshots.c.entity == "people")
+    with env.ctx.engine.begin() as conn:
+        data, delta = conn.execute(select(snapshots.c.data, snapshots.c.delta).where(where)).one()
+        assert delta is not None
+        values = {"data": {"data": b"not arrow at all"}, "delta": {"delta": b"\xff" * 64},
+                  "truncated": {"data": data[: len(data) // 2]},
+                  "columns": {"data": _blob(pd.DataFrame({"other": ["x"]}), "")}}[damage]
+        conn.execute(snapshots.update().where(where).values(**values))
+    with env.ctx.engine.connect() as conn, caplog.at_level("WARNING", logger="processor.apply.diff"):
+        assert read_snapshot(conn, "lincoln", "people") is None
+    if damage != "columns":
+        assert "does not decode" in caplog.text and "Tamara" not in caplog.text
+    result = env.process(with_changes(CLEAN, users_csv=USERS.replace("Tara", "Tamsin")))
+    assert result.status == "applied"
+    c = result.counts["users"]
+    assert (c.created, c.updated, c.deactivated) == (0, 1, 0)
+    people = ENTITY_TABLES["people"]
+    cols = snapshot_columns("people")
+    with env.ctx.engine.connect() as conn:
+        assert conn.execute(select(people.c.given_name).where(
+            people.c.tenant == "lincoln", people.c.sourced_id == "u1")).scalar() == "Tamsin"
+        assert conn.execute(select(snapshots.c.delta).where(where)).scalar() is None  # a whole blob again
+        snap = read_snapshot(conn, "lincoln", "people")
+        assert snap is not None
+        assert _rows_of(snap, cols) == _rows_of(fetch_frame(conn, people.select().with_only_columns(
+            *[people.c[c] for c in cols]).where(people.c.tenant == "lincoln"), cols, ("row_hash",)), cols)
+
+
 def test_stale_stored_hashes_are_rewritten_silently_not_reported_as_updates(env):
     # Hashes written by an older version (or a district that reorders its columns) must not turn a
     # nightly into "every row updated": values that are the same are rewritten with the new hash, unreported.

@@ -7,6 +7,7 @@ OneRoster semantics per table: bulk = the full set (rows not in it are deactivat
 from __future__ import annotations
 
 import json
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -23,6 +24,8 @@ from processor.vector import PARALLEL, arrow, isin, positions
 LABEL = {"orgs": ["name"], "people": ["given_name", "family_name"], "classes": ["title"],
          "courses": ["title"], "academic_sessions": ["title"], "enrollments": ["person", "class_id"],
          "guardian_links": ["student", "guardian"], "demographics": []}
+log = logging.getLogger(__name__)
+
 SCHOOL = {"people": "school", "classes": "school", "enrollments": "school", "orgs": "sourced_id"}
 
 
@@ -128,12 +131,21 @@ def read_snapshot(conn: Connection, tenant: str, table: str) -> pd.DataFrame | N
         snapshots.c.tenant == tenant, snapshots.c.entity == table)).first()
     if row is None:
         return None
-    stored = pa.ipc.open_stream(pa.BufferReader(row.data)).read_all()
-    line_key = (stored.schema.metadata or {}).get(b"line_key", b"").decode()
+    try:
+        stored = _decode(row.data)
+        delta = None if row.delta is None else _decode(row.delta).replace_schema_metadata(None)
+    except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
+        # A blob that does not decode (damaged, truncated, not Arrow at all) must not fail the run: the
+        # snapshot is only a cache of the stored rows, which the diff then queries.
+        log.warning("the %s snapshot of tenant %s does not decode (%s): querying the stored rows instead",
+                    table, tenant, type(exc).__name__)
+        return None
+    line_key = (stored.schema.metadata or {}).get(b"line_key", b"").decode(errors="replace")
     base = stored.replace_schema_metadata(None)
+    if base.column_names != _snapshot_frame_columns(table):
+        return None  # written by another version, or damaged: query the rows instead
     delta_start = base.num_rows
-    if row.delta is not None:
-        delta = pa.ipc.open_stream(pa.BufferReader(row.delta)).read_all().replace_schema_metadata(None)
+    if delta is not None:
         if not delta.schema.equals(base.schema):
             return None  # written by another version, or damaged: query the rows instead
         # The delta's rows replace the whole blob's rows of the same ids (ids are unique in both).
@@ -149,6 +161,12 @@ def read_snapshot(conn: Connection, tenant: str, table: str) -> pd.DataFrame | N
     frame.attrs["line_key"] = line_key
     frame.attrs["delta_start"] = delta_start  # rows from here on are the delta's
     return frame
+
+
+def _decode(blob: bytes | None) -> pa.Table:
+    if blob is None:
+        raise ValueError("no snapshot data")
+    return pa.ipc.open_stream(pa.BufferReader(blob)).read_all()
 
 
 def _blob(frame: pd.DataFrame, line_key: str) -> bytes:
