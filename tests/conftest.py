@@ -22,7 +22,49 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 # Every `rosterdrop serve` a test starts also serves the web console: on a free port, never a fixed one.
 os.environ.setdefault("ROSTERDROP_WEB__PORT", "0")
 
-PG_URL = os.environ.get("ROSTERDROP_TEST_PG_URL")
+
+
+def _worker_database(url: str | None) -> str | None:
+    """Under pytest-xdist each worker gets a PostgreSQL database of its own, `<db>_<worker>`, made afresh.
+
+    The store tests reset the whole database (tables, Procrastinate's schema); two workers on one database
+    would wipe each other's. The URL is put back into the environment so the daemons a test starts use it
+    too; `pytest_sessionfinish` drops it again.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not url or not worker or os.environ.get("ROSTERDROP_TEST_PG_BASE_URL"):
+        return url  # no PostgreSQL, no xdist, or a process a worker started (it has the worker's database)
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    base = make_url(url)
+    name = f"{base.database}_{worker}"
+    with psycopg.connect(base.set(drivername="postgresql").render_as_string(hide_password=False),
+                         autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    worker_url = base.set(database=name).render_as_string(hide_password=False)
+    os.environ["ROSTERDROP_TEST_PG_URL"] = worker_url
+    os.environ["ROSTERDROP_TEST_PG_BASE_URL"] = url
+    return worker_url
+
+
+PG_URL = _worker_database(os.environ.get("ROSTERDROP_TEST_PG_URL"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    base = os.environ.get("ROSTERDROP_TEST_PG_BASE_URL")
+    if not base or not PG_URL:
+        return
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    try:
+        with psycopg.connect(make_url(base).set(drivername="postgresql").render_as_string(hide_password=False),
+                             autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{make_url(PG_URL).database}" WITH (FORCE)')
+    except psycopg.Error:
+        pass  # the worker's database is left behind; the next run of that worker drops it first
 # Slow end-to-end tests (big bundles, browsers, many processes) run in CI (`.ci/run` sets CI=true) or with
 # ROSTERDROP_SLOW_TESTS=1; the default local run stays lean.
 RUN_SLOW = bool(os.environ.get("ROSTERDROP_SLOW_TESTS") or os.environ.get("CI"))
