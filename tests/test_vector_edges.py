@@ -51,3 +51,30 @@ def test_longest_bytes_is_the_longest_value_in_bytes(seed: int) -> None:
         expected = max((len(v.encode()) for v in column.to_pylist()), default=0)
         assert longest_bytes(column) == expected
     assert longest_bytes(pa.chunked_array([pa.array(["éé", "a"], type=pa.string())])) == 4
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_eq_and_ne_are_pandas_eq_and_ne(seed: int) -> None:
+    """vector.eq / ne (Arrow's kernel, the scalar made once) answer exactly what pandas' eq / ne do: on
+    chunked, sliced and empty str columns, with missing values, any index, and on columns that are not str."""
+    import pandas as pd
+
+    from processor.vector import eq, ne
+
+    rng = random.Random(seed)
+    checked = 0
+    for _ in range(300):
+        column = _column(rng)
+        values = [None if rng.random() < 0.15 else v for v in column.to_pylist()]
+        arr = pa.chunked_array([pa.array(values[: len(values) // 2], type=pa.large_string()),
+                                pa.array(values[len(values) // 2:], type=pa.large_string())])
+        index = pd.Index([rng.randint(0, 99) for _ in values])
+        series = [pd.Series(pd.array(arr, dtype="str"), index=index, name="c"),
+                  pd.Series(pd.array(arr, dtype="str")).iloc[:0], pd.Series(values, dtype=object)]
+        for s in series:
+            for text in ("", "a", *(v for v in values[:2] if v)):
+                for mine, theirs in ((eq(s, text), s.eq(text)), (ne(s, text), s.ne(text))):
+                    assert mine.dtype == bool and mine.name == theirs.name and mine.index.equals(theirs.index)
+                    assert mine.tolist() == theirs.astype(bool).tolist(), (s.tolist(), text)
+                    checked += 1
+    assert checked > 1000

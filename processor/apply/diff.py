@@ -19,7 +19,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 
 from processor.apply.store import ADDED_COLUMNS, ENTITY_COLUMNS, ENTITY_TABLES, snapshots
 from processor.convert.roster import Roster, data_json
-from processor.vector import PARALLEL, arrow, isin, positions
+from processor.vector import PARALLEL, arrow, eq, isin, positions, select_rows
 
 LABEL = {"orgs": ["name"], "people": ["given_name", "family_name"], "classes": ["title"],
          "courses": ["title"], "academic_sessions": ["title"], "enrollments": ["person", "class_id"],
@@ -360,12 +360,12 @@ def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scop
     """keep: stored ids the drop leaves as they are (its rejected rows and what depends on them); same: rows
         unconverted: rows the drop names that were not converted again (convert.incremental.Same): unchanged, at
     unconverted.positions in cur."""
-    cur_active = cur["status"].eq("active")
+    cur_active = eq(cur["status"], "active")
     # Positional join on sourced_id: hashes stay int64 (a merge would turn them to float64 and lose bits).
     pos = positions(new["sourced_id"], cur["sourced_id"])
     known = pos >= 0
     at = np.where(known, pos, 0)
-    wants_active = new["status"].eq("active").to_numpy()
+    wants_active = eq(new["status"], "active").to_numpy()
     was_active = known & cur_active.to_numpy()[at] if len(cur) else np.zeros(len(new), dtype=bool)
     cur_hash = cur["row_hash"].to_numpy(dtype=np.int64)[at] if len(cur) else np.zeros(len(new), dtype=np.int64)
     same = known & (new["row_hash"].to_numpy(dtype=np.int64) == cur_hash)
@@ -374,7 +374,7 @@ def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scop
     updated = known & wants_active & was_active & ~same
     deactivate_named = known & ~wants_active & was_active
     unchanged = known & ((wants_active & was_active & same) | (~wants_active & ~was_active))
-    upd = new[updated | reactivated].copy()
+    upd = select_rows(new, updated | reactivated)
     upd["action"] = np.where(reactivated[updated | reactivated], "reactivated", "updated")
     # cur holds each sourced_id once (the store's key), so the positions say which current rows new names.
     named = np.zeros(len(cur), dtype=bool)
@@ -399,7 +399,7 @@ def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scop
         # A rejected row is not an absent one: its stored record, and what depends on it, stay as they are.
         missing &= ~isin(cur["sourced_id"], keep).to_numpy()
     gone |= missing
-    deactivated = cur[gone & active_now].copy()
+    deactivated = select_rows(cur, gone & active_now)
     lines, dirty = None, False
     if "line_hash" in new.columns and len(new):
         hashes = new["line_hash"].to_numpy(dtype=np.int64)
@@ -409,7 +409,7 @@ def diff_table(table: str, mode: str, new: pd.DataFrame, cur: pd.DataFrame, scop
         # and no 2 x 6M positions and hashes to keep until the apply (a 900k district).
         lines = (pos[known], hashes[known]) if hashes.any() or stored_lines[known].any() else None
     # A first load creates every row: the frame itself, not a copy of it (~0.5 GB at 300k students).
-    return TableChanges(table, mode, created=new if created.all() else new[created], updated=upd,
+    return TableChanges(table, mode, created=new if created.all() else select_rows(new, created), updated=upd,
                         deactivated=deactivated, unchanged=int(unchanged.sum()) + n_same, current_active=int(cur_active.sum()),
                         line_positions=lines, lines_dirty=dirty)
 

@@ -16,7 +16,7 @@ from processor.config import Policy
 from processor.validate.current import CurrentRoster
 from processor.validate.issues import issue_frame
 from processor.validate.language import check_languages
-from processor.vector import isin
+from processor.vector import isin, ne
 
 DATA_CHECKS = ("duplicate_email", "duplicate_username", "class_without_teacher", "class_without_students",
                "student_without_class", "session_dates")
@@ -48,7 +48,7 @@ def check_data(bundle: Bundle, policy: Policy, current: CurrentRoster, rejected:
 
 def _kept(bf: BundleFile, rejected: pd.Series | None) -> pd.Series:
     """Rows that are part of the roster the drop makes: active, not rejected."""
-    ok = bf.frame["status"].ne("tobedeleted")
+    ok = ne(bf.frame["status"], "tobedeleted")
     return ok & ~rejected if rejected is not None else ok
 
 

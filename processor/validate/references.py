@@ -23,7 +23,7 @@ from processor.bundle.provenance import (
 )
 from processor.bundle.read import LINE, BundleFile
 from processor.validate.issues import issue_frame, one_issue
-from processor.vector import explode, isin
+from processor.vector import explode, isin, ne
 
 
 @dataclass
@@ -39,7 +39,7 @@ def check_references(bf: BundleFile, f: Field, active: pd.Series, targets: Targe
     df = bf.frame
     rejected = pd.Series(False, index=df.index)
     col = df[f.name]
-    use = active & col.ne("")
+    use = active & ne(col, "")
     if not use.any():
         return [], rejected
     target_file = ref_file(bf, f.ref)  # the district's name for it (Clever: schools.csv, sections.csv...)

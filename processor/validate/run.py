@@ -17,7 +17,7 @@ from processor.validate.issues import cap_issues, concat_issues, is_fatal, one_i
 from processor.validate.policy import check_single_school, check_students_need_enrollment
 from processor.validate.references import Targets, check_references, root_causes
 from processor.validate.values import check_values
-from processor.vector import PARALLEL, id_set, isin
+from processor.vector import PARALLEL, id_set, isin, ne
 
 
 @dataclass
@@ -53,7 +53,7 @@ def validate(bundle: Bundle, policy: Policy, current: CurrentRoster = NO_ROSTER)
             bf = bundle.files[entity]
             extra, missing_cols = required[entity]
             if not missing_cols:
-                checked[entity] = pool.submit(check_values, bf, SPECS[entity], bf.frame["status"].ne("tobedeleted"),
+                checked[entity] = pool.submit(check_values, bf, SPECS[entity], ne(bf.frame["status"], "tobedeleted"),
                                               extra)
         _check_in_order(bundle, policy, current, out, targets, issues, required, checked)
     finally:
@@ -80,7 +80,7 @@ def _check_in_order(bundle: Bundle, policy: Policy, current: CurrentRoster, out:
             continue
         spec = SPECS[entity]
         df = bf.frame
-        active = df["status"].ne("tobedeleted")
+        active = ne(df["status"], "tobedeleted")
         missing_cols = required[entity][1]
         if missing_cols:
             issues.extend(missing_cols)

@@ -13,7 +13,7 @@ from processor.bundle.formats import GRADES, Field, FileSpec
 from processor.bundle.provenance import FILE, accepts_ext, field_of, file_of, named, relabel, spec_required
 from processor.bundle.read import LINE, BundleFile
 from processor.validate.issues import issue_frame
-from processor.vector import explode, isin, matches, per_unique
+from processor.vector import eq, explode, isin, matches, ne, per_unique
 
 DATE_RE = r"^\d{4}-\d{2}-\d{2}$"
 DATETIME_RE = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
@@ -44,7 +44,7 @@ def check_values(bf: BundleFile, spec: FileSpec, active: pd.Series, extra_requir
     rejected = pd.Series(False, index=df.index)
     for f in spec.fields:
         col = df[f.name]
-        blank = col.eq("")
+        blank = eq(col, "")
         spec_must = spec_required(bf, f)  # a Clever or 1.2 file may leave some OneRoster-required fields out
         must = spec_must & active if f.name != "sourcedId" else spec_must
         if f.name in extra_required:
@@ -73,13 +73,13 @@ def check_values(bf: BundleFile, spec: FileSpec, active: pd.Series, extra_requir
     for name, rows in extra_required.items():
         if name in spec.columns:
             continue
-        missing = rows & active & df[name].eq("")  # a policy-required metadata.* column
+        missing = rows & active & eq(df[name], "")  # a policy-required metadata.* column
         if missing.any():
             issues.append(_rows(bf, "missing_value", name, missing, f"{name} is blank; it is required by your "
                                 f"district's settings. Fill in {name} for this record in your SIS."))
             rejected |= missing
     sid = df["sourcedId"]
-    dup = sid.duplicated(keep="first") & sid.ne("")
+    dup = sid.duplicated(keep="first") & ne(sid, "")
     if dup.any():
         cols = ["sourcedId", LINE, *([FILE] if FILE in df.columns else [])]
         first = df.loc[~sid.duplicated(keep="first"), cols].set_index("sourcedId")
