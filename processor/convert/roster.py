@@ -24,7 +24,7 @@ from processor.validate.current import CurrentRoster
 from processor.validate.issues import one_issue
 from processor.validate.language import preferred_languages
 from processor.validate.run import Validation
-from processor.vector import PARALLEL, arrow, explode, id_set, isin, json_rows, lookup, row_hash
+from processor.vector import PARALLEL, arrow, eq, explode, id_set, isin, json_rows, lookup, row_hash
 
 # OneRoster entity → store table, and back.
 TABLE_OF = {"orgs": "orgs", "academicSessions": "academic_sessions", "courses": "courses", "classes": "classes",
@@ -224,21 +224,19 @@ def _people_columns(users: pd.DataFrame, roles: pd.Series, org_types: pd.Series)
 
 
 def _status(df: pd.DataFrame) -> np.ndarray:
-    return np.where(df["status"].eq("tobedeleted"), "inactive", "active")
+    return np.where(eq(df["status"], "tobedeleted"), "inactive", "active")
 
 
 def _frame(table: str, df: pd.DataFrame, meta: list[str], extra: dict[str, pd.Series],
            line_hashes: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    out = pd.DataFrame(index=df.index)
-    out["sourced_id"] = df["sourcedId"]
-    out["status"] = _status(df)
+    # Built from a dict in one go: column by column, each insert costs ~0.1 ms even on a 6-row file.
+    columns: dict = {"sourced_id": df["sourcedId"], "status": _status(df)}
     for src, dst in RENAMES.get(table, {}).items():
-        out[dst] = df[src]
-    for k, v in extra.items():
-        out[k] = v
+        columns[dst] = df[src]
+    columns.update(extra)
     for c in ENTITY_COLUMNS[table]:
-        if c not in out:
-            out[c] = ""
+        columns.setdefault(c, "")
+    out = pd.DataFrame(columns, index=df.index)
     # Sorted: a district that reorders its CSV columns has changed nothing (hash and `data` stay the same).
     sent = sorted(c for c in df.columns if c not in NOT_KEPT and not c.startswith("_"))  # LINE, FILE: provenance
     # `data` keeps what the typed columns do not: nothing the district sent is lost, nothing stored twice.
