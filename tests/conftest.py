@@ -52,6 +52,13 @@ def _worker_database(url: str | None) -> str | None:
 PG_URL = _worker_database(os.environ.get("ROSTERDROP_TEST_PG_URL"))
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pyproject's addopts): one worker more than there are cores. A third of the suite's time is
+    spent waiting on the daemons, CLI processes and sockets it starts; on 2 cores 3 workers took 13:00 where
+    2 took 15:10 (`.ci/run`'s suite, with the slow tests)."""
+    return (os.cpu_count() or 1) + 1
+
+
 def pytest_sessionfinish(session, exitstatus):
     base = os.environ.get("ROSTERDROP_TEST_PG_BASE_URL")
     if not base or not PG_URL:
