@@ -190,7 +190,7 @@ def select_rows(df: pd.DataFrame, mask) -> pd.DataFrame:
         return df.iloc[:0].copy()
     if mask.all():
         return df.copy()
-    return df[mask].copy()
+    return df[mask]  # a new frame already (a second copy would double a big first load's peak)
 
 
 def eq(values: pd.Series, text: str) -> pd.Series:

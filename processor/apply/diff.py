@@ -21,11 +21,11 @@ from processor.apply.store import ADDED_COLUMNS, ENTITY_COLUMNS, ENTITY_TABLES, 
 from processor.convert.roster import Roster, data_json
 from processor.vector import PARALLEL, arrow, eq, isin, positions, select_rows
 
+log = logging.getLogger(__name__)
+
 LABEL = {"orgs": ["name"], "people": ["given_name", "family_name"], "classes": ["title"],
          "courses": ["title"], "academic_sessions": ["title"], "enrollments": ["person", "class_id"],
          "guardian_links": ["student", "guardian"], "demographics": []}
-log = logging.getLogger(__name__)
-
 SCHOOL = {"people": "school", "classes": "school", "enrollments": "school", "orgs": "sourced_id"}
 
 
