@@ -77,13 +77,25 @@ def pytest_sessionfinish(session, exitstatus):
 RUN_SLOW = bool(os.environ.get("ROSTERDROP_SLOW_TESTS") or os.environ.get("CI"))
 
 
+# The modules whose tests take longest (10–65 s each: several hosts, daemons, CLI processes, property
+# runs) are handed out first, so that no pytest-xdist worker starts a minute-long test when the others are
+# done. Order within a module is kept.
+LONG_FIRST = ("test_scaleout.py", "test_cli.py", "test_properties.py", "test_summer.py", "test_service.py",
+              "test_incremental_property.py", "test_worker_death.py", "test_queue.py", "test_progress.py",
+              "test_daemon.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))  # stable: the rest keep their order
     if RUN_SLOW:
         return
     skip = pytest.mark.skip(reason="slow end-to-end test: set ROSTERDROP_SLOW_TESTS=1 (CI runs it)")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
 ENGINES = ["sqlite"] + (["postgresql"] if PG_URL else [])
 
 
