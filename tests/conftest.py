@@ -23,6 +23,21 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 os.environ.setdefault("ROSTERDROP_WEB__PORT", "0")
 
 
+def _admin(url: str):
+    """An autocommit psycopg connection to the database of url (CREATE / DROP DATABASE run outside a
+    transaction)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    return psycopg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False),
+                           autocommit=True)
+
+
+def _database_name(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).database
+
 
 def _worker_database(url: str | None) -> str | None:
     """Under pytest-xdist each worker gets a PostgreSQL database of its own, `<db>_<worker>`, made afresh.
@@ -34,16 +49,13 @@ def _worker_database(url: str | None) -> str | None:
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if not url or not worker or os.environ.get("ROSTERDROP_TEST_PG_BASE_URL"):
         return url  # no PostgreSQL, no xdist, or a process a worker started (it has the worker's database)
-    import psycopg
     from sqlalchemy.engine import make_url
 
-    base = make_url(url)
-    name = f"{base.database}_{worker}"
-    with psycopg.connect(base.set(drivername="postgresql").render_as_string(hide_password=False),
-                         autocommit=True) as conn:
+    name = f"{_database_name(url)}_{worker}"
+    with _admin(url) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
-    worker_url = base.set(database=name).render_as_string(hide_password=False)
+    worker_url = make_url(url).set(database=name).render_as_string(hide_password=False)
     os.environ["ROSTERDROP_TEST_PG_URL"] = worker_url
     os.environ["ROSTERDROP_TEST_PG_BASE_URL"] = url
     return worker_url
@@ -54,8 +66,8 @@ PG_URL = _worker_database(os.environ.get("ROSTERDROP_TEST_PG_URL"))
 
 def pytest_xdist_auto_num_workers(config):
     """`-n auto` (pyproject's addopts): one worker more than there are cores. A third of the suite's time is
-    spent waiting on the daemons, CLI processes and sockets it starts; on 2 cores 3 workers took 13:00 where
-    2 took 15:10 (`.ci/run`'s suite, with the slow tests)."""
+    spent waiting on the daemons, CLI processes and sockets it starts; on 2 cores, in one pair of runs of
+    `.ci/run`'s suite (slow tests included), 3 workers took 13:00 where 2 took 15:10."""
     return (os.cpu_count() or 1) + 1
 
 
@@ -64,14 +76,14 @@ def pytest_sessionfinish(session, exitstatus):
     if not base or not PG_URL:
         return
     import psycopg
-    from sqlalchemy.engine import make_url
 
     try:
-        with psycopg.connect(make_url(base).set(drivername="postgresql").render_as_string(hide_password=False),
-                             autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{make_url(PG_URL).database}" WITH (FORCE)')
+        with _admin(base) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{_database_name(PG_URL)}" WITH (FORCE)')
     except psycopg.Error:
         pass  # the worker's database is left behind; the next run of that worker drops it first
+
+
 # Slow end-to-end tests (big bundles, browsers, many processes) run in CI (`.ci/run` sets CI=true) or with
 # ROSTERDROP_SLOW_TESTS=1; the default local run stays lean.
 RUN_SLOW = bool(os.environ.get("ROSTERDROP_SLOW_TESTS") or os.environ.get("CI"))
