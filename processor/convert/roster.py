@@ -24,7 +24,7 @@ from processor.validate.current import CurrentRoster
 from processor.validate.issues import one_issue
 from processor.validate.language import preferred_languages
 from processor.validate.run import Validation
-from processor.vector import PARALLEL, arrow, eq, explode, id_set, isin, json_rows, lookup, row_hash
+from processor.vector import PARALLEL, arrow, codes, eq, explode, id_set, isin, json_rows, positions, row_hash
 
 # OneRoster entity → store table, and back.
 TABLE_OF = {"orgs": "orgs", "academicSessions": "academic_sessions", "courses": "courses", "classes": "classes",
@@ -292,16 +292,23 @@ def _guardian_links(agent_ids, people: pd.DataFrame, current: CurrentRoster, mod
             student, guardian = _link_ends(snap["sourced_id"])
             stored = snap["status"].eq("active").to_numpy() & isin(student, unchanged) & isin(guardian, unchanged)
             same_links = Same(np.flatnonzero(stored), snap)
-    links = _pairs(people, at, agents)
-    # Both ends in one column: each check below is one Arrow lookup instead of one per end.
+    links, ends_at = _pairs(people, at, agents)
+    # Each end is a person of the drop (its position in people) or an id the drop does not carry (-1): the
+    # checks below are takes by position, with one lookup in the stored roster for the ids it does not carry.
     n = len(links)
     ends = pd.concat([links["student"], links["guardian"]], ignore_index=True)
-    known = isin(ends, id_set(people["sourced_id"], current.active("users"))).to_numpy()
+    carried = ends_at >= 0
+    at_or_0 = np.where(carried, ends_at, 0)
+    known = carried.copy()
+    if not carried.all():
+        known[~carried] = isin(ends[~carried], current.active("users")).to_numpy()
     # A link between two people the drop carries must join a student and a guardian (people's ids are unique).
-    role = lookup(ends, people["sourced_id"], people["role"].to_numpy(), default="?")
-    role_ok = np.concatenate([role[:n].isin(["?", "student"]).to_numpy(),
-                              role[n:].isin(["?", "guardian"]).to_numpy()])
-    inactive = isin(ends, people.loc[people["status"].eq("inactive"), "sourced_id"]).to_numpy()
+    if len(people):
+        role_ok = ~carried | np.concatenate([eq(people["role"], "student").to_numpy()[at_or_0[:n]],
+                                             eq(people["role"], "guardian").to_numpy()[at_or_0[n:]]])
+        inactive = carried & eq(people["status"], "inactive").to_numpy()[at_or_0]
+    else:
+        role_ok, inactive = ~carried, carried
     good = known & role_ok & ~inactive
     links = links[good[:n] & good[n:]]
     out = pd.DataFrame({
@@ -319,20 +326,36 @@ def _guardian_links(agent_ids, people: pd.DataFrame, current: CurrentRoster, mod
     return out.reset_index(drop=True), scope, same_links
 
 
-def _pairs(people: pd.DataFrame, at: np.ndarray, agents: pd.Series) -> pd.DataFrame:
+def _pairs(people: pd.DataFrame, at: np.ndarray, agents: pd.Series) -> tuple[pd.DataFrame, np.ndarray]:
     """The distinct (student, guardian) pairs, first occurrence first, of people[at] and the agents they name:
-    a student names guardians, a guardian names students. In Arrow: no Python string per row (a 300k
-    district names ~630k pairs)."""
-    taken = pa.array(at, type=pa.int64())
-    a = pc.take(arrow(people["sourced_id"]), taken)
-    role = pc.take(arrow(people["role"].astype("str")), taken)
+    a student names guardians, a guardian names students; and where each end is in people (students' ends
+    first, then guardians', -1 for an id not in people).
+
+    Pairs are told apart by the two ends' numbers, not their strings: a person's number is their position
+    in people, an id that is not a person's is numbered after them. A 300k district names ~630k pairs,
+    seen from both sides: an int64 duplicated() instead of a group-by over two string columns (~6x)."""
+    ids = arrow(people["sourced_id"])
     b = arrow(agents)
-    student, guardian = pc.equal(role, "student"), pc.equal(role, "guardian")
-    pairs = pa.table({"student": pa.concat_arrays([pc.filter(a, student), pc.filter(b, guardian)]),
-                      "guardian": pa.concat_arrays([pc.filter(b, student), pc.filter(a, guardian)])})
-    # One thread: groups come out in the order of their first row, as drop_duplicates keeps them.
-    distinct = pairs.group_by(["student", "guardian"], use_threads=False).aggregate([])
-    return pd.DataFrame({c: pd.Series(distinct.column(c), dtype="str") for c in ("student", "guardian")})
+    b_at = positions(b, ids)
+    n = len(ids)
+    b_code = b_at.copy()
+    outside = b_at < 0
+    if outside.any():  # ids the drop does not carry: numbered after the people, alike for alike
+        b_code[outside] = n + codes(pc.filter(b, pa.array(outside)))
+    student = eq(people["role"], "student").to_numpy()[at]
+    guardian = eq(people["role"], "guardian").to_numpy()[at]
+    s_code = np.concatenate([at[student], b_code[guardian]])
+    g_code = np.concatenate([b_code[student], at[guardian]])
+    s_str = pa.concat_arrays([pc.take(ids, pa.array(at[student])), pc.filter(b, pa.array(guardian))])
+    g_str = pa.concat_arrays([pc.filter(b, pa.array(student)), pc.take(ids, pa.array(at[guardian]))])
+    width = np.int64(n + len(b) + 1)
+    first = ~pd.Series(s_code * width + g_code).duplicated(keep="first").to_numpy()
+    keep = pa.array(first)
+    out = pd.DataFrame({"student": pd.Series(pa.chunked_array([pc.filter(s_str, keep)]), dtype="str"),
+                        "guardian": pd.Series(pa.chunked_array([pc.filter(g_str, keep)]), dtype="str")})
+    ends_at = np.concatenate([s_code[first], g_code[first]])
+    ends_at[ends_at >= n] = -1
+    return out, ends_at
 
 
 def _link_ends(ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
