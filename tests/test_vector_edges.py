@@ -9,7 +9,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from processor.vector import codes, duplicated, edge_suspects, edges_plain, longest_bytes, repeated, trims_nothing
+from processor.vector import (
+    codes,
+    duplicated,
+    edge_suspects,
+    edges_plain,
+    longest_bytes,
+    repeated,
+    trims_nothing,
+)
 
 ALPHABET = ["a", "Z", "1", "-", " ", "\t", "\r", "\x1f", "\x7f", "\u00a0", "\u2003", "\u3000", "é", "€"]
 
