@@ -84,42 +84,19 @@ def edges_plain(values: pa.ChunkedArray) -> bool:
     """Whether every non-empty value begins and ends with a printable ASCII character (0x21-0x7E), read off
     the offsets and two bytes per value: such a column has nothing for a whitespace trim (ASCII or Unicode)
     to remove. False means it may have (a non-ASCII first or last character is not looked into)."""
-    return edge_suspects(values, first_only=True) is None
-
-
-def edge_suspects(values: pa.ChunkedArray, first_only: bool = False) -> np.ndarray | None:
-    """The values edges_plain cannot vouch for (one that begins or ends with anything but printable ASCII), as
-    a mask over the whole column; None when there is none. first_only: stop at the first chunk that has one
-    (the mask is then not the whole answer: only whether there is one)."""
-    masks, found = [], False
     for chunk in values.chunks:
         if not len(chunk):
             continue
         offsets = _offsets(chunk)
         starts, ends = offsets[:-1], offsets[1:]
         filled = ends > starts
-        mask = np.zeros(len(chunk), dtype=bool)
-        if filled.any():
-            data = np.frombuffer(chunk.buffers()[2], dtype=np.uint8)
-            head, tail = data[starts[filled]], data[ends[filled] - 1]
-            mask[filled] = (head < 0x21) | (head > 0x7E) | (tail < 0x21) | (tail > 0x7E)
-            if mask.any():
-                found = True
-                if first_only:
-                    return mask
-        masks.append(mask)
-    return np.concatenate(masks) if found else None
-
-
-def trims_nothing(values: pa.ChunkedArray) -> bool:
-    """Whether pyarrow's utf8_trim_whitespace would leave every value as it is: only the values whose edges
-    are not plain ASCII are trimmed to find out (a column of names with accents at their ends costs the
-    few of them, not a trim of the whole column). Trimming only shortens: equal byte totals, nothing trimmed."""
-    suspects = edge_suspects(values)
-    if suspects is None:
-        return True
-    few = pc.filter(values, pa.array(suspects))
-    return text_bytes(pc.utf8_trim_whitespace(few)) == text_bytes(few)
+        if not filled.any():
+            continue
+        data = np.frombuffer(chunk.buffers()[2], dtype=np.uint8)
+        for edge in (data[starts[filled]], data[ends[filled] - 1]):
+            if ((edge < 0x21) | (edge > 0x7E)).any():
+                return False
+    return True
 
 
 def probe(values) -> pa.Array | pa.ChunkedArray:
@@ -166,34 +143,12 @@ def positions(values, reference) -> np.ndarray:
 
 def codes(values) -> np.ndarray:
     """Each value's number among the distinct values, numbered in order of first occurrence (a missing value
-    is a value of its own, as pandas counts it): one Arrow hash pass, no Python object per row."""
+    is a value of its own, as pandas counts it): pandas' factorize, as one Arrow hash pass."""
     arr = arrow(values)
     if len(arr) == 0:
         return np.zeros(0, dtype=np.int64)
     encoded = pc.dictionary_encode(arr, null_encoding="encode")
     return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-
-
-def repeated(values) -> np.ndarray:
-    """Whether each value occurs more than once: pandas' duplicated(keep=False), ~10x cheaper on Arrow strings
-    (pandas factorizes them through Python objects)."""
-    c = codes(values)
-    if not len(c):
-        return np.zeros(0, dtype=bool)
-    return np.bincount(c)[c] > 1
-
-
-def duplicated(values) -> np.ndarray:
-    """Whether each value occurred before it: pandas' duplicated(keep="first") on Arrow strings, ~10x cheaper.
-    codes() numbers values in order of first occurrence, so a first occurrence is a number above every one
-    before it."""
-    c = codes(values)
-    if not len(c):
-        return np.zeros(0, dtype=bool)
-    before = np.empty_like(c)
-    before[0] = -1
-    np.maximum.accumulate(c[:-1], out=before[1:])
-    return c <= before
 
 
 def lookup(values, keys, mapped, default: str = "") -> pd.Series:

@@ -29,7 +29,7 @@ from processor.bundle.formats import (
 from processor.bundle.provenance import Origin
 from processor.bundle.unpack import Limits, Unpacked, shown, unpack
 from processor.validate.issues import issue_frame, one_issue
-from processor.vector import PARALLEL, arrow, chunks, isin, longest_bytes, trims_nothing
+from processor.vector import PARALLEL, arrow, chunks, edges_plain, isin, longest_bytes, text_bytes
 
 LINE = "_line"  # the line the district sees in its file (header = 1)
 _FIRST_LINE = re.compile(rb"[^\r\n]*")
@@ -501,9 +501,11 @@ def _clean_values(spec: FileSpec, frame: pd.DataFrame, issues: list[pd.DataFrame
         # Trim in Arrow, chunk by chunk as parsed, and replace the column only where something was trimmed
         # (most exports are clean): trimming only shortens, so equal byte totals mean nothing changed.
         values = chunks(frame[c])
-        if trims_nothing(values):  # only values beginning or ending with a space or non-ASCII are looked at
+        if edges_plain(values):  # no value begins or ends with a space or a non-ASCII character
             continue
-        frame[c] = pd.Series(pc.utf8_trim_whitespace(values), index=frame.index, dtype="str")
+        trimmed = pc.utf8_trim_whitespace(values)
+        if text_bytes(trimmed) != text_bytes(values):
+            frame[c] = pd.Series(trimmed, index=frame.index, dtype="str")
     for f in spec.fields:
         if f.kind == "enum":
             frame[f.name] = _normalize_enum(spec, f.name, f.enum, frame[f.name], issues, frame)

@@ -16,7 +16,7 @@ from processor.config import Policy
 from processor.validate.current import CurrentRoster
 from processor.validate.issues import issue_frame
 from processor.validate.language import check_languages
-from processor.vector import isin, ne, repeated
+from processor.vector import isin, ne
 
 DATA_CHECKS = ("duplicate_email", "duplicate_username", "class_without_teacher", "class_without_students",
                "student_without_class", "session_dates")
@@ -79,7 +79,7 @@ def _duplicates(users: BundleFile, people: pd.Series, stored: pd.DataFrame | Non
         sent = pd.concat([sent, pd.DataFrame({"key": others_key[keep].to_numpy(),
                                               "sid": others.loc[keep, "sourced_id"].to_numpy(), "row": -1})],
                          ignore_index=True)
-    shared = sent[repeated(sent["key"])]
+    shared = sent[sent["key"].duplicated(keep=False)]
     if shared.empty:
         return []
     shared = shared.sort_values(["key", "row"], kind="stable")

@@ -13,7 +13,7 @@ from processor.bundle.formats import GRADES, Field, FileSpec
 from processor.bundle.provenance import FILE, accepts_ext, field_of, file_of, named, relabel, spec_required
 from processor.bundle.read import LINE, BundleFile
 from processor.validate.issues import issue_frame
-from processor.vector import duplicated, eq, explode, isin, matches, ne, per_unique
+from processor.vector import eq, explode, isin, matches, ne, per_unique
 
 DATE_RE = r"^\d{4}-\d{2}-\d{2}$"
 DATETIME_RE = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$"
@@ -79,11 +79,10 @@ def check_values(bf: BundleFile, spec: FileSpec, active: pd.Series, extra_requir
                                 f"district's settings. Fill in {name} for this record in your SIS."))
             rejected |= missing
     sid = df["sourcedId"]
-    again = duplicated(sid)
-    dup = pd.Series(again, index=df.index) & ne(sid, "")
+    dup = sid.duplicated(keep="first") & ne(sid, "")
     if dup.any():
         cols = ["sourcedId", LINE, *([FILE] if FILE in df.columns else [])]
-        first = df.loc[~again, cols].set_index("sourcedId")
+        first = df.loc[~sid.duplicated(keep="first"), cols].set_index("sourcedId")
         firsts = sid[dup].map(first[LINE]).astype("int64").astype("str")
         in_file = sid[dup].map(first[FILE]) if FILE in df.columns else bf.name
         issues.append(issue_frame(
