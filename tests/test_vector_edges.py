@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from processor.vector import codes, edges_plain, longest_bytes
+from processor.vector import codes, edges_plain, longest_bytes, per_unique_map
 
 ALPHABET = ["a", "Z", "1", "-", " ", "\t", "\r", "\x1f", "\x7f", "\u00a0", "\u2003", "\u3000", "é", "€"]
 
@@ -92,3 +92,26 @@ def test_codes_are_pandas_factorize(seed: int) -> None:
         for series in (pd.Series(values, dtype="str"), pd.Series(values, dtype=object)):
             expected, _ = pd.factorize(series, use_na_sentinel=False)
             assert codes(series).tolist() == expected.tolist(), values
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_per_unique_map_is_a_map_of_every_value(seed: int) -> None:
+    """vector.per_unique_map calls fn once per distinct value and gives what calling it on every row gives,
+    missing values included, on any index."""
+    import pandas as pd
+
+    rng = random.Random(seed)
+    for _ in range(300):
+        values = [rng.choice(["student", "ext:x", "", "é", None]) for _ in range(rng.randint(0, 12))]
+        index = pd.Index(rng.sample(range(100), len(values)))
+        for series in (pd.Series(values, dtype="str", index=index), pd.Series(values, dtype=object, index=index)):
+            calls = []
+
+            def fn(v, calls=calls):
+                calls.append(v)
+                return "none" if v is None else v.upper() + "!"
+
+            got = per_unique_map(series, fn)
+            assert got.tolist() == ["none" if v is None else v.upper() + "!" for v in values], values
+            assert got.index.equals(series.index) and str(got.dtype) == "str"
+            assert len(calls) <= len(set(values)) + 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from processor.config import Policy
+from processor.vector import per_unique_map
 
 DEFAULT_ROLE_MAP: dict[str, str] = {
     "districtAdministrator": "district_admin",
@@ -32,11 +33,16 @@ def role_map(policy: Policy) -> dict[str, str]:
     return DEFAULT_ROLE_MAP | dict(policy.role_map)
 
 
+def _app_role(role, mapping: dict[str, str]) -> str:
+    if role in mapping:
+        return mapping[role]
+    # An 'ext:' role (OneRoster 1.2 extension; Clever staff are 'ext:staff') that role_map does not name.
+    return EXT_ROLE if isinstance(role, str) and role.startswith("ext:") else ""
+
+
 def app_roles(users: pd.DataFrame, policy: Policy) -> pd.Series:
     """The app role of every users.csv row (empty string where the OneRoster role is unknown)."""
-    base = users["role"].map(role_map(policy))
-    # An 'ext:' role (OneRoster 1.2 extension; Clever staff are 'ext:staff') that role_map does not name.
-    base = base.mask(base.isna() & users["role"].str.startswith("ext:"), EXT_ROLE).fillna("").astype("str")
+    base = per_unique_map(users["role"], lambda role: _app_role(role, role_map(policy)))
     if not policy.role_overrides:
         return base
     rank = base.map(PRIVILEGE).fillna(0)
