@@ -341,7 +341,8 @@ def _pairs(people: pd.DataFrame, at: np.ndarray, agents: pd.Series) -> tuple[pd.
 
     Pairs are told apart by the two ends' numbers, not their strings: a person's number is their position
     in people, an id that is not a person's is numbered after them. A 300k district names ~630k pairs,
-    seen from both sides: an int64 duplicated() instead of a group-by over two string columns (~6x)."""
+    seen from both sides: an int64 duplicated() instead of a group-by over two string columns, and the link
+    checks take by position (guardian links of that district: 1.9 s -> 0.73 s, single-threaded)."""
     ids = arrow(people["sourced_id"])
     b = arrow(agents)
     b_at = positions(b, ids)
