@@ -144,25 +144,26 @@ def positions(values, reference) -> np.ndarray:
 def codes(values) -> np.ndarray:
     """Each value's number among the distinct values, numbered in order of first occurrence (a missing value
     is a value of its own, as pandas counts it): pandas' factorize, as one Arrow hash pass."""
-    arr = arrow(values)
-    if len(arr) == 0:
-        return np.zeros(0, dtype=np.int64)
-    encoded = pc.dictionary_encode(arr, null_encoding="encode")
-    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    return _distinct(values)[1].to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
 
 def per_unique_map(values: pd.Series, fn) -> pd.Series:
     """fn of each value as a str Series aligned with values, fn called once per distinct value (a column of a
-    few distinct values, such as roles, of a million rows): no Python call, and no Python string, per row."""
-    arr = arrow(values)
-    if len(arr) == 0:
-        return pd.Series([], index=values.index, dtype="str")
-    encoded = pc.dictionary_encode(arr)
-    mapped = pa.array([fn(u) for u in encoded.dictionary.to_pylist()], type=pa.large_string())
-    out = pc.take(mapped, encoded.indices)
-    if encoded.null_count:  # a missing value is mapped as None is
-        out = pc.if_else(pc.is_null(encoded.indices), pa.scalar(fn(None), type=pa.large_string()), out)
-    return pd.Series(pa.chunked_array([out]), index=values.index, dtype="str")
+    few distinct values, such as roles, of a million rows): no Python call, and no Python string, per row.
+    A missing value is mapped as None is."""
+    uniques, indices = _distinct(values)
+    mapped = pa.array([fn(u) for u in uniques.to_pylist()], type=pa.large_string())
+    return pd.Series(pa.chunked_array([pc.take(mapped, indices)], type=pa.large_string()), index=values.index,
+                     dtype="str")
+
+
+def _distinct(values) -> tuple[pa.Array, pa.Array]:
+    """values' distinct values (a missing one among them) and, per value, its position among them: what codes()
+    and per_unique_map() share (per_unique() keeps its own encoding, in which a missing value has none)."""
+    encoded = pc.dictionary_encode(arrow(values), null_encoding="encode")
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    return encoded.dictionary, encoded.indices
 
 
 def lookup(values, keys, mapped, default: str = "") -> pd.Series:

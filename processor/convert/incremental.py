@@ -163,9 +163,9 @@ class Split:
     key: str
 
 
-def split(state: LineState | None, table: str, df: pd.DataFrame, status: np.ndarray, key: str) -> Split:
+def split(state: LineState | None, table: str, df: pd.DataFrame, gone: np.ndarray, key: str) -> Split:
     """Which rows of df (one table's accepted rows, as convert is about to convert them) need converting.
-    status: each row's converted status (active | inactive)."""
+    gone: which rows convert to an inactive record (a `tobedeleted` status)."""
     fresh = np.ones(len(df), dtype=bool)
     if state is None or not state.skip:  # the full path, at its old cost: no line hashes (0: unknown)
         return Split(fresh, np.zeros(len(df), dtype=np.int64), None, key)
@@ -186,7 +186,7 @@ def split(state: LineState | None, table: str, df: pd.DataFrame, status: np.ndar
     # The stored row must be the one that line made: same status, same id (a hash is 64 bits; the id check
     # makes a collision between two rows harmless).
     inactive = snap["status"].eq("inactive").to_numpy()
-    same = known & (inactive[at] == (status == "inactive"))
+    same = known & (inactive[at] == gone)
     candidates = np.flatnonzero(same)
     stored_ids = pc.take(arrow(snap["sourced_id"]), pa.array(at[candidates]))
     same[candidates] = pc.equal(stored_ids, pc.take(ids, pa.array(candidates))).to_numpy(zero_copy_only=False)

@@ -176,7 +176,7 @@ def convert(bundle: Bundle, validation: Validation, policy: Policy, current: Cur
 
 
 def _split(state: LineState | None, table: str, df: pd.DataFrame, key: str, schools: pd.Index | None) -> Split:
-    return split(state, table, df, _status(df), table_key(key, table, df, schools))
+    return split(state, table, df, _gone(df), table_key(key, table, df, schools))
 
 
 def _rejected_ids(frame: pd.DataFrame, mask: pd.Series, accepted: pd.DataFrame) -> pd.Index:
@@ -223,14 +223,15 @@ def _people_columns(users: pd.DataFrame, roles: pd.Series, org_types: pd.Series)
             "preferred_language": preferred_languages(users)}
 
 
-def _status(df: pd.DataFrame) -> np.ndarray:
-    return np.where(eq(df["status"], "tobedeleted"), "inactive", "active")
+def _gone(df: pd.DataFrame) -> np.ndarray:
+    """Which rows convert to an inactive record: a `tobedeleted` status."""
+    return eq(df["status"], "tobedeleted").to_numpy()
 
 
 def _status_column(df: pd.DataFrame) -> pd.Series:
-    """_status as a str column, made in Arrow (a numpy array of str becomes one through a Python string per row)."""
-    gone = pa.array(eq(df["status"], "tobedeleted").to_numpy())
-    return pd.Series(pa.chunked_array([pc.if_else(gone, pa.scalar("inactive", pa.large_string()),
+    """Each row's converted status (active | inactive) as a str column, made in Arrow (a numpy array of str
+    becomes one through a Python string per row)."""
+    return pd.Series(pa.chunked_array([pc.if_else(pa.array(_gone(df)), pa.scalar("inactive", pa.large_string()),
                                                   pa.scalar("active", pa.large_string()))]),
                      index=df.index, dtype="str")
 
@@ -311,12 +312,9 @@ def _guardian_links(agent_ids, people: pd.DataFrame, current: CurrentRoster, mod
     if not carried.all():
         known[~carried] = isin(ends[~carried], current.active("users")).to_numpy()
     # A link between two people the drop carries must join a student and a guardian (people's ids are unique).
-    if len(people):
-        role_ok = ~carried | np.concatenate([eq(people["role"], "student").to_numpy()[at_or_0[:n]],
-                                             eq(people["role"], "guardian").to_numpy()[at_or_0[n:]]])
-        inactive = carried & eq(people["status"], "inactive").to_numpy()[at_or_0]
-    else:
-        role_ok, inactive = ~carried, carried
+    role_ok = ~carried | np.concatenate([eq(people["role"], "student").to_numpy()[at_or_0[:n]],
+                                         eq(people["role"], "guardian").to_numpy()[at_or_0[n:]]])
+    inactive = carried & eq(people["status"], "inactive").to_numpy()[at_or_0]
     good = known & role_ok & ~inactive
     links = links[good[:n] & good[n:]]
     out = pd.DataFrame({
