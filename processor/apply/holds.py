@@ -9,14 +9,14 @@ from __future__ import annotations
 import pandas as pd
 from sqlalchemy import Connection, func, select
 
-from processor.apply.diff import ChangeSet, link_ends
+from processor.apply.diff import ChangeSet, link_students
 from processor.apply.identity import probable_id_change
 from processor.apply.store import ENTITY_TABLES
 from processor.config import Policy
 from processor.convert.roster import ENTITY_OF, Roster
 from processor.runs import COUNTED
 from processor.validate.issues import concat_issues, issue_frame, one_issue
-from processor.vector import isin
+from processor.vector import eq, isin
 
 NOUN = {"people": "people", "orgs": "orgs", "classes": "classes", "enrollments": "enrollments",
         "guardian_links": "guardian links", "courses": "courses", "academic_sessions": "academic sessions",
@@ -175,10 +175,10 @@ def _too_many_guardians(changes: ChangeSet, policy: Policy,
         return []
     students = added["student"].unique()
     current = changes.current["guardian_links"]  # the diff's view of the stored links (set with tables)
-    current = current[current["status"].eq("active")]
-    current = pd.DataFrame({"sourced_id": current["sourced_id"].to_numpy(),
-                            "student": link_ends(current["sourced_id"])[0]})
-    current = current[isin(current["student"], students)]
+    active = current["sourced_id"][eq(current["status"], "active")]
+    student = link_students(active)
+    mine = isin(student, students)  # only these students' links are kept as Python objects (0.49 -> 0.17 s)
+    current = pd.DataFrame({"sourced_id": active[mine].to_numpy(), "student": student[mine].to_numpy()})
     kept = current[~isin(current["sourced_id"], tc.deactivated["sourced_id"])]
     after = pd.concat([kept, added]).drop_duplicates("sourced_id")
     counts = after.groupby("student").size()
