@@ -49,6 +49,7 @@ import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # machine.py
+from floors import read_floor  # noqa: E402
 from machine import machine_line  # noqa: E402
 
 
@@ -120,19 +121,6 @@ def store_lines(path: Path, arr: pa.Array) -> None:
 def load_lines(path: Path) -> pa.Array:
     with ipc.open_file(path) as r:
         return r.read_all().column("line").combine_chunks()
-
-
-def read_floor(bundle: Path) -> float:
-    t = time.perf_counter()
-    with zipfile.ZipFile(bundle) as zf:
-        for name in zf.namelist():
-            if not name.endswith(".csv"):
-                continue
-            data = zf.read(name)
-            header = data.split(b"\n", 1)[0].decode().strip().split(",")
-            pacsv.read_csv(io.BytesIO(data), convert_options=pacsv.ConvertOptions(
-                column_types={h: pa.string() for h in header}))
-    return time.perf_counter() - t
 
 
 def not_in(values: pa.Array, others: pa.Array) -> pa.Array:
@@ -232,7 +220,7 @@ def main() -> None:
                     np.save(stored / f"{name}.npy", line_hashes(data, starts, ends))
         floors, parts, two = [], [], []
         for _ in range(args.repeat):
-            floors.append(read_floor(args.new))
+            floors.append(read_floor(args.new)["wall"])
             part, counts = design_floor(args.new, stored, out)
             parts.append(part)
             two.append(hashed_two_at_a_time(args.new, stored, out))

@@ -419,10 +419,13 @@ def _in_scope(cur: pd.DataFrame, scope: pd.Index) -> pd.Series:
     return pd.Series(isin(student, scope) | isin(guardian, scope), index=cur.index)
 
 
+_LINK_STUDENT = r"\|.*$"  # what follows a guardian-link id's student: removed, the student is left
+
+
 def link_ends(sourced_ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """The student and guardian ids of guardian-link ids ("student|guardian"), in Arrow."""
     arr = arrow(sourced_ids)
-    student = pc.replace_substring_regex(arr, r"\|.*$", "")
+    student = pc.replace_substring_regex(arr, _LINK_STUDENT, "")
     guardian = pc.replace_substring_regex(arr, r"^[^|]*\|?", "")
     return student.to_numpy(zero_copy_only=False), guardian.to_numpy(zero_copy_only=False)
 
@@ -430,7 +433,7 @@ def link_ends(sourced_ids: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 def link_students(sourced_ids: pd.Series) -> pd.Series:
     """The student ids of guardian-link ids, as a str column with the same index: Arrow all the way, without
     the Python string per link that link_ends' arrays cost (holds look at every stored link each night)."""
-    return pd.Series(pc.replace_substring_regex(arrow(sourced_ids), r"\|.*$", ""), index=sourced_ids.index,
+    return pd.Series(pc.replace_substring_regex(arrow(sourced_ids), _LINK_STUDENT, ""), index=sourced_ids.index,
                      dtype="str")
 
 
