@@ -8,6 +8,9 @@ deletes and people of an excluded role are left out: they are not part of the ro
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
 import pandas as pd
 
 from processor.bundle.provenance import field_of, file_of
@@ -22,8 +25,44 @@ DATA_CHECKS = ("duplicate_email", "duplicate_username", "class_without_teacher",
                "student_without_class", "session_dates")
 
 
+@dataclass
+class Early:
+    """The parts of the data checks that do not depend on which rows validation rejects, started on the
+    validation's pool while the references are checked (start_data_checks). Their values are the same
+    as check_data would compute itself; only when they are computed changes."""
+    shared: dict[str, Future] = field(default_factory=dict)  # email / username → (key, candidates), see _shared
+    enrolled: dict[tuple[str, str | None], Future] = field(default_factory=dict)  # → _enrolled_in_file
+
+    def get(self, kind: str, key):
+        future = getattr(self, kind).get(key)
+        return future.result() if future is not None else None
+
+
+def start_data_checks(bundle: Bundle, policy: Policy, submit) -> Early:
+    """Submit (submit(fn, *args) -> Future) what check_data will need and can have before rejections are
+    known: which people share an email or username with any other active row of users.csv (a bulk users
+    file: a delta's people are also compared with stored ones), and the ids with an active enrollment in
+    the file (the enrollments counted there never depend on rejections)."""
+    early = Early()
+    users, enrollments = bundle.files.get("users"), bundle.files.get("enrollments")
+    if users is not None and bundle.modes.get("users") != "delta":
+        for column in ("email", "username"):
+            if column in users.frame.columns:
+                early.shared[column] = submit(_shared, users.frame, column)
+    if enrollments is not None:
+        wanted = []
+        if users is not None and not policy.students_need_enrollment:
+            wanted.append(("userSourcedId", None))
+        if "classes" in bundle.files:
+            wanted += [("classSourcedId", "teacher"), ("classSourcedId", "student")]
+        for column, role in wanted:
+            early.enrolled[(column, role)] = submit(_enrolled_in_file, enrollments.frame, column, role)
+    return early
+
+
 def check_data(bundle: Bundle, policy: Policy, current: CurrentRoster, rejected: dict[str, pd.Series],
-               roles: pd.Series | None) -> list[pd.DataFrame]:
+               roles: pd.Series | None, early: Early | None = None) -> list[pd.DataFrame]:
+    early = early or Early()
     issues: list[pd.DataFrame] = []
     kept = {e: _kept(bf, rejected.get(e)) for e, bf in bundle.files.items()}
     if "enrollments" in kept:
@@ -35,12 +74,12 @@ def check_data(bundle: Bundle, policy: Policy, current: CurrentRoster, rejected:
         people = kept["users"] & ~roles.isin(policy.exclude_roles)
         stored = current.people if bundle.modes.get("users") == "delta" else None
         for column, code in (("email", "duplicate_email"), ("username", "duplicate_username")):
-            issues += _duplicates(users, people, stored, column, code)
+            issues += _duplicates(users, people, stored, column, code, early.get("shared", column))
         issues += check_languages(users, people)
         if not policy.students_need_enrollment:  # that policy already rejects such students
-            issues += _students_without_class(bundle, kept, people & roles.eq("student"), current)
+            issues += _students_without_class(bundle, kept, people & roles.eq("student"), current, early)
     if "classes" in bundle.files:
-        issues += _classes_without(bundle, kept, current)
+        issues += _classes_without(bundle, kept, current, early)
     if "academicSessions" in bundle.files:
         issues += _session_dates(bundle.files["academicSessions"], kept["academicSessions"], current.sessions)
     return issues
@@ -48,8 +87,12 @@ def check_data(bundle: Bundle, policy: Policy, current: CurrentRoster, rejected:
 
 def _kept(bf: BundleFile, rejected: pd.Series | None) -> pd.Series:
     """Rows that are part of the roster the drop makes: active, not rejected."""
-    ok = ne(bf.frame["status"], "tobedeleted")
+    ok = _kept_rows(bf.frame)
     return ok & ~rejected if rejected is not None else ok
+
+
+def _kept_rows(df: pd.DataFrame) -> pd.Series:
+    return ne(df["status"], "tobedeleted")
 
 
 def _alert(code: str, bf: BundleFile, mask: pd.Series, field: str | None, values, message) -> pd.DataFrame:
@@ -61,13 +104,29 @@ def _alert(code: str, bf: BundleFile, mask: pd.Series, field: str | None, values
 # ---------------------------------------------------------------- people sharing an email or username
 
 
-def _duplicates(users: BundleFile, people: pd.Series, stored: pd.DataFrame | None, column: str, code: str
-                ) -> list[pd.DataFrame]:
+def _shared(df: pd.DataFrame, column: str) -> tuple[pd.Series, pd.Series]:
+    """The compared value of column (trimmed, lower case) and which rows share theirs with another active
+    row: every row that shares it with another person of the drop is one of them (people are active rows),
+    so the people's duplicates can be found among these few instead of among every row."""
+    key = df[column].str.strip().str.lower()
+    active = ne(df["status"], "tobedeleted") & key.ne("")
+    candidates = pd.Series(False, index=df.index)
+    candidates[active] = key[active].duplicated(keep=False)
+    return key, candidates
+
+
+def _duplicates(users: BundleFile, people: pd.Series, stored: pd.DataFrame | None, column: str, code: str,
+                early: tuple[pd.Series, pd.Series] | None = None) -> list[pd.DataFrame]:
+    """early: _shared(users.frame, column), computed before (only for a bulk users file: stored is None)."""
     df = users.frame
     if column not in df.columns:
         return []
-    key = df[column].str.strip().str.lower()
-    mine = people & key.ne("")
+    if early is not None and stored is None:
+        key, candidates = early
+        mine = people & candidates
+    else:
+        key = df[column].str.strip().str.lower()
+        mine = people & key.ne("")
     if not mine.any():
         return []
     sent = pd.DataFrame({"key": key[mine], "sid": df.loc[mine, "sourcedId"], "row": df.index[mine]})
@@ -108,12 +167,13 @@ def _duplicates(users: BundleFile, people: pd.Series, stored: pd.DataFrame | Non
 
 
 def _students_without_class(bundle: Bundle, kept: dict[str, pd.Series], students: pd.Series,
-                            current: CurrentRoster) -> list[pd.DataFrame]:
+                            current: CurrentRoster, early: Early) -> list[pd.DataFrame]:
     users = bundle.files["users"]
     stored = current.person_enrollments
     if stored is None:  # no delta of enrollments: the stored people with one are exact
         stored = pd.Series(1, index=current.enrolled_people, dtype="int64")
-    enrolled = _with_enrollment(bundle, kept, "userSourcedId", stored)
+    in_file = early.get("enrolled", ("userSourcedId", None))
+    enrolled = _with_enrollment(bundle, kept, "userSourcedId", stored, None, in_file)
     lacking = students & ~isin(users.frame["sourcedId"], enrolled)
     if not lacking.any():
         return []
@@ -122,7 +182,8 @@ def _students_without_class(bundle: Bundle, kept: dict[str, pd.Series], students
                    "Enroll the student in a class in your SIS, or leave them out of the export.")]
 
 
-def _classes_without(bundle: Bundle, kept: dict[str, pd.Series], current: CurrentRoster) -> list[pd.DataFrame]:
+def _classes_without(bundle: Bundle, kept: dict[str, pd.Series], current: CurrentRoster, early: Early
+                     ) -> list[pd.DataFrame]:
     classes = bundle.files["classes"]
     ids = classes.frame["sourcedId"]
     out = []
@@ -134,22 +195,32 @@ def _classes_without(bundle: Bundle, kept: dict[str, pd.Series], current: Curren
              "This class has no active student enrollment. Enroll its students in your SIS, or leave the "
              "class out of the export if it does not meet.")):
         stored = current.classes_with.get(role, pd.Series([], dtype="int64"))
-        lacking = kept["classes"] & ~isin(ids, _with_enrollment(bundle, kept, "classSourcedId", stored, role))
+        in_file = early.get("enrolled", ("classSourcedId", role))
+        lacking = kept["classes"] & ~isin(ids, _with_enrollment(bundle, kept, "classSourcedId", stored, role, in_file))
         if lacking.any():
             out.append(_alert(code, classes, lacking, None, None, message))
     return out
 
 
+def _enrolled_in_file(enr: pd.DataFrame, column: str, role: str | None) -> pd.Index:
+    """Ids in `column` (class or person) with an active enrollment (of `role`) in the enrollments file. Every
+    active row counts, rejected or not (see check_data)."""
+    of_role = enr["role"].eq(role) if role else pd.Series(True, index=enr.index)
+    return pd.Index(enr.loc[_kept_rows(enr) & of_role, column].unique(), dtype="str")
+
+
 def _with_enrollment(bundle: Bundle, kept: dict[str, pd.Series], column: str, stored: pd.Series,
-                     role: str | None = None) -> pd.Index:
+                     role: str | None = None, in_file: pd.Index | None = None) -> pd.Index:
     """Ids in `column` (class or person) with an active enrollment (of `role`) once the drop is applied.
-    stored: the stored roster's active enrollments per id (used unless the drop sends them all)."""
+    stored: the stored roster's active enrollments per id (used unless the drop sends them all); in_file:
+    _enrolled_in_file of the drop's enrollments, computed before."""
     bf = bundle.files.get("enrollments")
     if bf is None:
         return pd.Index(stored.index[stored > 0], dtype="str")
     enr = bf.frame
     of_role = enr["role"].eq(role) if role else pd.Series(True, index=enr.index)
-    in_file = pd.Index(enr.loc[kept["enrollments"] & of_role, column].unique(), dtype="str")
+    if in_file is None:
+        in_file = pd.Index(enr.loc[kept["enrollments"] & of_role, column].unique(), dtype="str")
     if bundle.modes.get("enrollments") == "bulk":
         return in_file
     # A delta: an id keeps one while it has a stored enrollment the delta does not delete (counted per id,

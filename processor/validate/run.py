@@ -12,7 +12,7 @@ from processor.bundle.read import Bundle
 from processor.config import Policy
 from processor.convert.roles import app_roles
 from processor.validate.current import NO_ROSTER, CurrentRoster
-from processor.validate.datachecks import check_data
+from processor.validate.datachecks import check_data, start_data_checks
 from processor.validate.issues import cap_issues, concat_issues, is_fatal, one_issue, sort_issues
 from processor.validate.policy import check_single_school, check_students_need_enrollment
 from processor.validate.references import Targets, check_references, root_causes
@@ -55,13 +55,16 @@ def validate(bundle: Bundle, policy: Policy, current: CurrentRoster = NO_ROSTER)
             if not missing_cols:
                 checked[entity] = pool.submit(check_values, bf, SPECS[entity], ne(bf.frame["status"], "tobedeleted"),
                                               extra)
+        # What the data checks can compute before any row is rejected runs on the pool's idle turns while
+        # the references are checked (it took ~1 s after them at 300k, on one core).
+        early = start_data_checks(bundle, policy, pool.submit)
         _check_in_order(bundle, policy, current, out, targets, issues, required, checked)
+        if policy.students_need_enrollment and "users" in bundle.files and "enrollments" not in bundle.files:
+            _students_need_enrollment(bundle, out, targets, issues, current, None)
+        if not out.fatal:
+            issues.extend(check_data(bundle, policy, current, out.rejected, out.roles, early))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    if policy.students_need_enrollment and "users" in bundle.files and "enrollments" not in bundle.files:
-        _students_need_enrollment(bundle, out, targets, issues, current, None)
-    if not out.fatal:
-        issues.extend(check_data(bundle, policy, current, out.rejected, out.roles))
     all_issues = concat_issues(issues)
     out.fatal = out.fatal or is_fatal(all_issues)
     out.issues = cap_issues(sort_issues(all_issues), cap)
