@@ -55,10 +55,15 @@ def validate(bundle: Bundle, policy: Policy, current: CurrentRoster = NO_ROSTER)
             if not missing_cols:
                 checked[entity] = pool.submit(check_values, bf, SPECS[entity], ne(bf.frame["status"], "tobedeleted"),
                                               extra)
+        # A file's references to its own rows (parent orgs and sessions, guardian links) resolve against every
+        # id of the file, whatever is rejected: they need nothing from the other files either.
+        own = {(e, f.name): pool.submit(check_references, bf, f, ne(bf.frame["status"], "tobedeleted"),
+                                        _own_targets(e, bf, current))
+               for e, bf in bundle.files.items() if not required[e][1] for f in SPECS[e].fields if f.ref == e}
         # What the data checks can compute before any row is rejected runs on the pool's idle turns while
         # the references are checked (it took ~1 s after them at 300k, on one core).
         early = start_data_checks(bundle, policy, pool.submit)
-        _check_in_order(bundle, policy, current, out, targets, issues, required, checked)
+        _check_in_order(bundle, policy, current, out, targets, issues, required, checked, own)
         if policy.students_need_enrollment and "users" in bundle.files and "enrollments" not in bundle.files:
             _students_need_enrollment(bundle, out, targets, issues, current, None)
         if not out.fatal:
@@ -71,9 +76,16 @@ def validate(bundle: Bundle, policy: Policy, current: CurrentRoster = NO_ROSTER)
     return out
 
 
+def _own_targets(entity: str, bf, current: CurrentRoster) -> Targets:
+    """What a file's references to its own rows resolve against: any id of the file (or the stored roster),
+    none rejected yet (what _check_in_order has for the entity when it checks its fields)."""
+    return Targets(valid={entity: id_set(bf.frame["sourcedId"], current.active(entity))}, checkable={entity: True})
+
+
 def _check_in_order(bundle: Bundle, policy: Policy, current: CurrentRoster, out: Validation, targets: Targets,
-                    issues: list[pd.DataFrame], required: dict, checked: dict) -> None:
-    """File by file in ENTITY_ORDER: each file's references resolve against the files before it."""
+                    issues: list[pd.DataFrame], required: dict, checked: dict, own: dict) -> None:
+    """File by file in ENTITY_ORDER: each file's references resolve against the files before it (own: the
+    checks of references to the file's own rows, already submitted)."""
     org_types = current.org_types
     for entity in ENTITY_ORDER:
         bf = bundle.files.get(entity)
@@ -98,7 +110,8 @@ def _check_in_order(bundle: Bundle, policy: Policy, current: CurrentRoster, out:
         targets.checkable[entity] = True
         for f in spec.fields:
             if f.ref:
-                more, bad = check_references(bf, f, active, targets)
+                done = own.get((entity, f.name))
+                more, bad = done.result() if done is not None else check_references(bf, f, active, targets)
                 file_issues += more
                 rejected |= bad
         if entity == "orgs":
