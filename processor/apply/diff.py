@@ -182,31 +182,67 @@ def write_snapshot(conn: Connection, tenant: str, table: str, run_id: str, frame
                    line_key: str = "") -> None:
     """The whole snapshot (no delta). line_key: the key the frame's line hashes hold under ("": none do)."""
     frame = frame[_snapshot_frame_columns(table)].reset_index(drop=True)
-    data = _blob(frame, line_key)
+    _put_snapshot(conn, tenant, table, run_id, len(frame), _blob(frame, line_key))
+
+
+def _put_snapshot(conn: Connection, tenant: str, table: str, run_id: str, rows: int, data: bytes) -> None:
     conn.execute(delete(snapshots).where(snapshots.c.tenant == tenant, snapshots.c.entity == table))
-    conn.execute(insert(snapshots).values(tenant=tenant, entity=table, run_id=run_id, rows=len(frame), data=data,
+    conn.execute(insert(snapshots).values(tenant=tenant, entity=table, run_id=run_id, rows=rows, data=data,
                                           delta=None))
 
 
-def write_next_snapshot(conn: Connection, tenant: str, table: str, run_id: str, tc: TableChanges,
-                        cur: pd.DataFrame, lines: bool, line_key: str) -> None:
+@dataclass
+class NextSnapshot:
+    """A table's snapshot after a change set, made without the connection (next_snapshot), so the apply
+    can build it on a helper thread while it writes the rows, and store it after (store_next_snapshot)."""
+    table: str
+    line_key: str
+    total: int
+    untouched: np.ndarray = field(repr=False)  # the current rows that stay as they are
+    rows: pd.DataFrame = field(repr=False)     # every other row
+    cur: pd.DataFrame = field(repr=False)
+    delta: bytes | None = None  # the new delta, when the stored snapshot takes one
+    whole: bytes | None = None  # otherwise the whole snapshot's blob
+
+    def whole_blob(self) -> bytes:
+        if self.whole is None:
+            cols = _snapshot_frame_columns(self.table)
+            self.whole = _blob(pd.concat([self.cur.loc[self.untouched, cols], self.rows], ignore_index=True),
+                               self.line_key)
+        return self.whole
+
+
+def next_snapshot(tc: TableChanges, cur: pd.DataFrame, lines: bool, line_key: str) -> NextSnapshot:
     """The table's snapshot after the change set: only a new delta when cur was read from a snapshot whose
     line hashes hold under the same key and the delta stays small; otherwise the whole snapshot again."""
     cols = _snapshot_frame_columns(tc.table)
     untouched, rows = snapshot_changes(tc, cur, lines)
-    total = int(untouched.sum()) + len(rows)
+    out = NextSnapshot(tc.table, line_key, int(untouched.sum()) + len(rows), untouched, rows, cur)
     start = cur.attrs.get("delta_start")
     if cur.attrs.get("snapshot") and start is not None and cur.attrs.get("line_key") == line_key:
         carried = untouched.copy()
         carried[:start] = False  # the old delta's rows this change set leaves as they are
         delta = pd.concat([cur.loc[carried, cols], rows], ignore_index=True)
-        if len(delta) <= max(DELTA_MIN_ROWS, DELTA_SHARE * total):
-            done = conn.execute(update(snapshots).where(snapshots.c.tenant == tenant, snapshots.c.entity == table)
-                                .values(run_id=run_id, rows=total, delta=_blob(delta, line_key)))
-            if done.rowcount == 1:
-                return
-    write_snapshot(conn, tenant, table, run_id, pd.concat([cur.loc[untouched, cols], rows], ignore_index=True),
-                   line_key)
+        if len(delta) <= max(DELTA_MIN_ROWS, DELTA_SHARE * out.total):
+            out.delta = _blob(delta, line_key)
+            return out
+    out.whole_blob()
+    return out
+
+
+def store_next_snapshot(conn: Connection, tenant: str, run_id: str, nxt: NextSnapshot) -> None:
+    if nxt.delta is not None:
+        done = conn.execute(update(snapshots).where(snapshots.c.tenant == tenant, snapshots.c.entity == nxt.table)
+                            .values(run_id=run_id, rows=nxt.total, delta=nxt.delta))
+        if done.rowcount == 1:
+            return
+    _put_snapshot(conn, tenant, nxt.table, run_id, nxt.total, nxt.whole_blob())
+
+
+def write_next_snapshot(conn: Connection, tenant: str, table: str, run_id: str, tc: TableChanges,
+                        cur: pd.DataFrame, lines: bool, line_key: str) -> None:
+    """next_snapshot, stored at once."""
+    store_next_snapshot(conn, tenant, run_id, next_snapshot(tc, cur, lines, line_key))
 
 
 def snapshot_changes(tc: TableChanges, cur: pd.DataFrame, lines: bool = False) -> tuple[np.ndarray, pd.DataFrame]:

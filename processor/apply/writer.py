@@ -16,7 +16,7 @@ import pyarrow.csv as pacsv
 from sqlalchemy import Connection, delete
 
 from processor import events, progress
-from processor.apply.diff import ChangeSet, write_next_snapshot
+from processor.apply.diff import ChangeSet, next_snapshot, store_next_snapshot
 from processor.apply.store import ENTITY_COLUMNS, ENTITY_TABLES, audit, snapshots
 from processor.convert.roster import data_json
 from processor.vector import _escape, arrow, isin, json_rows
@@ -35,6 +35,25 @@ def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet
     (convert.incremental); a partial one (an additions-only pause) keeps none for the tables it writes."""
     progress.stage_total(sum(tc.changed + (len(tc.rehashed) if tc.rehashed is not None else 0)
                              for tc in changes.tables.values()))
+    # The snapshots after the change set are built (Arrow and zstd, which release the GIL) on a helper thread
+    # while this one writes the rows, and stored at the end, on this thread's connection.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
+    try:
+        made = []
+        for table, tc in changes.tables.items():
+            current = changes.current.get(table)
+            if current is not None and (tc.changed or tc.rehashed is not None or not current.attrs.get("snapshot")
+                                        or (lines and tc.lines_dirty)):
+                made.append(pool.submit(next_snapshot, tc, current, lines, tc.line_key if lines else ""))
+        _write_rows(conn, tenant, run_id, changes)
+        for future in made:
+            store_next_snapshot(conn, tenant, run_id, future.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    events.record_changes(conn, tenant, run_id, changes)
+
+
+def _write_rows(conn: Connection, tenant: str, run_id: str, changes: ChangeSet) -> None:
     for table, tc in changes.tables.items():
         cols = ["tenant", "sourced_id", "status", "row_hash", "run_id", *ENTITY_COLUMNS[table], "data"]
         rewritten = [r.drop(columns=["action", "fields"], errors="ignore")
@@ -50,11 +69,6 @@ def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet
             _deactivate(conn, table, tenant, run_id, list(tc.deactivated["sourced_id"]))
             progress.stage_advance(len(tc.deactivated))
         _audit(conn, tenant, run_id, table, tc, changes.before.get(table))
-        current = changes.current.get(table)
-        if current is not None and (tc.changed or tc.rehashed is not None or not current.attrs.get("snapshot")
-                                    or (lines and tc.lines_dirty)):
-            write_next_snapshot(conn, tenant, table, run_id, tc, current, lines, tc.line_key if lines else "")
-    events.record_changes(conn, tenant, run_id, changes)
 
 
 def _audit(conn: Connection, tenant: str, run_id: str, table: str, tc, before: pd.DataFrame | None) -> None:
