@@ -212,16 +212,22 @@ class NextSnapshot:
         return self.whole
 
 
+def takes_delta(cur: pd.DataFrame, line_key: str) -> bool:
+    """Whether the table's next snapshot can be a delta (if it stays small): cur was read from a snapshot
+    whose line hashes hold under the same key."""
+    return bool(cur.attrs.get("snapshot")) and cur.attrs.get("delta_start") is not None and \
+        cur.attrs.get("line_key") == line_key
+
+
 def next_snapshot(tc: TableChanges, cur: pd.DataFrame, lines: bool, line_key: str) -> NextSnapshot:
     """The table's snapshot after the change set: only a new delta when cur was read from a snapshot whose
     line hashes hold under the same key and the delta stays small; otherwise the whole snapshot again."""
     cols = _snapshot_frame_columns(tc.table)
     untouched, rows = snapshot_changes(tc, cur, lines)
     out = NextSnapshot(tc.table, line_key, int(untouched.sum()) + len(rows), untouched, rows, cur)
-    start = cur.attrs.get("delta_start")
-    if cur.attrs.get("snapshot") and start is not None and cur.attrs.get("line_key") == line_key:
+    if takes_delta(cur, line_key):
         carried = untouched.copy()
-        carried[:start] = False  # the old delta's rows this change set leaves as they are
+        carried[:cur.attrs["delta_start"]] = False  # the old delta's rows this change set leaves as they are
         delta = pd.concat([cur.loc[carried, cols], rows], ignore_index=True)
         if len(delta) <= max(DELTA_MIN_ROWS, DELTA_SHARE * out.total):
             out.delta = _blob(delta, line_key)
