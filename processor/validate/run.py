@@ -87,6 +87,9 @@ def _check_in_order(bundle: Bundle, policy: Policy, current: CurrentRoster, out:
     """File by file in ENTITY_ORDER: each file's references resolve against the files before it (own: the
     checks of references to the file's own rows, already submitted)."""
     org_types = current.org_types
+    # An optional link to the file's own rows rejects nothing, and its alerts (dangling_link) are no root
+    # cause of anything: they are collected at the end, and the files after it do not wait for them.
+    optional = []
     for entity in ENTITY_ORDER:
         bf = bundle.files.get(entity)
         if bf is None:
@@ -111,6 +114,9 @@ def _check_in_order(bundle: Bundle, policy: Policy, current: CurrentRoster, out:
         for f in spec.fields:
             if f.ref:
                 done = own.get((entity, f.name))
+                if done is not None and not f.strong:
+                    optional.append(done)
+                    continue
                 more, bad = done.result() if done is not None else check_references(bf, f, active, targets)
                 file_issues += more
                 rejected |= bad
@@ -127,6 +133,8 @@ def _check_in_order(bundle: Bundle, policy: Policy, current: CurrentRoster, out:
         issues.extend(cap_issues(f, bundle.limits.max_issues_per_code_and_file) for f in file_issues)
         out.rejected[entity] = rejected
         _update_targets(targets, bundle, entity, rejected, file_issues, current)
+    for done in optional:
+        issues.extend(cap_issues(f, bundle.limits.max_issues_per_code_and_file) for f in done.result()[0])
 
 
 def _update_targets(targets: Targets, bundle: Bundle, entity: str, rejected: pd.Series,
