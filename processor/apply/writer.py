@@ -47,13 +47,13 @@ def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet
     # 300k first load's peak by ~130 MB and saved nothing (the writes hold that thread anyway).
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
     try:
-        ahead = {table: pool.submit(next_snapshot, tc, changes.current[table], lines, key)
-                 for table, tc, key in _snapshots(changes, lines) if takes_delta(changes.current[table], key)}
-        later = {table: key for table, tc, key in _snapshots(changes, lines) if table not in ahead}
+        keys = _snapshot_keys(changes, lines)
+        ahead = {table: pool.submit(next_snapshot, changes.tables[table], changes.current[table], lines, key)
+                 for table, key in keys.items() if takes_delta(changes.current[table], key)}
         for table, tc in changes.tables.items():
             _write_rows(conn, tenant, run_id, table, tc, changes)
-            if table in later:
-                write_next_snapshot(conn, tenant, table, run_id, tc, changes.current[table], lines, later[table])
+            if table in keys and table not in ahead:
+                write_next_snapshot(conn, tenant, table, run_id, tc, changes.current[table], lines, keys[table])
         for future in ahead.values():
             store_next_snapshot(conn, tenant, run_id, future.result())
     finally:
@@ -61,13 +61,15 @@ def apply_changes(conn: Connection, tenant: str, run_id: str, changes: ChangeSet
     events.record_changes(conn, tenant, run_id, changes)
 
 
-def _snapshots(changes: ChangeSet, lines: bool):
-    """(table, changes, line key) of each table whose snapshot the change set rewrites."""
+def _snapshot_keys(changes: ChangeSet, lines: bool) -> dict[str, str]:
+    """Each table whose snapshot the change set rewrites → the key its line hashes will hold under."""
+    keys = {}
     for table, tc in changes.tables.items():
         current = changes.current.get(table)
         if current is not None and (tc.changed or tc.rehashed is not None or not current.attrs.get("snapshot")
                                     or (lines and tc.lines_dirty)):
-            yield table, tc, tc.line_key if lines else ""
+            keys[table] = tc.line_key if lines else ""
+    return keys
 
 
 def _write_rows(conn: Connection, tenant: str, run_id: str, table: str, tc, changes: ChangeSet) -> None:

@@ -33,9 +33,15 @@ class Early:
     shared: dict[str, Future] = field(default_factory=dict)  # email / username → (key, candidates), see _shared
     enrolled: dict[tuple[str, str | None], Future] = field(default_factory=dict)  # → _enrolled_in_file
 
-    def get(self, kind: str, key):
-        future = getattr(self, kind).get(key)
-        return future.result() if future is not None else None
+    def shared_of(self, column: str) -> tuple[pd.Series, pd.Series] | None:
+        return _result(self.shared.get(column))
+
+    def enrolled_in(self, column: str, role: str | None) -> pd.Index | None:
+        return _result(self.enrolled.get((column, role)))
+
+
+def _result(future: Future | None):
+    return future.result() if future is not None else None
 
 
 def start_data_checks(bundle: Bundle, policy: Policy, submit) -> Early:
@@ -74,7 +80,7 @@ def check_data(bundle: Bundle, policy: Policy, current: CurrentRoster, rejected:
         people = kept["users"] & ~roles.isin(policy.exclude_roles)
         stored = current.people if bundle.modes.get("users") == "delta" else None
         for column, code in (("email", "duplicate_email"), ("username", "duplicate_username")):
-            issues += _duplicates(users, people, stored, column, code, early.get("shared", column))
+            issues += _duplicates(users, people, stored, column, code, early.shared_of(column))
         issues += check_languages(users, people)
         if not policy.students_need_enrollment:  # that policy already rejects such students
             issues += _students_without_class(bundle, kept, people & roles.eq("student"), current, early)
@@ -172,7 +178,7 @@ def _students_without_class(bundle: Bundle, kept: dict[str, pd.Series], students
     stored = current.person_enrollments
     if stored is None:  # no delta of enrollments: the stored people with one are exact
         stored = pd.Series(1, index=current.enrolled_people, dtype="int64")
-    in_file = early.get("enrolled", ("userSourcedId", None))
+    in_file = early.enrolled_in("userSourcedId", None)
     enrolled = _with_enrollment(bundle, kept, "userSourcedId", stored, None, in_file)
     lacking = students & ~isin(users.frame["sourcedId"], enrolled)
     if not lacking.any():
@@ -195,7 +201,7 @@ def _classes_without(bundle: Bundle, kept: dict[str, pd.Series], current: Curren
              "This class has no active student enrollment. Enroll its students in your SIS, or leave the "
              "class out of the export if it does not meet.")):
         stored = current.classes_with.get(role, pd.Series([], dtype="int64"))
-        in_file = early.get("enrolled", ("classSourcedId", role))
+        in_file = early.enrolled_in("classSourcedId", role)
         lacking = kept["classes"] & ~isin(ids, _with_enrollment(bundle, kept, "classSourcedId", stored, role, in_file))
         if lacking.any():
             out.append(_alert(code, classes, lacking, None, None, message))

@@ -47,23 +47,22 @@ def validate(bundle: Bundle, policy: Policy, current: CurrentRoster = NO_ROSTER)
     # patterns and dates are Arrow and pandas kernels that release the GIL); references then go in order.
     required = {e: _policy_required(e, bf, policy, out.roles) for e, bf in bundle.files.items()}
     pool = ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="validate")
+    active = {e: ne(bf.frame["status"], "tobedeleted") for e, bf in bundle.files.items()}
     try:
         checked = {}
         for entity in sorted(bundle.files, key=lambda e: -len(bundle.files[e].frame)):
             bf = bundle.files[entity]
             extra, missing_cols = required[entity]
             if not missing_cols:
-                checked[entity] = pool.submit(check_values, bf, SPECS[entity], ne(bf.frame["status"], "tobedeleted"),
-                                              extra)
+                checked[entity] = pool.submit(check_values, bf, SPECS[entity], active[entity], extra)
         # A file's references to its own rows (parent orgs and sessions, guardian links) resolve against every
         # id of the file, whatever is rejected: they need nothing from the other files either.
-        own = {(e, f.name): pool.submit(check_references, bf, f, ne(bf.frame["status"], "tobedeleted"),
-                                        _own_targets(e, bf, current))
+        own = {(e, f.name): pool.submit(check_references, bf, f, active[e], _own_targets(e, bf, current))
                for e, bf in bundle.files.items() if not required[e][1] for f in SPECS[e].fields if f.ref == e}
         # What the data checks can compute before any row is rejected runs on the pool's idle turns while
         # the references are checked (it took ~1 s after them at 300k, on one core).
         early = start_data_checks(bundle, policy, pool.submit)
-        _check_in_order(bundle, policy, current, out, targets, issues, required, checked, own)
+        _check_in_order(bundle, policy, current, out, targets, issues, required, checked, own, active)
         if policy.students_need_enrollment and "users" in bundle.files and "enrollments" not in bundle.files:
             _students_need_enrollment(bundle, out, targets, issues, current, None)
         if not out.fatal:
@@ -83,9 +82,10 @@ def _own_targets(entity: str, bf, current: CurrentRoster) -> Targets:
 
 
 def _check_in_order(bundle: Bundle, policy: Policy, current: CurrentRoster, out: Validation, targets: Targets,
-                    issues: list[pd.DataFrame], required: dict, checked: dict, own: dict) -> None:
+                    issues: list[pd.DataFrame], required: dict, checked: dict, own: dict,
+                    active: dict[str, pd.Series]) -> None:
     """File by file in ENTITY_ORDER: each file's references resolve against the files before it (own: the
-    checks of references to the file's own rows, already submitted)."""
+    checks of references to the file's own rows, already submitted; active: each file's rows not deleted)."""
     org_types = current.org_types
     # An optional link to the file's own rows rejects nothing, and its alerts (dangling_link) are no root
     # cause of anything: they are collected at the end, and the files after it do not wait for them.
@@ -98,7 +98,7 @@ def _check_in_order(bundle: Bundle, policy: Policy, current: CurrentRoster, out:
             continue
         spec = SPECS[entity]
         df = bf.frame
-        active = ne(df["status"], "tobedeleted")
+        rows = active[entity]
         missing_cols = required[entity][1]
         if missing_cols:
             issues.extend(missing_cols)
@@ -117,7 +117,7 @@ def _check_in_order(bundle: Bundle, policy: Policy, current: CurrentRoster, out:
                 if done is not None and not f.strong:
                     optional.append(done)
                     continue
-                more, bad = done.result() if done is not None else check_references(bf, f, active, targets)
+                more, bad = done.result() if done is not None else check_references(bf, f, rows, targets)
                 file_issues += more
                 rejected |= bad
         if entity == "orgs":
@@ -125,11 +125,11 @@ def _check_in_order(bundle: Bundle, policy: Policy, current: CurrentRoster, out:
             org_types = pd.concat([org_types, df.loc[ok].set_index("sourcedId")["type"]])
             org_types = org_types[~org_types.index.duplicated(keep="last")]
         if entity == "users" and policy.single_school:
-            more, bad = check_single_school(bf, active & ~rejected, org_types)
+            more, bad = check_single_school(bf, rows & ~rejected, org_types)
             file_issues += more
             rejected |= bad
         if entity == "enrollments" and policy.students_need_enrollment and "users" in bundle.files:
-            _students_need_enrollment(bundle, out, targets, issues, current, active & ~rejected)
+            _students_need_enrollment(bundle, out, targets, issues, current, rows & ~rejected)
         issues.extend(cap_issues(f, bundle.limits.max_issues_per_code_and_file) for f in file_issues)
         out.rejected[entity] = rejected
         _update_targets(targets, bundle, entity, rejected, file_issues, current)
