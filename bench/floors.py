@@ -1,7 +1,7 @@
 """The floors the pipeline is compared with, each measured in its own process (run it through measure.py).
 
     python bench/floors.py read BUNDLE.zip
-    python bench/floors.py write STORE_URL TENANT WORKDIR
+    python bench/floors.py write STORE_URL TENANT WORKDIR [--one-transaction]
 
 `read`: unzip + `pyarrow.csv.read_csv` (all columns as strings) of every CSV member of the bundle: what
 reading the drop costs before any of our code runs.
@@ -11,7 +11,9 @@ read back from STORE_URL (not timed), then written raw into an equivalent table 
 key, key order): SQLite `executemany` into a WITHOUT ROWID table in a fresh file with the store's pragmas;
 PostgreSQL `COPY ... (FORMAT csv)` into a table beside the store's, CSV prepared beforehand; then commit.
 Only the inserts and the commit are timed. PostgreSQL's own CPU (the server) is in neither the floor's nor
-rosterdrop's CPU seconds: compare walls on PostgreSQL.
+rosterdrop's CPU seconds: compare walls on PostgreSQL. A commit per table is the floor issue 18 names;
+`--one-transaction` commits once after every table, as a run's apply must (nothing half-applied), and
+reports that final commit apart (`final_commit`): what atomicity itself costs on each engine.
 
 Prints one JSON object: wall and CPU seconds of the timed part, rows, and per-table figures.
 """
@@ -47,7 +49,9 @@ def read_floor(bundle: Path) -> dict:
     return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "rows": rows, "files": files}
 
 
-def write_floor(url: str, tenant: str, work: Path) -> dict:
+def write_floor(url: str, tenant: str, work: Path, one_transaction: bool = False) -> dict:
+    """one_transaction: every table in one transaction committed once at the end, as a run's apply must
+    (nothing half-applied), instead of a commit per table; the final commit is timed and reported apart."""
     from sqlalchemy import MetaData, create_engine, event, select
 
     from processor.apply.store import ENTITY_TABLES, _sqlite_pragmas
@@ -69,6 +73,8 @@ def write_floor(url: str, tenant: str, work: Path) -> dict:
     total_wall = total_cpu = 0.0
     total_rows = 0
     tables = {}
+    shared = target.raw_connection() if one_transaction else None
+    commit_wall = 0.0
     try:
         for name, table in ENTITY_TABLES.items():
             cols = [c.name for c in table.columns]
@@ -78,7 +84,7 @@ def write_floor(url: str, tenant: str, work: Path) -> dict:
             if not rows:
                 continue
             copy_name = copies[name].name
-            raw = target.raw_connection()
+            raw = shared or target.raw_connection()
             try:
                 if sqlite:
                     sql = f"INSERT INTO {copy_name} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
@@ -100,17 +106,27 @@ def write_floor(url: str, tenant: str, work: Path) -> dict:
                     with cur.copy(f"COPY {copy_name} ({', '.join(cols)}) FROM STDIN (FORMAT csv)") as cp:
                         for start in range(0, len(payload), 1 << 20):
                             cp.write(payload[start:start + (1 << 20)])
-                raw.commit()
+                if shared is None:
+                    raw.commit()
                 took, took_cpu = time.perf_counter() - wall, time.process_time() - cpu
                 n = len(values) if sqlite else payload.count(b"\n")
                 values = payload = None
             finally:
-                raw.close()
+                if shared is None:
+                    raw.close()
             tables[name] = {"rows": n, "wall": round(took, 3)}
             total_wall += took
             total_cpu += took_cpu
             total_rows += n
+        if shared is not None:
+            wall, cpu = time.perf_counter(), time.process_time()
+            shared.commit()
+            commit_wall = time.perf_counter() - wall
+            total_wall += commit_wall
+            total_cpu += time.process_time() - cpu
     finally:
+        if shared is not None:
+            shared.close()
         if not sqlite:
             md.drop_all(target)
         target.dispose()
@@ -119,14 +135,16 @@ def write_floor(url: str, tenant: str, work: Path) -> dict:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{target_file}{suffix}").unlink(missing_ok=True)
     return {"wall": total_wall, "cpu": total_cpu, "rows": total_rows, "tables": tables,
-            "engine": "sqlite executemany" if sqlite else "postgresql COPY"}
+            "engine": "sqlite executemany" if sqlite else "postgresql COPY",
+            "transactions": "one" if one_transaction else "per table", "final_commit": round(commit_wall, 3)}
 
 
 def main() -> int:
     if len(sys.argv) >= 3 and sys.argv[1] == "read":
         print(json.dumps(read_floor(Path(sys.argv[2]))))
     elif len(sys.argv) >= 5 and sys.argv[1] == "write":
-        print(json.dumps(write_floor(sys.argv[2], sys.argv[3], Path(sys.argv[4]))))
+        one = "--one-transaction" in sys.argv[5:]
+        print(json.dumps(write_floor(sys.argv[2], sys.argv[3], Path(sys.argv[4]), one_transaction=one)))
     else:
         print(__doc__.strip().split("\n\n")[1], file=sys.stderr)
         return 2
