@@ -69,20 +69,30 @@ class ChangeSet:
         return sum(t.changed for t in self.tables.values())
 
 
-def fetch_frame(conn: Connection, stmt, columns: list[str], int_columns: tuple[str, ...] = ()) -> pd.DataFrame:
-    """A SELECT as a frame of str columns (int64 for int_columns), through the raw DB-API cursor:
-    building Row objects and inferring types row by row costs more than the query on 1M+ rows."""
+def _raw_rows(conn: Connection, stmt, binary: bool = False) -> list[tuple]:
+    """A SELECT's rows as tuples, through the raw DB-API cursor of conn (its transaction): building Row
+    objects and inferring types row by row costs more than the query on 1M+ rows. binary (PostgreSQL):
+    results in PostgreSQL's binary format, which sends a bytea as it is; as text it is hex-encoded by the
+    server (twice its size) and decoded by the driver."""
     compiled = stmt.compile(dialect=conn.dialect)
     if conn.dialect.paramstyle == "qmark":
         params = tuple(compiled.params[k] for k in compiled.positiontup)
     else:
         params = compiled.params
+    if binary and conn.dialect.name == "postgresql":
+        with conn.connection.driver_connection.cursor(binary=True) as pg:
+            return pg.execute(str(compiled), params).fetchall()
     cur = conn.connection.dbapi_connection.cursor()
     try:
         cur.execute(str(compiled), params)
-        rows = cur.fetchall()
+        return cur.fetchall()
     finally:
         cur.close()
+
+
+def fetch_frame(conn: Connection, stmt, columns: list[str], int_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A SELECT as a frame of str columns (int64 for int_columns)."""
+    rows = _raw_rows(conn, stmt)
     cols = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
     data = {}
     for name, values in zip(columns, cols, strict=True):
@@ -127,13 +137,16 @@ DELTA_MIN_ROWS = 5_000
 
 
 def read_snapshot(conn: Connection, tenant: str, table: str) -> pd.DataFrame | None:
-    row = conn.execute(select(snapshots.c.rows, snapshots.c.data, snapshots.c.delta).where(
-        snapshots.c.tenant == tenant, snapshots.c.entity == table)).first()
-    if row is None:
+    # Binary results: a 300k district's snapshots are 43 MB of zstd blobs, which PostgreSQL's text format
+    # doubled into hex (a nightly's reads: 0.67 -> 0.19 s median, bench/README.md 2026-12-07).
+    found = _raw_rows(conn, select(snapshots.c.rows, snapshots.c.data, snapshots.c.delta).where(
+        snapshots.c.tenant == tenant, snapshots.c.entity == table), binary=True)
+    if not found:
         return None
+    rows, data, delta_blob = found[0]
     try:
-        stored = _decode(row.data)
-        delta = None if row.delta is None else _decode(row.delta).replace_schema_metadata(None)
+        stored = _decode(data)
+        delta = None if delta_blob is None else _decode(delta_blob).replace_schema_metadata(None)
     except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
         # A blob that does not decode (damaged, truncated, not Arrow at all) must not fail the run: the
         # snapshot is only a cache of the stored rows, which the diff then queries.
@@ -155,7 +168,7 @@ def read_snapshot(conn: Connection, tenant: str, table: str) -> pd.DataFrame | N
     # One chunk per column: every lookup against these ids needs them contiguous (arrow()), once here
     # rather than a copy of millions of ids per lookup.
     frame = base.combine_chunks().to_pandas()
-    if list(frame.columns) != _snapshot_frame_columns(table) or len(frame) != row.rows:
+    if list(frame.columns) != _snapshot_frame_columns(table) or len(frame) != rows:
         return None  # written by another version, or damaged: query the rows instead
     frame.attrs["snapshot"] = True
     frame.attrs["line_key"] = line_key
