@@ -84,7 +84,7 @@ def write_floor(url: str, tenant: str, work: Path, one_transaction: bool = False
             if not rows:
                 continue
             copy_name = copies[name].name
-            raw = shared or target.raw_connection()
+            raw = shared if shared is not None else target.raw_connection()
             try:
                 if sqlite:
                     sql = f"INSERT INTO {copy_name} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"

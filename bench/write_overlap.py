@@ -44,7 +44,7 @@ def load_rows(store: Path, table: str) -> tuple[str, list[tuple]]:
         ddl = src.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
         if ddl is None:
             raise SystemExit(f"{store} has no table {table!r}")
-        rows = src.execute(f"SELECT * FROM {table} ORDER BY tenant, sourced_id").fetchall()  # noqa: S608
+        rows = src.execute(f"SELECT * FROM {table} ORDER BY tenant, sourced_id").fetchall()
     finally:
         src.close()
     return ddl[0], rows
@@ -64,7 +64,7 @@ def fresh(work: Path, ddl: str) -> sqlite3.Connection:
 
 
 def write(db: sqlite3.Connection, table: str, rows: list[tuple], out: dict, start: float) -> None:
-    sql = f"INSERT INTO {table} VALUES ({', '.join('?' for _ in rows[0])})"  # noqa: S608
+    sql = f"INSERT INTO {table} VALUES ({', '.join('?' for _ in rows[0])})"
     for i in range(0, len(rows), SLICE):
         db.executemany(sql, rows[i:i + SLICE])
     db.commit()
@@ -124,7 +124,7 @@ def main() -> int:
             print(f"  repeat {rep + 1}: write {alone['write']:.2f} s, cpu {alone['cpu']:.2f} s alone "
                   f"(sum {alone['write'] + alone['cpu']:.2f}); together {together:.2f} s (write done at "
                   f"{both['write']:.2f}, cpu at {both['cpu']:.2f}); {hidden:.0%} of cpu hidden", flush=True)
-            os.sync()
+            os.sync()  # the next repeat's writes must not pay for this one's write-back
     print(f"\nmin / median over {args.repeat}: write {mm(figures['write'])} s, cpu {mm(figures['cpu'])} s, "
           f"together {mm(figures['together'])} s (full overlap would be the longer alone, none their sum); "
           f"share of cpu hidden by the overlap {min(figures['hidden']):.0%} / {statistics.median(figures['hidden']):.0%}")
