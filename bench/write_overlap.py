@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # processor, fr
 from machine import machine_line  # noqa: E402
 
 # Imported here, not in cpu(): an import inside the first timed call would count as validation time.
+from processor.apply.store import _sqlite_pragmas  # noqa: E402
 from processor.bundle.read import read_bundle  # noqa: E402
 from processor.bundle.unpack import Limits  # noqa: E402
 from processor.config import Policy  # noqa: E402
@@ -61,9 +62,7 @@ def fresh(work: Path, ddl: str) -> sqlite3.Connection:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     db = sqlite3.connect(path, check_same_thread=False)
-    for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA cache_size=-262144",
-                   "PRAGMA temp_store=MEMORY"):  # the store's (processor.apply.store._sqlite_pragmas)
-        db.execute(pragma)
+    _sqlite_pragmas(db, None)  # the store's own pragmas, as bench/floors.py sets them
     db.execute(ddl)
     db.commit()
     return db
@@ -98,7 +97,7 @@ def main() -> int:
     if not rows:
         raise SystemExit(f"{args.store}: {args.table} is empty (load a first drop first)")
     print(f"{args.table}: {len(rows):,} rows; cpu: read_bundle + validate of {args.bundle.name}", flush=True)
-    figures: dict[str, list[float]] = {k: [] for k in ("write", "cpu", "together", "write_t", "cpu_t", "hidden")}
+    figures: dict[str, list[float]] = {k: [] for k in ("write", "cpu", "together", "hidden")}
     with tempfile.TemporaryDirectory(prefix="write-overlap-") as tmp:
         work = Path(tmp)
         for rep in range(args.repeat):
@@ -120,7 +119,7 @@ def main() -> int:
             db.close()
             hidden = (alone["write"] + alone["cpu"] - together) / alone["cpu"]
             for key, value in (("write", alone["write"]), ("cpu", alone["cpu"]), ("together", together),
-                               ("write_t", both["write"]), ("cpu_t", both["cpu"]), ("hidden", hidden)):
+                               ("hidden", hidden)):
                 figures[key].append(value)
             print(f"  repeat {rep + 1}: write {alone['write']:.2f} s, cpu {alone['cpu']:.2f} s alone "
                   f"(sum {alone['write'] + alone['cpu']:.2f}); together {together:.2f} s (write done at "
