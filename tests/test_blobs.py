@@ -3,6 +3,7 @@ records its run; a worker on any host fetches them, checked against the run's sh
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import stat
@@ -12,7 +13,7 @@ import textwrap
 import time
 
 import pytest
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import create_engine, func, insert, select, update
 
 from processor.apply.store import runs
 from processor.intake.blobs import (
@@ -154,6 +155,38 @@ def test_a_missing_chunk_is_named(env, tmp_path):
     with pytest.raises(DropBytesError, match="run r1: the store holds 1 of the drop's 3 chunks"):
         fetch_drop_bytes(env.ctx.engine, "r1", tmp_path / "out.zip")
     assert not (tmp_path / "out.zip").exists()
+
+
+def test_a_fetch_stopped_midway_leaves_its_connection_fit_for_the_next_one(env, tmp_path):
+    """A refused fetch stops reading its chunks part-way (a gap in the sequence): the chunks' cursor (on
+    PostgreSQL a server-side one) is closed before the connection goes back to the pool, so the next fetches
+    on the same engine work."""
+    big = tmp_path / "big.zip"
+    big.write_bytes(os.urandom(5 * CHUNK + 10))
+    store(env.ctx.engine, "r1", big)
+    store(env.ctx.engine, "r2", big)
+    with env.ctx.engine.begin() as conn:
+        conn.execute(drop_blob_chunks.delete().where(drop_blob_chunks.c.run_id == "r1", drop_blob_chunks.c.seq == 1))
+    for _ in range(3):
+        with pytest.raises(DropBytesError, match="run r1: the store holds 1 of the drop's 6 chunks"):
+            fetch_drop_bytes(env.ctx.engine, "r1", tmp_path / "out.zip")
+        assert sha256_of(fetch_drop_bytes(env.ctx.engine, "r2", tmp_path / "r2.zip")) == sha256_of(big)
+    if not env.store_url:
+        return
+    # PostgreSQL: the cursor is closed by the fetch itself, not when its frame is let go. Kept alive here by
+    # the refusal's traceback until the one connection of this engine is in another transaction, a late
+    # close would send CLOSE into that transaction and abort it.
+    engine = create_engine(env.store_url, pool_size=1, max_overflow=0)
+    try:
+        with pytest.raises(DropBytesError) as refused:
+            fetch_drop_bytes(engine, "r1", tmp_path / "out.zip")
+        with engine.begin() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM pg_cursors").scalar_one() == 0
+            del refused
+            gc.collect()
+            assert conn.exec_driver_sql("SELECT 1").scalar_one() == 1
+    finally:
+        engine.dispose()
 
 
 def test_fetching_a_run_without_stored_bytes_says_so(env, tmp_path):

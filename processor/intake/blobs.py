@@ -5,7 +5,8 @@ Kept as 1 MiB rows of `drop_blob_chunks` under one `drop_blobs` row per run, on 
 PostgreSQL large objects: one code path for SQLite and PostgreSQL, rows that are deleted with a plain
 DELETE in the caller's transaction (a large object needs lo_unlink, is invisible to a tenant-scoped query
 and survives a deleted run as an orphan), at a comparable speed (bench/scaleout_bench.py --only blobs, 64 MiB:
-put 121 MiB/s against 80 for lo_put, fetch 121 MiB/s against 198 for lo_get). Neither direction ever holds
+put 121 MiB/s against 80 for lo_put, fetch 121 MiB/s against 198 for lo_get; since the chunks are fetched in
+binary, 55 MiB on a later machine: fetch 353-381 MiB/s against 223-260 for lo_get). Neither direction ever holds
 more than one chunk in memory, so a 100 MB drop costs a few MiB of memory.
 
 A folder drop (a watched folder of CSVs) is kept as an uncompressed tar of its top-level entries and made
@@ -167,7 +168,7 @@ class _ChunkReader:
                 row = next(self.rows, None)
                 if row is None:
                     break
-                self.buf, self.pos = row.data, 0
+                self.buf, self.pos = row[1], 0
                 continue
             end = len(self.buf) if n < 0 else min(len(self.buf), self.pos + n)
             parts.append(self.buf[self.pos:end])
@@ -195,12 +196,10 @@ def fetch_drop_bytes(engine: Engine, run_id: str, dest: Path) -> Path:
             raise DropBytesError(f"run {run_id}: the runs table has no such run; its stored bytes cannot be checked")
         if recorded.tenant != head.tenant:
             raise DropBytesError(f"run {run_id}: the stored bytes belong to another tenant than the run; not fetched")
-        rows = conn.execution_options(stream_results=True, yield_per=4).execute(
-            select(drop_blob_chunks.c.seq, drop_blob_chunks.c.data)
-            .where(drop_blob_chunks.c.run_id == run_id).order_by(drop_blob_chunks.c.seq))
+        rows = _chunk_rows(conn, run_id)
         try:
             if head.kind == "folder":
-                _read_tar(_ChunkReader(iter(rows)), tmp)
+                _read_tar(_ChunkReader(rows), tmp)
                 seen, digest = head.chunks, _door_digest(tmp)
             else:
                 seen, digest = _read_file(rows, tmp)
@@ -212,9 +211,32 @@ def fetch_drop_bytes(engine: Engine, run_id: str, dest: Path) -> Path:
         except BaseException:
             _remove(tmp)
             raise
+        finally:
+            rows.close()  # its server-side cursor, on this connection, before the connection goes back to the pool
     _remove(dest)
     os.replace(tmp, dest)
     return dest
+
+
+def _chunk_rows(conn: Connection, run_id: str):
+    """The run's chunks in order, as (seq, data) tuples, a few rows at a time (never the whole drop).
+
+    PostgreSQL: through a server-side cursor of the driver, in the binary result format. In the text format
+    the server hex-encodes a bytea to twice its size and the driver decodes it back: a 55 MiB drop came
+    back at 196-201 MiB/s that way, at 353-381 MiB/s in binary (medians; bench/README.md, 2026-12-07).
+    SQLite reads blobs as they are."""
+    stmt = (select(drop_blob_chunks.c.seq, drop_blob_chunks.c.data)
+            .where(drop_blob_chunks.c.run_id == run_id).order_by(drop_blob_chunks.c.seq))
+    if conn.dialect.name != "postgresql":
+        with conn.execution_options(stream_results=True, yield_per=4).execute(stmt) as result:
+            yield from result
+        return
+    compiled = stmt.compile(dialect=conn.dialect)
+    # A named (server-side) cursor lives in the connection's transaction, which the queries above began.
+    with conn.connection.driver_connection.cursor(name=f"drop_chunks_{secrets.token_hex(4)}", binary=True) as cur:
+        cur.itersize = 2  # rows of 1 MiB: a FETCH of two at a time keeps the peak near 6 MiB
+        cur.execute(str(compiled), compiled.params)
+        yield from cur
 
 
 def _door_digest(folder: Path) -> str:
@@ -228,11 +250,11 @@ def _read_file(rows, tmp: Path) -> tuple[int, str]:
     h = hashlib.sha256()
     seen = 0
     with open(tmp, "wb") as out:
-        for row in rows:
-            if row.seq != seen:
+        for seq, data in rows:
+            if seq != seen:
                 break
-            h.update(row.data)
-            out.write(row.data)
+            h.update(data)
+            out.write(data)
             seen += 1
         out.flush()
         os.fsync(out.fileno())
