@@ -406,10 +406,9 @@ def _school_counts(changes: ChangeSet, roster: Roster | None, conn: Connection |
     if roster is not None:
         # Unchanged per school: the drop's active rows there, less the ones it creates or updates.
         for entity in ("people", "classes", "enrollments"):
-            frame = roster.tables.get(entity)
-            if frame is None or "school" not in frame:
+            seen = roster.active_per_school(entity)
+            if seen is None:
                 continue
-            seen = frame.loc[frame["status"].eq("active"), "school"].value_counts()
             same = roster.same.get(entity)  # rows not converted again (convert.incremental), as stored
             if same is not None and len(same):
                 school = same.column("school")

@@ -310,32 +310,70 @@ def compute_changes(conn: Connection, tenant: str, roster: Roster) -> ChangeSet:
     cs = ChangeSet(data_source=roster.data_source)
     tables = [t for t in ENTITY_COLUMNS if roster.modes.get(t, "absent") != "absent" and t in roster.tables]
     read = roster.state.snapshots if roster.state is not None else {}
-    for table in tables:  # the store is read on this thread's connection only (or was, under the tenant's
-        # lock, just before conversion: convert.incremental.load_state)
+    order = sorted(tables, key=lambda t: -len(roster.tables[t]))  # biggest first
+
+    def load(table: str) -> None:  # the store is read on this thread's connection only (or was, under the
+        # tenant's lock, just before conversion: convert.incremental.load_state)
         cs.current[table] = read[table] if table in read else load_current(conn, tenant, table)
-    cs.kept = kept_ids(roster, cs.current)
-    cs.kept_people, cs.kept_classes = cs.kept.get("people", cs.kept_people), cs.kept.get("classes", cs.kept_classes)
-    # The joins of the tables run two at a time (Arrow's hash lookups release the GIL), biggest first.
+
+    def submit(table: str):
+        # kept_ids of one table reads only that table's current rows (and the drop's own kept ids)
+        keep = kept_ids(roster, {table: cs.current[table]}).get(table)
+        return pool.submit(diff_table, table, roster.modes[table], roster.tables[table], cs.current[table],
+                           roster.link_scope if table == "guardian_links" else None, keep, roster.same.get(table))
+
+    # The joins run two at a time (Arrow's hash lookups release the GIL), except the biggest table's: it is
+    # read and joined first and alone, and its rows are let go (Roster.let_go) before the other snapshots are
+    # read. Read before it, they and two joins beside every row of the roster raised a 900k district's
+    # nightly peak by 0.3-0.5 GB, to the 5 GB limit; the diff takes ~0.3 s more at 300k (bench/README.md,
+    # 2026-12-07).
     with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="diff") as pool:
-        diffs = {t: pool.submit(diff_table, t, roster.modes[t], roster.tables[t], cs.current[t],
-                                roster.link_scope if t == "guardian_links" else None, cs.kept.get(t),
-                                roster.same.get(t))
-                 for t in sorted(tables, key=lambda t: -len(roster.tables[t]))}
+        first = None
+        if order:
+            load(order[0])
+            first = submit(order[0]).result()
+            _let_go(roster, order[0], first)
+        diffs = {}
+        for table in order[1:]:  # each joined as soon as it is read, while the next one is read
+            load(table)
+            diffs[table] = submit(table)
+        cs.kept = kept_ids(roster, cs.current)
+        cs.kept_people, cs.kept_classes = cs.kept.get("people", cs.kept_people), cs.kept.get("classes", cs.kept_classes)
         for table in tables:
-            # ids are unique per table: validation rejects repeats (convert.roster)
-            tc = cs.tables[table] = diffs[table].result()
-            # Created rows get their `data` JSON slice by slice as they are written (a first load creates all).
-            tc.updated["data"] = data_json(roster.data_source.get(table), tc.updated.index)
-            ids = _changed_ids(tc)
-            cs.before[table] = _full_rows(conn, tenant, table, ids) if len(ids) else pd.DataFrame()
-            if table == "enrollments":
-                _keep_dependent_enrollments(tc, cs)
-            _describe_updates(tc, cs.before[table])
-            _split_rehashed(tc)
-            tc.line_key = roster.line_keys.get(table, "")
-            tc.lines_dirty |= cs.current[table].attrs.get("line_key") != tc.line_key
-            tc.kept_ids = cs.kept.get(table)
+            if table == order[0]:
+                tc = first
+            else:
+                tc = diffs[table].result()
+                _let_go(roster, table, tc)
+            _finish_table(conn, tenant, roster, cs, table, tc)
+    # in the tables' own order, as the apply writes them and the report lists them
+    cs.tables, cs.before, cs.current = ({t: d[t] for t in tables} for d in (cs.tables, cs.before, cs.current))
     return cs
+
+
+LET_GO = ("people", "classes", "enrollments", "guardian_links")  # demographics and orgs: the holds read them
+
+
+def _let_go(roster: Roster, table: str, tc: TableChanges) -> None:
+    """What the table's diff needs of the roster's rows, taken as soon as it is joined: the updated rows'
+    `data` JSON (created rows get theirs slice by slice as they are written); then the rows go."""
+    tc.updated["data"] = data_json(roster.data_source.get(table), tc.updated.index)
+    if table in LET_GO:
+        roster.let_go(table, tc.created)
+
+
+def _finish_table(conn: Connection, tenant: str, roster: Roster, cs: ChangeSet, table: str, tc: TableChanges) -> None:
+    # ids are unique per table: validation rejects repeats (convert.roster)
+    cs.tables[table] = tc
+    ids = _changed_ids(tc)
+    cs.before[table] = _full_rows(conn, tenant, table, ids) if len(ids) else pd.DataFrame()
+    if table == "enrollments":
+        _keep_dependent_enrollments(tc, cs)
+    _describe_updates(tc, cs.before[table])
+    _split_rehashed(tc)
+    tc.line_key = roster.line_keys.get(table, "")
+    tc.lines_dirty |= cs.current[table].attrs.get("line_key") != tc.line_key
+    tc.kept_ids = cs.kept.get(table)
 
 
 def _split_rehashed(tc: TableChanges) -> None:

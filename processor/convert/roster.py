@@ -74,6 +74,33 @@ class Roster:
     same: dict[str, Same] = field(default_factory=dict)
     line_keys: dict[str, str] = field(default_factory=dict)
     state: LineState | None = None
+    # store table → its active rows per school, kept when the diff let the table's rows go (let_go)
+    active_schools: dict[str, pd.Series] = field(default_factory=dict)
+
+    def active_per_school(self, table: str) -> pd.Series | None:
+        """How many of the table's converted rows are active per school (the report's unchanged counts)."""
+        if table in self.active_schools:
+            return self.active_schools[table]
+        frame = self.tables.get(table)
+        if frame is None or "school" not in frame:
+            return None
+        return frame.loc[eq(frame["status"], "active"), "school"].value_counts()
+
+    def let_go(self, table: str, created: pd.DataFrame) -> None:
+        """After the table's diff: keep only what the rest of the run reads of it, the `data` sources of the
+        rows the apply creates (`created`, labelled as the table's rows) and the active rows per school.
+        A nightly names every row and writes ~1% of them; holding the others through the diffs of the next
+        tables and the apply put a 900k district at the 5 GB limit (bench/README.md, 2026-12-07)."""
+        frame = self.tables[table]
+        if created is frame:  # every row is created (a first load): the apply writes the frame itself
+            return
+        counts = self.active_per_school(table)
+        if counts is not None:
+            self.active_schools[table] = counts
+        source = self.data_source.get(table)
+        if source is not None:
+            self.data_source[table] = source.loc[created.index]
+        self.tables[table] = frame.iloc[0:0]
 
 
 def convert(bundle: Bundle, validation: Validation, policy: Policy, current: CurrentRoster,
