@@ -462,6 +462,34 @@ def test_the_host_key_is_the_homes_ed25519_key(server, home):
         t.close()
 
 
+def test_stop_returns_once_every_upload_in_flight_is_set_aside_even_when_closing_files_is_slow(
+        home, engine, spool, monkeypatch):
+    """A session closes the files its lost connection left open in a thread of its own (paramiko's
+    subsystem handler), after the connection's thread has ended: stop waits for it, so a daemon that exits
+    right after stop leaves no half-written file where a drop is expected. A slow disk is a slow close."""
+    from processor.intake import sftp_server
+
+    close = sftp_server._Handle.close
+
+    def slow_close(self):
+        time.sleep(0.5)
+        return close(self)
+
+    monkeypatch.setattr(sftp_server._Handle, "close", slow_close)
+    srv = SftpServer(home, engine, "127.0.0.1", 0, TENANTS, spool)
+    srv.start()
+    t, sftp = connect(srv)
+    f = sftp.open("open.zip", "wb")
+    f.write(b"partial")
+    f.flush()
+    sftp.stat("open.zip")
+    srv.stop()
+    inbox = srv.inbox("lincoln")
+    assert (inbox / "open.zip.aborted").exists() and not (inbox / "open.zip").exists()
+    assert spool.calls == []
+    t.close()
+
+
 def test_stop_closes_open_connections(home, engine, spool):
     srv = SftpServer(home, engine, "127.0.0.1", 0, TENANTS, spool)
     srv.start()

@@ -299,6 +299,8 @@ class _TenantSftp(paramiko.SFTPServerInterface):
         return any(results.owns(self.jail.virtual(p)) for p in paths)
 
     def session_started(self) -> None:
+        with self.server._lock:  # called in the session's own thread (SftpServer.stop waits for it)
+            self.server._session_threads.add(threading.current_thread())
         log.info("tenant %s: SFTP session from %s", self.tenant, self.address)
 
     def session_ended(self) -> None:
@@ -676,6 +678,9 @@ class SftpServer:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._transports: set[paramiko.Transport] = set()
+        # each SFTP session runs in a thread of its own (paramiko's subsystem handler), which also closes the
+        # files a lost connection left open (an upload in flight becomes `<name>.aborted` there)
+        self._session_threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
         self._writers: dict[str, list[_Handle]] = {}  # real path -> handles writing it, all sessions
         self._received: dict[str, tuple[float, paramiko.SFTPAttributes]] = {}  # real path -> (expiry, attrs)
@@ -722,6 +727,14 @@ class SftpServer:
             t.close()
         for t in transports:
             t.join(timeout=5)
+        # A transport's thread ends before its sessions' threads have closed their files: wait for those too,
+        # so every upload in flight is an aborted upload (kept aside, never processed) once stop returns.
+        with self._lock:
+            sessions = list(self._session_threads)
+            self._session_threads.clear()
+        for thread in sessions:
+            if thread is not threading.current_thread():
+                thread.join(timeout=5)
         self.collector.stop()
 
     def _accept_loop(self) -> None:
@@ -795,6 +808,7 @@ class SftpServer:
         """
         self._transports = {t for t in self._transports if t.is_alive()}
         self._preauth = {t: v for t, v in self._preauth.items() if t.is_alive()}
+        self._session_threads = {t for t in self._session_threads if t.is_alive()}
         victims: list[tuple[paramiko.Transport, str, str]] = []
         refusal = None
         mine = [t for t, (a, _) in self._preauth.items() if a == address]
