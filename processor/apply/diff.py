@@ -318,9 +318,10 @@ def compute_changes(conn: Connection, tenant: str, roster: Roster) -> ChangeSet:
 
     def submit(table: str):
         # kept_ids of one table reads only that table's current rows (and the drop's own kept ids)
-        keep = kept_ids(roster, {table: cs.current[table]}).get(table)
+        cs.kept.update(kept_ids(roster, {table: cs.current[table]}))
         return pool.submit(diff_table, table, roster.modes[table], roster.tables[table], cs.current[table],
-                           roster.link_scope if table == "guardian_links" else None, keep, roster.same.get(table))
+                           roster.link_scope if table == "guardian_links" else None, cs.kept.get(table),
+                           roster.same.get(table))
 
     # The joins run two at a time (Arrow's hash lookups release the GIL), except the biggest table's: it is
     # read and joined first and alone, and its rows are let go (Roster.let_go) before the other snapshots are
@@ -337,7 +338,6 @@ def compute_changes(conn: Connection, tenant: str, roster: Roster) -> ChangeSet:
         for table in order[1:]:  # each joined as soon as it is read, while the next one is read
             load(table)
             diffs[table] = submit(table)
-        cs.kept = kept_ids(roster, cs.current)
         cs.kept_people, cs.kept_classes = cs.kept.get("people", cs.kept_people), cs.kept.get("classes", cs.kept_classes)
         for table in tables:
             if table == order[0]:
