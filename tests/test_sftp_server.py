@@ -462,6 +462,19 @@ def test_the_host_key_is_the_homes_ed25519_key(server, home):
         t.close()
 
 
+def upload_in_flight(home, engine, spool):
+    """A started server, the client transport and the client's open.zip, written to and not closed yet:
+    keep the file, which closes itself (completing the upload) once it is let go."""
+    srv = SftpServer(home, engine, "127.0.0.1", 0, TENANTS, spool)
+    srv.start()
+    t, sftp = connect(srv)
+    f = sftp.open("open.zip", "wb")
+    f.write(b"partial")
+    f.flush()
+    sftp.stat("open.zip")
+    return srv, t, f
+
+
 def test_stop_returns_once_every_upload_in_flight_is_set_aside_even_when_closing_files_is_slow(
         home, engine, spool, monkeypatch):
     """A session closes the files its lost connection left open in a thread of its own (paramiko's
@@ -476,13 +489,7 @@ def test_stop_returns_once_every_upload_in_flight_is_set_aside_even_when_closing
         return close(self)
 
     monkeypatch.setattr(sftp_server._Handle, "close", slow_close)
-    srv = SftpServer(home, engine, "127.0.0.1", 0, TENANTS, spool)
-    srv.start()
-    t, sftp = connect(srv)
-    f = sftp.open("open.zip", "wb")
-    f.write(b"partial")
-    f.flush()
-    sftp.stat("open.zip")
+    srv, t, _open = upload_in_flight(home, engine, spool)
     srv.stop()
     inbox = srv.inbox("lincoln")
     assert (inbox / "open.zip.aborted").exists() and not (inbox / "open.zip").exists()
@@ -491,13 +498,7 @@ def test_stop_returns_once_every_upload_in_flight_is_set_aside_even_when_closing
 
 
 def test_stop_closes_open_connections(home, engine, spool):
-    srv = SftpServer(home, engine, "127.0.0.1", 0, TENANTS, spool)
-    srv.start()
-    t, sftp = connect(srv)
-    f = sftp.open("open.zip", "wb")
-    f.write(b"partial")
-    f.flush()
-    sftp.stat("open.zip")
+    srv, t, _open = upload_in_flight(home, engine, spool)
     srv.stop()
     wait_for(lambda: not t.is_active())
     assert spool.calls == []
