@@ -234,6 +234,9 @@ def test_on_postgresql_a_second_writer_waits_for_the_first_commit_so_ids_are_com
         while True:
             waiting = watcher.execute(text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :p"),
                                       {"p": seen.get("pid", -1)}).scalar()
+            # pg_stat_activity is read once per transaction and then kept: each look needs a new one, or a
+            # first look taken before the second writer was blocked is all this loop would ever see
+            watcher.rollback()
             if waiting == "Lock":
                 break
             assert time.monotonic() < deadline, "the second writer never waited for the first"
