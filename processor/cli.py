@@ -532,12 +532,12 @@ def cmd_web_passwd(args, home: Path) -> int:
 
 
 def cmd_events(args, home: Path) -> int:
-    from processor.events import EventsExpired, read_events
+    from processor.events import MAX_ID, MAX_LIMIT, EventsExpired, read_events
 
     ctx = Context.load(home)
     ctx.config.tenant(args.tenant)
-    if args.after < 0 or not 1 <= args.limit <= 10_000:
-        raise UserError("--after must be 0 or more and --limit between 1 and 10000")
+    if not 0 <= args.after <= MAX_ID or not 1 <= args.limit <= MAX_LIMIT:
+        raise UserError(f"--after must be between 0 and {MAX_ID} and --limit between 1 and {MAX_LIMIT}")
     try:
         page = read_events(ctx.engine, args.tenant, after=args.after, limit=args.limit)
     except EventsExpired as exc:

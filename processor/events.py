@@ -67,6 +67,7 @@ EVENT_COLUMNS = ["tenant", "id", "last_id", "run_id", "type", "changed", "source
 BLOCK = 1000
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
+MAX_ID = 2**63 - 1  # event ids are BIGINT on both stores: a cursor past it is refused, never sent to the store
 
 
 class EventsExpired(Exception):

@@ -182,6 +182,9 @@ def test_events_command_pages_with_after_and_limit(env, capsys):
     assert json.loads(capsys.readouterr().out) == {"events": [], "next": total}
     assert main(["--home", str(env.home), "events", "--tenant", "nowhere", "--json"]) == 1
     assert "unknown tenant" in json.loads(capsys.readouterr().out)["error"]
+    # past the stores' BIGINT ids: an error naming the option, not a traceback from the store
+    assert main(["--home", str(env.home), "events", "--tenant", "lincoln", "--after", str(2**63), "--json"]) == 1
+    assert "--after must be between 0 and 9223372036854775807" in json.loads(capsys.readouterr().out)["error"]
 
 
 def test_pages_cross_storage_blocks_and_any_sourced_id_survives(env, monkeypatch):

@@ -26,7 +26,7 @@ from processor.apply.export import SCHOOL_TYPES, SHAPES
 from processor.apply.locks import NotFound, list_locks, lock_field, unlock_field
 from processor.apply.store import ENTITY_TABLES, runs
 from processor.context import Context, UserError
-from processor.events import DEFAULT_LIMIT, MAX_LIMIT, EventsExpired, last_event_id, read_events
+from processor.events import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT, EventsExpired, last_event_id, read_events
 from processor.web.tokens import Token, authenticate
 
 TenantId = Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,64}$", description="the tenant (district) id")]
@@ -220,7 +220,7 @@ def create_api(ctx: Context) -> FastAPI:
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @api.get("/tenants/{tenant}/events", response_model=EventPage, responses={**ERRORS, 410: {"model": Error}})
-    def get_events(tenant: Tenant, after: Annotated[int, Query(ge=0)] = 0,
+    def get_events(tenant: Tenant, after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
                    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT):
         """The tenant's change events with id > after, oldest first. 410: the cursor is older than the
         oldest kept event; resync from the roster routes and read events after their `events_cursor`."""
