@@ -117,6 +117,9 @@ def _isin(left: pa.Array | pa.ChunkedArray, reference) -> np.ndarray:
     right = arrow(reference)
     if len(right) == 0:
         return np.zeros(len(left), dtype=bool)
+    found = keyed_positions(left, right)
+    if found is not None:
+        return found >= 0
     return pc.is_in(left, value_set=right, skip_nulls=True).to_numpy(zero_copy_only=False).astype(bool, copy=False)
 
 
@@ -137,8 +140,114 @@ def positions(values, reference) -> np.ndarray:
     right = arrow(reference)
     if len(right) == 0:
         return np.full(len(left), -1, dtype=np.int64)
+    found = keyed_positions(left, right)
+    if found is not None:
+        return found
+    return _index_in(left, right)
+
+
+def _index_in(left: pa.Array | pa.ChunkedArray, right: pa.Array) -> np.ndarray:
     idx = pc.index_in(left, value_set=right, skip_nulls=True)
     return pc.fill_null(idx, -1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+
+
+# Lookups of millions of ids (the diff's join, references, guardian links) as 64-bit integer keys in small
+# hash tables: Arrow's string lookup hashes every id into one table of millions of entries, whose random
+# accesses miss the CPU caches (2M enrollment ids against 2M: 0.57 s, keyed 0.29 s; bench/README.md,
+# 2026-12-07 evening). Against fewer than KEYED_MIN ids Arrow's own table fits the caches and is faster.
+KEYED_MIN = 250_000
+KEYED_DISTINCT = 512  # distinct among 1024 ids sampled evenly from those looked up in; fewer: Arrow's lookup
+KEYED_WIDTH = 48  # ids up to this many bytes are keyed (zero-padded to a multiple of 8); longer: Arrow's lookup
+_BUCKET_BITS = 6
+_CHECK_SLICE = 1 << 20
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _keys(arr: pa.Array, width: int) -> np.ndarray | None:
+    """A 64-bit key per value, from its bytes zero-padded to width (equal values, equal keys; distinct ones
+    may collide, which keyed_positions checks); None when a value is longer than width."""
+    if len(arr) == 0:  # a chunked column's empty chunk
+        return np.zeros(0, dtype=np.uint64)
+    padded = pc.ascii_rpad(arr, width, padding="\x00")  # pads by bytes, whatever the text
+    offsets = _offsets(padded)
+    start, end = int(offsets[0]), int(offsets[-1])
+    if end - start != len(arr) * width:
+        return None
+    words = np.frombuffer(padded.buffers()[2], dtype=np.uint8)[start:end].view(np.uint64).reshape(len(arr), -1)
+    key = np.zeros(len(arr), dtype=np.uint64)
+    shifted = np.empty_like(key)  # one scratch array, not a new one per step
+    for k in range(words.shape[1]):
+        key ^= words[:, k]
+        key *= _MIX
+        key ^= np.right_shift(key, np.uint64(29), out=shifted)
+    return key
+
+
+def keyed_positions(left: pa.Array | pa.ChunkedArray, right: pa.Array) -> np.ndarray | None:
+    """positions() by 64-bit keys, exactly (every key match is checked on the values; a value whose key
+    matched another value is looked up again by Arrow), or None when this would not be faster: fewer than
+    KEYED_MIN ids to look up in, few distinct ones among them (KEYED_DISTINCT), or ids over KEYED_WIDTH bytes."""
+    if len(right) < KEYED_MIN or not len(left):
+        return None
+    # A column of few distinct values (a school, a status) makes a small table in Arrow: faster than keying.
+    sample = right.take(pa.array(np.linspace(0, len(right) - 1, 1024).astype(np.int64)))
+    if pc.count_distinct(sample).as_py() < KEYED_DISTINCT:
+        return None
+    lefts = left.chunks if isinstance(left, pa.ChunkedArray) else [left]
+    longest = max((longest_bytes(pa.chunked_array([c])) for c in (*lefts, right) if len(c)), default=0)
+    if longest > KEYED_WIDTH:
+        return None
+    width = max(8, -(-longest // 8) * 8)
+    parts = []
+    for chunk in lefts:
+        k = _keys(pc.fill_null(chunk, ""), width)
+        if k is None:
+            return None
+        parts.append(k)
+    probe_keys = np.concatenate(parts)
+    ref_keys = _keys(pc.fill_null(right, ""), width)
+    if ref_keys is None:
+        return None
+    ref_valid = right.is_valid().to_numpy(zero_copy_only=False) if right.null_count else None
+    found = _bucketed_index(probe_keys, ref_keys, ref_valid)
+    if left.null_count:
+        found[~np.asarray(left.is_valid(), dtype=bool)] = -1
+    hit = np.flatnonzero(found >= 0)
+    for start in range(0, len(hit), _CHECK_SLICE):  # in slices: two copies of 6M ids at once would be ~0.25 GB
+        rows = hit[start:start + _CHECK_SLICE]
+        same = pc.equal(left.take(pa.array(rows)), right.take(pa.array(found[rows])))
+        wrong = rows[~np.asarray(pc.fill_null(same, False), dtype=bool)]
+        if len(wrong):  # a key shared by two distinct values: those values are looked up by Arrow
+            found[wrong] = _index_in(left.take(pa.array(wrong)), right)
+    return found
+
+
+def _bucketed_index(probe_keys: np.ndarray, ref_keys: np.ndarray, ref_valid: np.ndarray | None) -> np.ndarray:
+    """For each probe key, the position of its first occurrence in ref_keys (-1: none), one bucket of the
+    keys' top bits at a time: each bucket's table is small enough for the CPU's caches."""
+    shift = np.uint64(64 - _BUCKET_BITS)
+    ref_bucket = (ref_keys >> shift).astype(np.uint8)
+    probe_bucket = (probe_keys >> shift).astype(np.uint8)
+    ref_order = np.argsort(ref_bucket, kind="stable")  # stable: first occurrences stay first
+    if ref_valid is not None:
+        ref_order = ref_order[ref_valid[ref_order]]
+    probe_order = np.argsort(probe_bucket, kind="stable")
+    bounds = np.arange((1 << _BUCKET_BITS) + 1)
+    ref_cut = np.searchsorted(ref_bucket[ref_order], bounds)
+    probe_cut = np.searchsorted(probe_bucket[probe_order], bounds)
+    del ref_bucket, probe_bucket
+    found = np.full(len(probe_keys), -1, dtype=np.int64)
+    for b in range(1 << _BUCKET_BITS):  # each bucket's keys gathered in turn: no sorted copy of all the keys
+        p0, p1, r0, r1 = probe_cut[b], probe_cut[b + 1], ref_cut[b], ref_cut[b + 1]
+        if p0 == p1 or r0 == r1:
+            continue
+        probe_b = pa.array(probe_keys[probe_order[p0:p1]].view(np.int64))
+        at = pc.fill_null(pc.index_in(probe_b, value_set=pa.array(ref_keys[ref_order[r0:r1]].view(np.int64))), -1)
+        at = at.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        hit = at >= 0
+        at[hit] = ref_order[r0 + at[hit]]
+        found[probe_order[p0:p1]] = at
+    return found
 
 
 def codes(values) -> np.ndarray:
