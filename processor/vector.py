@@ -193,8 +193,9 @@ def keyed_positions(left: pa.Array | pa.ChunkedArray, right: pa.Array) -> np.nda
     sample = right.take(pa.array(np.linspace(0, len(right) - 1, 1024).astype(np.int64)))
     if pc.count_distinct(sample).as_py() < KEYED_DISTINCT:
         return None
-    lefts = left.chunks if isinstance(left, pa.ChunkedArray) else [left]
-    longest = max((longest_bytes(pa.chunked_array([c])) for c in (*lefts, right) if len(c)), default=0)
+    chunked = left if isinstance(left, pa.ChunkedArray) else pa.chunked_array([left])
+    lefts = chunked.chunks
+    longest = max(longest_bytes(chunked), longest_bytes(pa.chunked_array([right])))
     if longest > KEYED_WIDTH:
         return None
     width = max(8, -(-longest // 8) * 8)
